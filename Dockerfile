@@ -1,0 +1,40 @@
+# Image for the web (uvicorn), Celery worker, Celery beat and migrate services.
+FROM python:3.11-slim
+
+# PYTHONPATH: `pip install .` also puts the packages in site-packages; keep the copy in
+# /app first on the path so BASE_DIR (and so STATIC_ROOT) is /app for every process.
+# DJANGO_SETTINGS_MODULE: secure by default; production settings refuse to start
+# without SECRET_KEY and ALLOWED_HOSTS instead of falling back to DEBUG and a dev key.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONPATH=/app \
+    DJANGO_SETTINGS_MODULE=config.settings.production
+
+WORKDIR /app
+
+RUN groupadd --system app \
+    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+
+# setuptools package discovery needs the sources, so the dependency layer cannot be
+# cached apart from the code: copy everything (.dockerignore trims it) and install.
+COPY . .
+RUN pip install --no-cache-dir . \
+    && rm -rf build ./*.egg-info
+
+# Hashed, compressed static files for WhiteNoise. The key and hosts are build-time
+# dummies that exist only for this RUN line; the real ones come from the runtime env.
+RUN SECRET_KEY=collectstatic-build-only-not-a-secret \
+    ALLOWED_HOSTS=localhost \
+    DJANGO_SETTINGS_MODULE=config.settings.production \
+    python manage.py collectstatic --noinput
+
+USER app
+
+EXPOSE 8000
+
+# sh -c so ${WEB_CONCURRENCY} expands at run time; exec so uvicorn is PID 1 and gets
+# SIGTERM. Behind a reverse proxy, set FORWARDED_ALLOW_IPS to the proxy's address so
+# --proxy-headers trusts its X-Forwarded-* headers (uvicorn reads that variable).
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2} --proxy-headers"]

@@ -1,0 +1,22 @@
+"""Tests: the embedded default unless DATABASE_URL / REDIS_URL point at real servers.
+
+CI sets both, plus REQUIRE_SERVICES=1 so that a test needing a service that does not
+answer fails instead of being skipped (see tests/conftest.py).
+"""
+
+import os
+
+# Every test thread must hold a real connection of its own (races are tested with
+# real concurrent connections), so no pool.
+os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
+
+from .base import *  # noqa: F403
+from .base import BASE_DIR, DATABASES
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests decide per test whether Celery runs eagerly or through a real worker.
+CELERY_TASK_ALWAYS_EAGER = True
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: server and worker processes started by the tests share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}

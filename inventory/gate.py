@@ -1,0 +1,192 @@
+"""The Redis admission gate: an accelerator in front of the database, never the guarantee.
+
+Per allocation it keeps, in one hash slot (``{alloc:N}``):
+
+* ``gate:{alloc:N}`` hash: ``status`` (open/closed), ``remaining`` (units neither held,
+  sold nor pending), ``limit`` (per-customer limit, 0 for none);
+* ``gate:{alloc:N}:c`` hash: units each customer has pending, held or bought;
+* ``gate:{alloc:N}:exp`` sorted set: held reservation ids scored by expiry time, so
+  that a sold-out answer can tell, without SQL, whether expired holds could be
+  reclaimed first.
+
+One Lua script checks and takes units atomically; a rejection touches no database.
+The database stays the source of truth: ``gate_rebuild`` recomputes all of it from the
+rows (on a missing gate, by the periodic reconcile task, after Redis data loss).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from inventory.redis_conn import get_redis, redis_configured
+
+logger = logging.getLogger(__name__)
+
+
+class GateDecision(enum.Enum):
+    ADMITTED = "admitted"
+    MISSING = "missing"  # no gate state in Redis: rebuild from the database
+    NOT_LIVE = "drop_not_live"
+    SOLD_OUT = "sold_out"
+    LIMIT_REACHED = "limit_reached"
+    RECLAIMABLE = "reclaimable"  # sold out, but some holds are past their expiry
+
+
+_DECISIONS = {
+    1: GateDecision.ADMITTED,
+    0: GateDecision.MISSING,
+    -1: GateDecision.NOT_LIVE,
+    -2: GateDecision.SOLD_OUT,
+    -3: GateDecision.LIMIT_REACHED,
+    -4: GateDecision.RECLAIMABLE,
+}
+
+# KEYS: state hash, customers hash, expiry zset. ARGV: customer id, quantity, now (epoch s).
+_ADMIT = """
+local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit')
+if not state[1] then return 0 end
+if state[1] ~= 'open' then return -1 end
+local qty = tonumber(ARGV[2])
+local limit = tonumber(state[3])
+local taken = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if limit > 0 and taken + qty > limit then return -3 end
+if tonumber(state[2]) < qty then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, 1)
+  if #due > 0 then return -4 end
+  return -2
+end
+redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
+redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+return 1
+"""
+
+# Give units back (hold rejected, released or expired). A missing gate stays missing:
+# the next admission rebuilds it from the database, which already counts the return.
+# KEYS: state hash, customers hash, expiry zset. ARGV: customer id, quantity, reservation id.
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local qty = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'remaining', qty)
+local left = redis.call('HINCRBY', KEYS[2], ARGV[1], -qty)
+if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+return 1
+"""
+
+# Replace the whole gate atomically. KEYS: state, customers, expiry.
+# ARGV: status, remaining, limit, n_customers, (customer, units)*, (reservation, expiry)*
+_REBUILD = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'remaining', ARGV[2], 'limit', ARGV[3])
+local n = tonumber(ARGV[4])
+local i = 5
+for _ = 1, n do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
+  i = i + 2
+end
+return 1
+"""
+
+
+def gate_enabled() -> bool:
+    return redis_configured() and settings.INVENTORY_GATE_ENABLED
+
+
+def _keys(allocation_id: int) -> list[str]:
+    base = f"gate:{{alloc:{allocation_id}}}"
+    return [base, f"{base}:c", f"{base}:exp"]
+
+
+@dataclass(frozen=True)
+class GateState:
+    status: str
+    remaining: int
+    limit: int
+    customers: dict[int, int]
+    expiries: dict[int, float]
+
+
+def gate_admit(*, allocation_id: int, customer_id: int, quantity: int, now: float) -> GateDecision:
+    result = get_redis().eval(_ADMIT, 3, *_keys(allocation_id), customer_id, quantity, now)
+    return _DECISIONS[int(result)]
+
+
+def gate_give_back(
+    *, allocation_id: int, customer_id: int, quantity: int, reservation_id: int | None = None
+) -> None:
+    get_redis().eval(
+        _GIVE_BACK, 3, *_keys(allocation_id), customer_id, quantity, reservation_id or ""
+    )
+
+
+def gate_track_expiries(*, allocation_id: int, expiries: dict[int, float]) -> None:
+    """Remember when new holds expire (only while the gate exists)."""
+    if not expiries:
+        return
+    state_key, _, expiry_key = _keys(allocation_id)
+    pipe = get_redis().pipeline()
+    pipe.exists(state_key)
+    pipe.zadd(expiry_key, {str(rid): at for rid, at in expiries.items()})
+    exists, _ = pipe.execute()
+    if not exists:
+        # The gate vanished between the two: drop the orphan set; a rebuild recreates it.
+        get_redis().delete(expiry_key)
+
+
+def gate_forget_holds(*, allocation_id: int, reservation_ids: Iterable[int]) -> None:
+    """Holds that were confirmed: their units stay taken, their expiry no longer matters."""
+    ids = [str(rid) for rid in reservation_ids]
+    if ids:
+        get_redis().zrem(_keys(allocation_id)[2], *ids)
+
+
+def gate_write(*, allocation_id: int, state: GateState) -> None:
+    args: list = [state.status, state.remaining, state.limit, len(state.customers)]
+    for customer_id, units in state.customers.items():
+        args += [customer_id, units]
+    for reservation_id, expires_at in state.expiries.items():
+        args += [reservation_id, expires_at]
+    get_redis().eval(_REBUILD, 3, *_keys(allocation_id), *args)
+
+
+def gate_set_status(*, allocation_id: int, status: str) -> None:
+    state_key = _keys(allocation_id)[0]
+    # Only an existing gate changes status; a missing one is rebuilt with the right one.
+    get_redis().eval(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then "
+        "redis.call('HSET', KEYS[1], 'status', ARGV[1]) end return 1",
+        1,
+        state_key,
+        status,
+    )
+
+
+def gate_read(*, allocation_id: int) -> GateState | None:
+    state_key, customers_key, expiry_key = _keys(allocation_id)
+    pipe = get_redis().pipeline()
+    pipe.hgetall(state_key)
+    pipe.hgetall(customers_key)
+    pipe.zrange(expiry_key, 0, -1, withscores=True)
+    state, customers, expiries = pipe.execute()
+    if not state:
+        return None
+    return GateState(
+        status=state["status"],
+        remaining=int(state["remaining"]),
+        limit=int(state["limit"]),
+        customers={int(k): int(v) for k, v in customers.items()},
+        expiries={int(k): float(v) for k, v in expiries},
+    )
+
+
+def gate_delete(*, allocation_id: int) -> None:
+    get_redis().delete(*_keys(allocation_id))

@@ -1,0 +1,207 @@
+"""Stock, allocations, holds and the ledger.
+
+Units flow like this (``StockItem.reserved`` counts units promised to allocations)::
+
+    on_hand ──carve──▶ Allocation.quantity ──hold──▶ held ──confirm──▶ sold (leaves on_hand)
+       ▲                     │  ▲                      │
+       └──return on close────┘  └──release / expire────┘
+
+The counters are only ever changed by ``inventory.services`` with conditional ``UPDATE``
+statements, each paired with a ``StockMovement``; CHECK constraints are the last line of
+defence: a bug that would oversell fails its transaction instead.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class StockItem(models.Model):
+    variant = models.OneToOneField("shop.Variant", on_delete=models.PROTECT, related_name="stock")
+    on_hand = models.IntegerField(default=0, help_text="Units physically in stock.")
+    reserved = models.IntegerField(default=0, help_text="Units carved into allocations.")
+    low_stock_threshold = models.PositiveIntegerField(default=5)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0), name="stock_reserved_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved__lte=F("on_hand")), name="stock_reserved_within_on_hand"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"stock of {self.variant.sku}"
+
+    @property
+    def available(self) -> int:
+        """Units on hand not promised to any allocation."""
+        return self.on_hand - self.reserved
+
+    @property
+    def is_low(self) -> bool:
+        return self.available <= self.low_stock_threshold
+
+
+class Allocation(models.Model):
+    """A pool of units carved out of one stock item (a drop puts one on stage).
+
+    Carving moves units into ``StockItem.reserved``; holds and sales then move only this
+    row's counters, so the hot path touches one row. Closing returns what is unsold.
+    """
+
+    class Status(models.TextChoices):
+        READY = "ready", "ready (carved, not selling)"
+        OPEN = "open", "open (selling)"
+        CLOSED = "closed", "closed"
+
+    stock_item = models.ForeignKey(StockItem, on_delete=models.PROTECT, related_name="allocations")
+    label = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.READY)
+    quantity = models.IntegerField(help_text="Units carved for this pool.")
+    held = models.IntegerField(default=0)
+    sold = models.IntegerField(default=0)
+    per_customer_limit = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0), name="allocation_quantity_not_negative"
+            ),
+            models.CheckConstraint(condition=Q(held__gte=0), name="allocation_held_not_negative"),
+            models.CheckConstraint(condition=Q(sold__gte=0), name="allocation_sold_not_negative"),
+            models.CheckConstraint(
+                condition=Q(held__lte=F("quantity") - F("sold")), name="allocation_never_oversold"
+            ),
+            models.CheckConstraint(
+                condition=Q(per_customer_limit__isnull=True) | Q(per_customer_limit__gte=1),
+                name="allocation_limit_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or f"allocation {self.pk}"
+
+    @property
+    def remaining(self) -> int:
+        """Units neither held nor sold."""
+        return self.quantity - self.held - self.sold
+
+
+class Reservation(models.Model):
+    """A customer's hold on units of an allocation."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        HELD = "held"
+        CONFIRMED = "confirmed"
+        RELEASED = "released"
+        EXPIRED = "expired"
+        REJECTED = "rejected"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.HELD, Status.CONFIRMED)
+
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reservations"
+    )
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, related_name="reservations"
+    )
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    reject_reason = models.CharField(max_length=32, blank=True)
+    idempotency_key = models.CharField(max_length=255)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "idempotency_key"], name="reservation_idempotency_per_customer"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1), name="reservation_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="held") | Q(expires_at__isnull=False),
+                name="reservation_held_has_expiry",
+            ),
+        ]
+        indexes = [
+            # The reserve task settles the pending holds of one allocation, oldest first.
+            models.Index(
+                fields=["allocation", "id"],
+                condition=Q(status="pending"),
+                name="reservation_pending_idx",
+            ),
+            # The expiry sweep looks for held reservations past their time.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(status="held"),
+                name="reservation_held_expiry_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reservation {self.pk} ({self.status})"
+
+
+class StockMovement(models.Model):
+    """The ledger: one row for every change of stock or allocation counters.
+
+    Per stock item, ``on_hand`` and ``reserved`` equal the sums of their deltas; per
+    allocation, ``held`` and ``sold`` equal the sums of theirs.
+    """
+
+    class Reason(models.TextChoices):
+        RESTOCK = "restock"
+        ADJUSTMENT = "adjustment"
+        SHRINKAGE = "shrinkage"
+        DAMAGE = "damage"
+        RETURN = "return"
+        IMPORT = "import"
+        ALLOCATION_CARVE = "allocation_carve"
+        ALLOCATION_RETURN = "allocation_return"
+        HOLD = "hold"
+        HOLD_RELEASE = "hold_release"
+        HOLD_EXPIRE = "hold_expire"
+        SALE = "sale"
+
+    stock_item = models.ForeignKey(StockItem, on_delete=models.PROTECT, related_name="movements")
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="movements"
+    )
+    reservation = models.ForeignKey(
+        Reservation, on_delete=models.PROTECT, null=True, blank=True, related_name="movements"
+    )
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    on_hand_delta = models.IntegerField(default=0)
+    reserved_delta = models.IntegerField(default=0)
+    held_delta = models.IntegerField(default=0)
+    sold_delta = models.IntegerField(default=0)
+    reference = models.CharField(max_length=200, blank=True)
+    note = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.reason} on {self.stock_item_id}: {self.on_hand_delta:+}/{self.reserved_delta:+}"
+        )

@@ -1,0 +1,584 @@
+"""Holds: request (the gate), settle (the atomic move), release, confirm, expire.
+
+Lock order, everywhere: reservation rows, then the allocation row, then the stock item.
+The settle path locks the allocation and then only *pending* rows, which no other path
+locks, so no cycle can form.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from inventory import events, gate
+from inventory.exceptions import (
+    DropNotLive,
+    HoldExpired,
+    IdempotencyKeyReused,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    ReservationNotHeld,
+    SoldOut,
+    TooManyHolds,
+)
+from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.services._common import validate_quantity
+from inventory.services.allocations import allocation_changed_event
+from inventory.services.gate_sync import gate_rebuild
+
+logger = logging.getLogger(__name__)
+
+Status = Reservation.Status
+Reason = StockMovement.Reason
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+_GATE_ERRORS = {
+    gate.GateDecision.NOT_LIVE: DropNotLive,
+    gate.GateDecision.SOLD_OUT: SoldOut,
+    gate.GateDecision.RECLAIMABLE: SoldOut,
+    gate.GateDecision.LIMIT_REACHED: LimitReached,
+}
+
+
+def _reservation_event(reservation: Reservation) -> events.ReservationChanged:
+    return events.ReservationChanged(
+        reservation_id=reservation.pk,
+        customer_id=reservation.customer_id,
+        allocation_id=reservation.allocation_id,
+        status=reservation.status,
+    )
+
+
+# --- request ---------------------------------------------------------------------------
+
+
+def reservation_request(
+    *,
+    customer_id: int,
+    allocation_id: int,
+    quantity: int,
+    idempotency_key: str,
+    unit_price: Decimal,
+    currency: str,
+) -> Reservation:
+    """Ask for ``quantity`` units; returns the reservation (``pending`` until the reserve
+    task settles it, or already settled when tasks run eagerly).
+
+    Guarantees:
+    * with the gate on, a request the gate turns away (``SoldOut``, ``LimitReached``,
+      ``DropNotLive``) touches no database row;
+    * one hold per (customer, idempotency key): a repeat returns the first reservation;
+      the same key with another allocation or quantity raises ``IdempotencyKeyReused``;
+    * units the gate took for a request that then fails are given back.
+    """
+    quantity = validate_quantity(quantity)
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= (
+        MAX_IDEMPOTENCY_KEY_LENGTH
+    ):
+        raise InvalidInput(
+            f"An idempotency key of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters is required.",
+            field="idempotency_key",
+        )
+    if gate.gate_enabled():
+        return _request_through_gate(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            unit_price=unit_price,
+            currency=currency,
+        )
+    return _request_without_gate(
+        customer_id=customer_id,
+        allocation_id=allocation_id,
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        unit_price=unit_price,
+        currency=currency,
+    )
+
+
+def _admit(*, allocation_id: int, customer_id: int, quantity: int) -> None:
+    """Take units at the gate or raise the rejection. Rebuilds a missing gate and
+    reclaims expired holds once when they stand between a buyer and the units."""
+    decision = gate.gate_admit(
+        allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
+    )
+    if decision is gate.GateDecision.MISSING:
+        if gate_rebuild(allocation_id=allocation_id) is None:
+            raise NotFound("No such allocation.")
+        decision = gate.gate_admit(
+            allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
+        )
+    if decision is gate.GateDecision.RECLAIMABLE:
+        reservations_expire(allocation_id=allocation_id)
+        decision = gate.gate_admit(
+            allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
+        )
+    if decision is not gate.GateDecision.ADMITTED:
+        raise _GATE_ERRORS.get(decision, SoldOut)()
+
+
+def _request_through_gate(
+    *,
+    customer_id: int,
+    allocation_id: int,
+    quantity: int,
+    idempotency_key: str,
+    unit_price: Decimal,
+    currency: str,
+) -> Reservation:
+    _admit(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+    try:
+        reservation = _create_pending(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            unit_price=unit_price,
+            currency=currency,
+        )
+    except IntegrityError:
+        # The key was used before (or concurrently): no second hold.
+        gate.gate_give_back(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+        return _replay(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+        )
+    except BaseException:
+        gate.gate_give_back(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+        raise
+    return _after_request(reservation)
+
+
+def _request_without_gate(
+    *,
+    customer_id: int,
+    allocation_id: int,
+    quantity: int,
+    idempotency_key: str,
+    unit_price: Decimal,
+    currency: str,
+) -> Reservation:
+    """The database alone: answer the obvious rejections from the allocation row, then
+    write the pending hold; the settle step decides under the allocation's lock."""
+    if Reservation.objects.filter(
+        customer_id=customer_id, idempotency_key=idempotency_key
+    ).exists():
+        return _replay(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+        )
+    allocation = Allocation.objects.filter(pk=allocation_id).first()
+    if allocation is None:
+        raise NotFound("No such allocation.")
+    if allocation.status != Allocation.Status.OPEN:
+        raise DropNotLive()
+    if allocation.remaining < quantity and reservations_expire(allocation_id=allocation_id):
+        allocation.refresh_from_db()
+    if allocation.remaining < quantity:
+        raise SoldOut(remaining=allocation.remaining)
+    if allocation.per_customer_limit is not None:
+        taken = (
+            Reservation.objects.filter(
+                allocation_id=allocation_id,
+                customer_id=customer_id,
+                status__in=Reservation.ACTIVE_STATUSES,
+            ).aggregate(t=Sum("quantity"))["t"]
+            or 0
+        )
+        if taken + quantity > allocation.per_customer_limit:
+            raise LimitReached(limit=allocation.per_customer_limit)
+    try:
+        reservation = _create_pending(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            unit_price=unit_price,
+            currency=currency,
+        )
+    except IntegrityError:
+        return _replay(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+        )
+    return _after_request(reservation)
+
+
+def _create_pending(
+    *,
+    customer_id: int,
+    allocation_id: int,
+    quantity: int,
+    idempotency_key: str,
+    unit_price: Decimal,
+    currency: str,
+) -> Reservation:
+    from inventory.tasks import reserve  # tasks import services; import here, not at the top
+
+    with transaction.atomic():
+        active = Reservation.objects.filter(
+            customer_id=customer_id, status__in=(Status.PENDING, Status.HELD)
+        ).count()
+        if active >= settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER:
+            raise TooManyHolds(limit=settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER)
+        reservation = Reservation.objects.create(
+            customer_id=customer_id,
+            allocation_id=allocation_id,
+            quantity=quantity,
+            unit_price=unit_price,
+            currency=currency,
+            idempotency_key=idempotency_key,
+        )
+        transaction.on_commit(lambda: reserve.delay(reservation.pk))
+    return reservation
+
+
+def _after_request(reservation: Reservation) -> Reservation:
+    from inventory.tasks import reserve
+
+    if reserve.app.conf.task_always_eager:
+        # The task already ran on commit: answer with the settled state.
+        reservation.refresh_from_db()
+    return reservation
+
+
+def _replay(
+    *, customer_id: int, allocation_id: int, quantity: int, idempotency_key: str
+) -> Reservation:
+    existing = Reservation.objects.get(customer_id=customer_id, idempotency_key=idempotency_key)
+    if existing.allocation_id != allocation_id or existing.quantity != quantity:
+        raise IdempotencyKeyReused()
+    return existing
+
+
+# --- settle ----------------------------------------------------------------------------
+
+
+@dataclass
+class SettleResult:
+    held: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+
+
+def reservation_reserve(*, reservation_id: int) -> Reservation | None:
+    """Settle a pending reservation (and the pending ones queued before and with it on
+    the same allocation). Idempotent: a settled reservation is left as it is."""
+    row = Reservation.objects.filter(pk=reservation_id).values("status", "allocation_id").first()
+    if row is None:
+        return None
+    if row["status"] == Status.PENDING:
+        allocation_settle_pending(allocation_id=row["allocation_id"])
+    return Reservation.objects.get(pk=reservation_id)
+
+
+def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = None) -> SettleResult:
+    """Turn pending reservations into holds or rejections, oldest first, in batches.
+
+    Guarantee: per batch one transaction, with the allocation row locked, one
+    conditional ``UPDATE`` for the units of all accepted holds, one ledger entry and
+    one multi-row write of the reservations. A hold is granted only while units remain
+    and within the customer's limit; the CHECK constraints back both.
+    """
+    batch_size = batch_size or settings.RESERVATION_SETTLE_BATCH
+    result = SettleResult()
+    while True:
+        settled = _settle_batch(allocation_id=allocation_id, batch_size=batch_size)
+        result.held += settled.held
+        result.rejected += settled.rejected
+        if len(settled.held) + len(settled.rejected) < batch_size:
+            return result
+
+
+def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
+    result = SettleResult()
+    with transaction.atomic():
+        allocation = Allocation.objects.select_for_update().filter(pk=allocation_id).first()
+        if allocation is None:
+            return result
+        pending = list(
+            Reservation.objects.filter(allocation_id=allocation_id, status=Status.PENDING).order_by(
+                "id"
+            )[:batch_size]
+        )
+        if not pending:
+            return result
+        is_open = allocation.status == Allocation.Status.OPEN
+        free = allocation.remaining
+        limit = allocation.per_customer_limit
+        taken: dict[int, int] = defaultdict(int)
+        if limit is not None:
+            taken.update(
+                Reservation.objects.filter(
+                    allocation_id=allocation_id,
+                    customer_id__in={r.customer_id for r in pending},
+                    status__in=(Status.HELD, Status.CONFIRMED),
+                )
+                .values("customer_id")
+                .annotate(units=Sum("quantity"))
+                .values_list("customer_id", "units")
+            )
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=settings.RESERVATION_HOLD_SECONDS)
+        units_held = 0
+        for reservation in pending:
+            reason = ""
+            if not is_open:
+                reason = DropNotLive.code
+            elif (
+                limit is not None and taken[reservation.customer_id] + reservation.quantity > limit
+            ):
+                reason = LimitReached.code
+            elif reservation.quantity > free:
+                reason = SoldOut.code
+            if reason:
+                reservation.status, reservation.reject_reason = Status.REJECTED, reason
+                result.rejected.append(reservation.pk)
+            else:
+                reservation.status, reservation.expires_at = Status.HELD, expires_at
+                free -= reservation.quantity
+                taken[reservation.customer_id] += reservation.quantity
+                units_held += reservation.quantity
+                result.held.append(reservation.pk)
+            reservation.updated_at = now
+        if units_held:
+            moved = Allocation.objects.filter(
+                pk=allocation_id, held__lte=F("quantity") - F("sold") - units_held
+            ).update(held=F("held") + units_held)
+            if moved != 1:  # impossible under the row lock; refuse rather than oversell
+                raise RuntimeError(f"allocation {allocation_id} changed under its lock")
+            allocation.held += units_held
+            StockMovement.objects.create(
+                stock_item_id=allocation.stock_item_id,
+                allocation_id=allocation_id,
+                reason=Reason.HOLD,
+                held_delta=units_held,
+                reference=f"holds:{','.join(map(str, result.held))}"[:200],
+            )
+        Reservation.objects.bulk_update(
+            pending, ["status", "expires_at", "reject_reason", "updated_at"]
+        )
+        events.emit_on_commit(
+            [_reservation_event(r) for r in pending]
+            + ([allocation_changed_event(allocation)] if units_held else [])
+        )
+        if gate.gate_enabled():
+            rejected = [r for r in pending if r.status == Status.REJECTED]
+            held = {r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD}
+            transaction.on_commit(
+                lambda: _gate_after_settle(
+                    allocation_id=allocation_id, rejected=rejected, held=held
+                )
+            )
+    return result
+
+
+def _gate_after_settle(
+    *, allocation_id: int, rejected: list[Reservation], held: dict[int, float]
+) -> None:
+    for reservation in rejected:
+        gate.gate_give_back(
+            allocation_id=allocation_id,
+            customer_id=reservation.customer_id,
+            quantity=reservation.quantity,
+        )
+    gate.gate_track_expiries(allocation_id=allocation_id, expiries=held)
+
+
+# --- release, expire -------------------------------------------------------------------
+
+
+def _return_holds(
+    *, allocation_id: int, reservations: list[Reservation], status: str, reason: str, actor=None
+) -> None:
+    """Inside a transaction, with the reservation rows locked: mark them ``status`` and
+    move their units back to the allocation, or to stock if the allocation is closed."""
+    units = sum(r.quantity for r in reservations)
+    allocation = Allocation.objects.select_for_update().get(pk=allocation_id)
+    closed = allocation.status == Allocation.Status.CLOSED
+    if closed:
+        # The allocation no longer sells: the units go back to stock.
+        Allocation.objects.filter(pk=allocation_id).update(
+            held=F("held") - units, quantity=F("quantity") - units
+        )
+        StockItem.objects.filter(pk=allocation.stock_item_id).update(reserved=F("reserved") - units)
+    else:
+        Allocation.objects.filter(pk=allocation_id).update(held=F("held") - units)
+    now = timezone.now()
+    Reservation.objects.filter(pk__in=[r.pk for r in reservations]).update(
+        status=status, updated_at=now
+    )
+    for reservation in reservations:
+        reservation.status = status
+    StockMovement.objects.create(
+        stock_item_id=allocation.stock_item_id,
+        allocation_id=allocation_id,
+        reservation=reservations[0] if len(reservations) == 1 else None,
+        reason=reason,
+        held_delta=-units,
+        reserved_delta=-units if closed else 0,
+        actor=actor,
+        reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
+    )
+    allocation.refresh_from_db()
+    events.emit_on_commit(
+        [_reservation_event(r) for r in reservations] + [allocation_changed_event(allocation)]
+    )
+    if gate.gate_enabled():
+        returned = [(r.customer_id, r.quantity, r.pk) for r in reservations]
+        transaction.on_commit(lambda: _gate_give_back_all(allocation_id, returned))
+
+
+def _gate_give_back_all(allocation_id: int, returned: Iterable[tuple[int, int, int]]) -> None:
+    for customer_id, quantity, reservation_id in returned:
+        gate.gate_give_back(
+            allocation_id=allocation_id,
+            customer_id=customer_id,
+            quantity=quantity,
+            reservation_id=reservation_id,
+        )
+
+
+def reservation_release(
+    *, reservation_id: int, customer_id: int | None = None, actor=None
+) -> Reservation:
+    """Give a held reservation's units back (by its customer, or by ops when
+    ``customer_id`` is None). Idempotent for an already released hold."""
+    with transaction.atomic():
+        queryset = Reservation.objects.select_for_update().filter(pk=reservation_id)
+        if customer_id is not None:
+            queryset = queryset.filter(customer_id=customer_id)
+        reservation = queryset.first()
+        if reservation is None:
+            raise NotFound("No such reservation.")
+        if reservation.status == Status.RELEASED:
+            return reservation
+        if reservation.status != Status.HELD:
+            raise ReservationNotHeld(status=reservation.status)
+        _return_holds(
+            allocation_id=reservation.allocation_id,
+            reservations=[reservation],
+            status=Status.RELEASED,
+            reason=Reason.HOLD_RELEASE,
+            actor=actor,
+        )
+    return reservation
+
+
+def reservations_expire(
+    *, now: datetime | None = None, allocation_id: int | None = None, limit: int = 500
+) -> int:
+    """Expire held reservations past their time and return their units. Returns how
+    many expired. Rows another transaction holds are skipped, never waited for."""
+    now = now or timezone.now()
+    expired = 0
+    while True:
+        with transaction.atomic():
+            due = Reservation.objects.select_for_update(skip_locked=True).filter(
+                status=Status.HELD, expires_at__lte=now
+            )
+            if allocation_id is not None:
+                due = due.filter(allocation_id=allocation_id)
+            rows = list(due.order_by("allocation_id", "id")[:limit])
+            by_allocation: dict[int, list[Reservation]] = defaultdict(list)
+            for reservation in rows:
+                by_allocation[reservation.allocation_id].append(reservation)
+            for alloc_id in sorted(by_allocation):
+                _return_holds(
+                    allocation_id=alloc_id,
+                    reservations=by_allocation[alloc_id],
+                    status=Status.EXPIRED,
+                    reason=Reason.HOLD_EXPIRE,
+                )
+        expired += len(rows)
+        if len(rows) < limit:
+            return expired
+
+
+# --- confirm ---------------------------------------------------------------------------
+
+
+def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> Reservation:
+    """Payment confirmed: the held units are sold and leave stock (idempotent).
+
+    A hold past its expiry is expired on the spot and ``HoldExpired`` raised: its units
+    may already be someone else's.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        reservation = Reservation.objects.select_for_update().filter(pk=reservation_id).first()
+        if reservation is None:
+            raise NotFound("No such reservation.")
+        if reservation.status == Status.CONFIRMED:
+            return reservation
+        if reservation.status == Status.HELD and reservation.expires_at <= now:
+            _return_holds(
+                allocation_id=reservation.allocation_id,
+                reservations=[reservation],
+                status=Status.EXPIRED,
+                reason=Reason.HOLD_EXPIRE,
+            )
+            expired = True
+        else:
+            expired = reservation.status == Status.EXPIRED
+            if reservation.status != Status.HELD and not expired:
+                raise ReservationNotHeld(status=reservation.status)
+            if not expired:
+                _sell(reservation)
+    if expired:
+        raise HoldExpired()
+    return reservation
+
+
+def _sell(reservation: Reservation) -> None:
+    units = reservation.quantity
+    allocation = Allocation.objects.select_for_update().get(pk=reservation.allocation_id)
+    Allocation.objects.filter(pk=allocation.pk).update(
+        held=F("held") - units, sold=F("sold") + units
+    )
+    StockItem.objects.filter(pk=allocation.stock_item_id).update(
+        on_hand=F("on_hand") - units, reserved=F("reserved") - units
+    )
+    Reservation.objects.filter(pk=reservation.pk).update(
+        status=Status.CONFIRMED, updated_at=timezone.now()
+    )
+    reservation.status = Status.CONFIRMED
+    StockMovement.objects.create(
+        stock_item_id=allocation.stock_item_id,
+        allocation_id=allocation.pk,
+        reservation=reservation,
+        reason=Reason.SALE,
+        on_hand_delta=-units,
+        reserved_delta=-units,
+        held_delta=-units,
+        sold_delta=units,
+        reference=f"reservation:{reservation.pk}",
+    )
+    allocation.refresh_from_db()
+    events.emit_on_commit([_reservation_event(reservation), allocation_changed_event(allocation)])
+    if gate.gate_enabled():
+        allocation_id, reservation_id = allocation.pk, reservation.pk
+        transaction.on_commit(
+            lambda: gate.gate_forget_holds(
+                allocation_id=allocation_id, reservation_ids=[reservation_id]
+            )
+        )

@@ -1,0 +1,98 @@
+"""Stock levels: restocks, corrections and counts, each one ledger entry."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import F
+
+from inventory.exceptions import InsufficientStock, InvalidInput, NotFound
+from inventory.models import StockItem, StockMovement
+from inventory.services._common import MAX_ON_HAND, validate_quantity
+
+Reason = StockMovement.Reason
+
+# Reasons a person may give for changing on_hand by hand (admin, import, API).
+MANUAL_REASONS = (
+    Reason.RESTOCK,
+    Reason.ADJUSTMENT,
+    Reason.SHRINKAGE,
+    Reason.DAMAGE,
+    Reason.RETURN,
+    Reason.IMPORT,
+)
+
+
+def stock_item_ensure(*, variant_id: int) -> StockItem:
+    """The stock item of a variant, created empty the first time."""
+    item, _ = StockItem.objects.get_or_create(variant_id=variant_id)
+    return item
+
+
+@transaction.atomic
+def stock_adjust(
+    *,
+    stock_item_id: int,
+    delta: int,
+    reason: str,
+    actor=None,
+    note: str = "",
+    reference: str = "",
+) -> StockItem:
+    """Change ``on_hand`` by ``delta`` and write the ledger entry, atomically.
+
+    Guarantee: ``on_hand`` never drops below the units carved into allocations (those
+    are promised to drops); such a change raises ``InsufficientStock`` and writes
+    nothing.
+    """
+    validate_quantity(delta, field="delta", allow_negative=True)
+    if reason not in MANUAL_REASONS:
+        raise InvalidInput(f"reason must be one of {', '.join(MANUAL_REASONS)}.", field="reason")
+    changed = StockItem.objects.filter(
+        pk=stock_item_id, on_hand__gte=F("reserved") - delta, on_hand__lte=MAX_ON_HAND - delta
+    ).update(on_hand=F("on_hand") + delta)
+    if not changed:
+        item = StockItem.objects.filter(pk=stock_item_id).first()
+        if item is None:
+            raise NotFound("No such stock item.")
+        if item.on_hand + delta > MAX_ON_HAND:
+            raise InvalidInput(f"on_hand would exceed {MAX_ON_HAND}.", field="delta")
+        raise InsufficientStock(
+            f"Only {item.available} units are free to remove.", available=item.available
+        )
+    StockMovement.objects.create(
+        stock_item_id=stock_item_id,
+        reason=reason,
+        on_hand_delta=delta,
+        actor=actor,
+        note=note,
+        reference=reference,
+    )
+    return StockItem.objects.get(pk=stock_item_id)
+
+
+def stock_restock(*, stock_item_id: int, quantity: int, actor=None, note: str = "") -> StockItem:
+    """Add received units."""
+    validate_quantity(quantity)
+    return stock_adjust(
+        stock_item_id=stock_item_id, delta=quantity, reason=Reason.RESTOCK, actor=actor, note=note
+    )
+
+
+@transaction.atomic
+def stock_set_on_hand(
+    *, stock_item_id: int, on_hand: int, actor=None, note: str = "", reason: str = Reason.IMPORT
+) -> StockItem | None:
+    """Bring ``on_hand`` to a counted level (a stock take, a CSV import) through one
+    ``stock_adjust``. Returns None when the level is already right (nothing written)."""
+    if isinstance(on_hand, bool) or not isinstance(on_hand, int) or on_hand < 0:
+        raise InvalidInput("on_hand must be a whole number, zero or more.", field="on_hand")
+    # Lock the row so the delta is computed against the level it will be applied to.
+    item = StockItem.objects.select_for_update().filter(pk=stock_item_id).first()
+    if item is None:
+        raise NotFound("No such stock item.")
+    delta = on_hand - item.on_hand
+    if delta == 0:
+        return None
+    return stock_adjust(
+        stock_item_id=stock_item_id, delta=delta, reason=reason, actor=actor, note=note
+    )

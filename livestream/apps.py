@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LivestreamConfig(AppConfig):
+    name = "livestream"
+    verbose_name = "Live streams and drops"

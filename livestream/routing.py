@@ -1,0 +1,3 @@
+"""Websocket routes of the live part of the product."""
+
+websocket_urlpatterns: list = []
