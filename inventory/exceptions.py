@@ -63,6 +63,12 @@ class IdempotencyKeyReused(DomainError):
     default_detail = "This Idempotency-Key was already used with a different request."
 
 
+class RequestInProgress(DomainError):
+    code = "request_in_progress"
+    http_status = 409
+    default_detail = "A request with this Idempotency-Key is still being processed; retry."
+
+
 class HoldExpired(DomainError):
     code = "hold_expired"
     http_status = 409

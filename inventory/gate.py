@@ -7,7 +7,10 @@ Per allocation it keeps, in one hash slot (``{alloc:N}``):
 * ``gate:{alloc:N}:c`` hash: units each customer has pending, held or bought;
 * ``gate:{alloc:N}:exp`` sorted set: held reservation ids scored by expiry time, so
   that a sold-out answer can tell, without SQL, whether expired holds could be
-  reclaimed first.
+  reclaimed first;
+* ``gate:{alloc:N}:k:<customer>:<idempotency key>``: set when a request is admitted, so
+  a repeat of an admitted request is told to replay the stored reservation instead of
+  being counted again (or turned away after the sell-out it contributed to).
 
 One Lua script checks and takes units atomically; a rejection touches no database.
 The database stays the source of truth: ``gate_rebuild`` recomputes all of it from the
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 class GateDecision(enum.Enum):
     ADMITTED = "admitted"
+    REPLAY = "replay"  # this customer's key was admitted before: answer from the database
     MISSING = "missing"  # no gate state in Redis: rebuild from the database
     NOT_LIVE = "drop_not_live"
     SOLD_OUT = "sold_out"
@@ -38,6 +42,7 @@ class GateDecision(enum.Enum):
 
 
 _DECISIONS = {
+    2: GateDecision.REPLAY,
     1: GateDecision.ADMITTED,
     0: GateDecision.MISSING,
     -1: GateDecision.NOT_LIVE,
@@ -46,8 +51,10 @@ _DECISIONS = {
     -4: GateDecision.RECLAIMABLE,
 }
 
-# KEYS: state hash, customers hash, expiry zset. ARGV: customer id, quantity, now (epoch s).
+# KEYS: state hash, customers hash, expiry zset, idempotency key.
+# ARGV: customer id, quantity, now (epoch s), idempotency TTL (s).
 _ADMIT = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
 local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit')
 if not state[1] then return 0 end
 if state[1] ~= 'open' then return -1 end
@@ -62,13 +69,17 @@ if tonumber(state[2]) < qty then
 end
 redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
+redis.call('SET', KEYS[4], qty, 'EX', ARGV[4])
 return 1
 """
 
-# Give units back (hold rejected, released or expired). A missing gate stays missing:
-# the next admission rebuilds it from the database, which already counts the return.
-# KEYS: state hash, customers hash, expiry zset. ARGV: customer id, quantity, reservation id.
+# Give units back (hold rejected, released or expired, or a request that failed before
+# its row was written: then its idempotency key is forgotten too). A missing gate stays
+# missing: the next admission rebuilds it from the database, which counts the return.
+# KEYS: state hash, customers hash, expiry zset, idempotency key (or a dummy).
+# ARGV: customer id, quantity, reservation id, forget key ('1' or '').
 _GIVE_BACK = """
+if ARGV[4] == '1' then redis.call('DEL', KEYS[4]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local qty = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'remaining', qty)
@@ -101,9 +112,17 @@ def gate_enabled() -> bool:
     return redis_configured() and settings.INVENTORY_GATE_ENABLED
 
 
+# How long an admitted idempotency key is remembered (the API keeps keys 24 hours).
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+
+
 def _keys(allocation_id: int) -> list[str]:
     base = f"gate:{{alloc:{allocation_id}}}"
     return [base, f"{base}:c", f"{base}:exp"]
+
+
+def _idempotency_key(allocation_id: int, customer_id: int, key: str) -> str:
+    return f"gate:{{alloc:{allocation_id}}}:k:{customer_id}:{key}"
 
 
 @dataclass(frozen=True)
@@ -115,16 +134,41 @@ class GateState:
     expiries: dict[int, float]
 
 
-def gate_admit(*, allocation_id: int, customer_id: int, quantity: int, now: float) -> GateDecision:
-    result = get_redis().eval(_ADMIT, 3, *_keys(allocation_id), customer_id, quantity, now)
+def gate_admit(
+    *, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str, now: float
+) -> GateDecision:
+    result = get_redis().eval(
+        _ADMIT,
+        4,
+        *_keys(allocation_id),
+        _idempotency_key(allocation_id, customer_id, idempotency_key),
+        customer_id,
+        quantity,
+        now,
+        IDEMPOTENCY_TTL_SECONDS,
+    )
     return _DECISIONS[int(result)]
 
 
 def gate_give_back(
-    *, allocation_id: int, customer_id: int, quantity: int, reservation_id: int | None = None
+    *,
+    allocation_id: int,
+    customer_id: int,
+    quantity: int,
+    reservation_id: int | None = None,
+    forget_idempotency_key: str | None = None,
 ) -> None:
+    """Return units to the gate. ``forget_idempotency_key``: the admitted request left
+    no reservation behind, so a retry with that key must be admitted afresh."""
     get_redis().eval(
-        _GIVE_BACK, 3, *_keys(allocation_id), customer_id, quantity, reservation_id or ""
+        _GIVE_BACK,
+        4,
+        *_keys(allocation_id),
+        _idempotency_key(allocation_id, customer_id, forget_idempotency_key or ""),
+        customer_id,
+        quantity,
+        reservation_id or "",
+        "1" if forget_idempotency_key else "",
     )
 
 

@@ -21,8 +21,9 @@ def get_redis() -> redis.Redis:
         socket_timeout=5,
         socket_connect_timeout=5,
         health_check_interval=30,
+        decode_responses=True,  # the pool's connections decode, not the client
     )
-    return redis.Redis(connection_pool=pool, decode_responses=True)
+    return redis.Redis(connection_pool=pool)
 
 
 def reset_redis() -> None:

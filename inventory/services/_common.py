@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import Sum
-
 from inventory.exceptions import InvalidInput
 
 # Quantities fit PostgreSQL's integer column with room to add them up.
@@ -13,18 +11,20 @@ MAX_ON_HAND = 1_000_000_000
 
 
 def validate_quantity(
-    value: object, *, field: str = "quantity", allow_negative: bool = False
+    value: object,
+    *,
+    field: str = "quantity",
+    allow_negative: bool = False,
+    maximum: int = MAX_QUANTITY,
 ) -> int:
     """A whole number of units. Rejects bools, floats, strings, zero (and negatives
     unless asked), and absurd sizes, before anything is written."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field} must be a whole number.", field=field)
-    if value == 0 or (value < 0 and not allow_negative):
+    if value == 0 and allow_negative:
+        raise InvalidInput(f"{field} must be a non-zero whole number.", field=field)
+    if value <= 0 and not allow_negative:
         raise InvalidInput(f"{field} must be a positive whole number.", field=field)
-    if abs(value) > MAX_QUANTITY:
-        raise InvalidInput(f"{field} must be at most {MAX_QUANTITY}.", field=field)
+    if abs(value) > maximum:
+        raise InvalidInput(f"{field} must be at most {maximum} in size.", field=field)
     return value
-
-
-def sum_quantity(queryset) -> int:
-    return queryset.aggregate(total=Sum("quantity"))["total"] or 0

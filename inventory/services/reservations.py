@@ -28,6 +28,7 @@ from inventory.exceptions import (
     InvalidInput,
     LimitReached,
     NotFound,
+    RequestInProgress,
     ReservationNotHeld,
     SoldOut,
     TooManyHolds,
@@ -43,6 +44,8 @@ Status = Reservation.Status
 Reason = StockMovement.Reason
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# How long a repeated request waits for its concurrent twin to write the reservation.
+REPLAY_WAIT_SECONDS = 2.0
 
 _GATE_ERRORS = {
     gate.GateDecision.NOT_LIVE: DropNotLive,
@@ -110,25 +113,33 @@ def reservation_request(
     )
 
 
-def _admit(*, allocation_id: int, customer_id: int, quantity: int) -> None:
-    """Take units at the gate or raise the rejection. Rebuilds a missing gate and
-    reclaims expired holds once when they stand between a buyer and the units."""
-    decision = gate.gate_admit(
-        allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
-    )
+def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str) -> bool:
+    """Take units at the gate or raise the rejection; False when this key was admitted
+    before (the caller replays). Rebuilds a missing gate, and reclaims expired holds
+    once when they stand between a buyer and the units."""
+
+    def ask() -> gate.GateDecision:
+        return gate.gate_admit(
+            allocation_id=allocation_id,
+            customer_id=customer_id,
+            quantity=quantity,
+            idempotency_key=idempotency_key,
+            now=time.time(),
+        )
+
+    decision = ask()
     if decision is gate.GateDecision.MISSING:
         if gate_rebuild(allocation_id=allocation_id) is None:
             raise NotFound("No such allocation.")
-        decision = gate.gate_admit(
-            allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
-        )
+        decision = ask()
     if decision is gate.GateDecision.RECLAIMABLE:
         reservations_expire(allocation_id=allocation_id)
-        decision = gate.gate_admit(
-            allocation_id=allocation_id, customer_id=customer_id, quantity=quantity, now=time.time()
-        )
+        decision = ask()
+    if decision is gate.GateDecision.REPLAY:
+        return False
     if decision is not gate.GateDecision.ADMITTED:
         raise _GATE_ERRORS.get(decision, SoldOut)()
+    return True
 
 
 def _request_through_gate(
@@ -140,27 +151,29 @@ def _request_through_gate(
     unit_price: Decimal,
     currency: str,
 ) -> Reservation:
-    _admit(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+    identity = {
+        "customer_id": customer_id,
+        "allocation_id": allocation_id,
+        "quantity": quantity,
+        "idempotency_key": idempotency_key,
+    }
+    if not _admit(**identity):
+        # A twin request may still be writing its row: give it a moment.
+        return _replay(**identity, wait_seconds=REPLAY_WAIT_SECONDS)
     try:
-        reservation = _create_pending(
-            customer_id=customer_id,
-            allocation_id=allocation_id,
-            quantity=quantity,
-            idempotency_key=idempotency_key,
-            unit_price=unit_price,
-            currency=currency,
-        )
+        reservation = _create_pending(**identity, unit_price=unit_price, currency=currency)
     except IntegrityError:
-        # The key was used before (or concurrently): no second hold.
+        # The key was used before (Redis forgot it, or on another allocation): no second
+        # hold. The gate keeps remembering the key, which is right either way.
         gate.gate_give_back(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
-        return _replay(
-            customer_id=customer_id,
-            allocation_id=allocation_id,
-            quantity=quantity,
-            idempotency_key=idempotency_key,
-        )
+        return _replay(**identity)
     except BaseException:
-        gate.gate_give_back(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+        gate.gate_give_back(
+            allocation_id=allocation_id,
+            customer_id=customer_id,
+            quantity=quantity,
+            forget_idempotency_key=idempotency_key,
+        )
         raise
     return _after_request(reservation)
 
@@ -263,9 +276,24 @@ def _after_request(reservation: Reservation) -> Reservation:
 
 
 def _replay(
-    *, customer_id: int, allocation_id: int, quantity: int, idempotency_key: str
+    *,
+    customer_id: int,
+    allocation_id: int,
+    quantity: int,
+    idempotency_key: str,
+    wait_seconds: float = 0,
 ) -> Reservation:
-    existing = Reservation.objects.get(customer_id=customer_id, idempotency_key=idempotency_key)
+    """The reservation an earlier request with this key made."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        existing = Reservation.objects.filter(
+            customer_id=customer_id, idempotency_key=idempotency_key
+        ).first()
+        if existing is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise RequestInProgress()
+        time.sleep(0.01)
     if existing.allocation_id != allocation_id or existing.quantity != quantity:
         raise IdempotencyKeyReused()
     return existing

@@ -44,7 +44,7 @@ def stock_adjust(
     are promised to drops); such a change raises ``InsufficientStock`` and writes
     nothing.
     """
-    validate_quantity(delta, field="delta", allow_negative=True)
+    validate_quantity(delta, field="delta", allow_negative=True, maximum=MAX_ON_HAND)
     if reason not in MANUAL_REASONS:
         raise InvalidInput(f"reason must be one of {', '.join(MANUAL_REASONS)}.", field="reason")
     changed = StockItem.objects.filter(
@@ -84,8 +84,10 @@ def stock_set_on_hand(
 ) -> StockItem | None:
     """Bring ``on_hand`` to a counted level (a stock take, a CSV import) through one
     ``stock_adjust``. Returns None when the level is already right (nothing written)."""
-    if isinstance(on_hand, bool) or not isinstance(on_hand, int) or on_hand < 0:
-        raise InvalidInput("on_hand must be a whole number, zero or more.", field="on_hand")
+    if isinstance(on_hand, bool) or not isinstance(on_hand, int) or not 0 <= on_hand <= MAX_ON_HAND:
+        raise InvalidInput(
+            f"on_hand must be a whole number from 0 to {MAX_ON_HAND}.", field="on_hand"
+        )
     # Lock the row so the delta is computed against the level it will be applied to.
     item = StockItem.objects.select_for_update().filter(pk=stock_item_id).first()
     if item is None:
