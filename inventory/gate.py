@@ -38,7 +38,7 @@ class GateDecision(enum.Enum):
     NOT_LIVE = "drop_not_live"
     SOLD_OUT = "sold_out"
     LIMIT_REACHED = "limit_reached"
-    RECLAIMABLE = "reclaimable"  # sold out, but some holds are past their expiry
+    RECLAIMABLE = "reclaimable"  # refused, but some holds past their expiry may change that
 
 
 _DECISIONS = {
@@ -61,10 +61,12 @@ if state[1] ~= 'open' then return -1 end
 local qty = tonumber(ARGV[2])
 local limit = tonumber(state[3])
 local taken = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if limit > 0 and taken + qty > limit then return -3 end
-if tonumber(state[2]) < qty then
+local over_limit = limit > 0 and taken + qty > limit
+if over_limit or tonumber(state[2]) < qty then
+  -- Holds past their expiry (the customer's own, or anyone's) may free what is missing.
   local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, 1)
   if #due > 0 then return -4 end
+  if over_limit then return -3 end
   return -2
 end
 redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
@@ -89,20 +91,26 @@ if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
 return 1
 """
 
-# Replace the whole gate atomically. KEYS: state, customers, expiry.
-# ARGV: status, remaining, limit, n_customers, (customer, units)*, (reservation, expiry)*
+# Replace the whole gate atomically (the remembered idempotency keys are re-set, not
+# cleared: keys of requests that left no row behind expire by themselves).
+# KEYS: state, customers, expiry.
+# ARGV: status, remaining, limit, n_customers, n_expiries, (customer, units)*,
+#       (reservation, expiry)*, (idempotency redis key, units, ttl)*
 _REBUILD = """
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'remaining', ARGV[2], 'limit', ARGV[3])
-local n = tonumber(ARGV[4])
-local i = 5
-for _ = 1, n do
+local i = 6
+for _ = 1, tonumber(ARGV[4]) do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-while i <= #ARGV do
+for _ = 1, tonumber(ARGV[5]) do
   redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
   i = i + 2
+end
+while i <= #ARGV do
+  redis.call('SET', ARGV[i], ARGV[i + 1], 'EX', ARGV[i + 2])
+  i = i + 3
 end
 return 1
 """
@@ -193,12 +201,41 @@ def gate_forget_holds(*, allocation_id: int, reservation_ids: Iterable[int]) -> 
         get_redis().zrem(_keys(allocation_id)[2], *ids)
 
 
-def gate_write(*, allocation_id: int, state: GateState) -> None:
-    args: list = [state.status, state.remaining, state.limit, len(state.customers)]
+@dataclass(frozen=True)
+class RememberedKey:
+    """An idempotency key the gate admitted, to remember again after a rebuild."""
+
+    customer_id: int
+    key: str
+    units: int
+    ttl_seconds: int
+
+
+def gate_due_holds(*, allocation_id: int, now: float) -> list[int]:
+    """Held reservation ids whose expiry has passed, as far as the gate knows."""
+    return [int(rid) for rid in get_redis().zrangebyscore(_keys(allocation_id)[2], "-inf", now)]
+
+
+def gate_write(
+    *, allocation_id: int, state: GateState, remembered: Iterable[RememberedKey] = ()
+) -> None:
+    args: list = [
+        state.status,
+        state.remaining,
+        state.limit,
+        len(state.customers),
+        len(state.expiries),
+    ]
     for customer_id, units in state.customers.items():
         args += [customer_id, units]
     for reservation_id, expires_at in state.expiries.items():
         args += [reservation_id, expires_at]
+    for item in remembered:
+        args += [
+            _idempotency_key(allocation_id, item.customer_id, item.key),
+            item.units,
+            max(1, item.ttl_seconds),
+        ]
     get_redis().eval(_REBUILD, 3, *_keys(allocation_id), *args)
 
 

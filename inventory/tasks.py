@@ -47,6 +47,7 @@ def reconcile() -> dict[str, int]:
     stale_before = timezone.now() - STALE_PENDING_AFTER
     stale = list(
         Reservation.objects.filter(status=Reservation.Status.PENDING, created_at__lt=stale_before)
+        .order_by()  # the model's default ordering would make DISTINCT per row
         .values_list("allocation_id", flat=True)
         .distinct()
     )

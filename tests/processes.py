@@ -8,8 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,7 +58,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _log_file(name: str):
+    """Child output goes to a file: a pipe nobody reads would block a chatty child."""
+    return tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+
+
+def output_of(process: subprocess.Popen) -> str:
+    return Path(process.log_path).read_text(errors="replace")
+
+
 def _stop(process: subprocess.Popen, *, timeout: float = 10) -> str:
+    """Stop the child (SIGTERM, then SIGKILL) and return what it printed."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -64,7 +76,7 @@ def _stop(process: subprocess.Popen, *, timeout: float = 10) -> str:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return process.stdout.read() if process.stdout else ""
+    return output_of(process)
 
 
 @dataclass
@@ -84,6 +96,7 @@ class Server:
 @contextmanager
 def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
     port = free_port()
+    log = _log_file("uvicorn")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -101,10 +114,10 @@ def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
         ],
         cwd=ROOT,
         env=child_env(**env),
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
+    process.log_path = log.name
     server = Server(process=process, port=port)
     try:
         deadline = time.monotonic() + 30
@@ -132,6 +145,8 @@ def celery_worker(
     """A real worker process (prefork pool) consuming the test broker."""
     from config.celery import app
 
+    hostname = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    log = _log_file("celery")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -151,22 +166,23 @@ def celery_worker(
             "--without-gossip",
             "--without-mingle",
             "--hostname",
-            f"test-{os.getpid()}@%h",
+            hostname,
         ],
         cwd=ROOT,
         env=child_env(**env),
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,  # its pool children get the signals too
     )
+    process.hostname = hostname
+    process.log_path = log.name
     try:
         deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
+        while not app.control.ping(destination=[hostname], timeout=0.5):
             if process.poll() is not None:
-                raise RuntimeError(f"Celery worker exited early:\n{_stop(process)}")
+                raise RuntimeError(f"Celery worker exited early:\n{output_of(process)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Celery worker did not answer:\n{_stop(process)}")
+                raise RuntimeError(f"Celery worker did not answer:\n{output_of(process)}")
         yield process
     finally:
         if process.poll() is None:

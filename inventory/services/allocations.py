@@ -93,7 +93,9 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
     then go straight back to stock, since the allocation no longer sells.
     """
     with transaction.atomic():
-        allocation = Allocation.objects.select_for_update().filter(pk=allocation_id).first()
+        allocation = (
+            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+        )
         if allocation is None:
             raise NotFound("No such allocation.")
         if allocation.status == Allocation.Status.CLOSED:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from inventory import gate
 from inventory.models import Allocation, Reservation
@@ -40,6 +42,25 @@ def _state_from_database(allocation: Allocation) -> gate.GateState:
     )
 
 
+def _remembered_keys(allocation_id: int) -> list[gate.RememberedKey]:
+    """Idempotency keys of this allocation's reservations still inside the window, so a
+    repeat of a granted request replays even when the rebuilt gate would refuse it."""
+    now = timezone.now()
+    window = timedelta(seconds=gate.IDEMPOTENCY_TTL_SECONDS)
+    rows = Reservation.objects.filter(
+        allocation_id=allocation_id, created_at__gt=now - window
+    ).values_list("customer_id", "idempotency_key", "quantity", "created_at")
+    return [
+        gate.RememberedKey(
+            customer_id=customer_id,
+            key=key,
+            units=quantity,
+            ttl_seconds=int((created_at + window - now).total_seconds()),
+        )
+        for customer_id, key, quantity, created_at in rows
+    ]
+
+
 def gate_rebuild(*, allocation_id: int) -> gate.GateState | None:
     """Rewrite the allocation's gate from the database.
 
@@ -51,12 +72,15 @@ def gate_rebuild(*, allocation_id: int) -> gate.GateState | None:
     if not gate.gate_enabled():
         return None
     with transaction.atomic():
-        allocation = Allocation.objects.select_for_update().filter(pk=allocation_id).first()
+        allocation = (
+            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+        )
         if allocation is None:
             gate.gate_delete(allocation_id=allocation_id)
             return None
         state = _state_from_database(allocation)
-    gate.gate_write(allocation_id=allocation_id, state=state)
+        remembered = _remembered_keys(allocation_id)
+    gate.gate_write(allocation_id=allocation_id, state=state, remembered=remembered)
     return state
 
 

@@ -3,6 +3,12 @@
 Lock order, everywhere: reservation rows, then the allocation row, then the stock item.
 The settle path locks the allocation and then only *pending* rows, which no other path
 locks, so no cycle can form.
+
+Rows are locked ``FOR NO KEY UPDATE`` (``no_key=True``): that still serialises writers
+of the same row, but does not block the ``FOR KEY SHARE`` lock PostgreSQL takes on a
+referenced row when a new reservation or ledger entry is inserted. A plain ``FOR
+UPDATE`` on the allocation would make every incoming request wait for the settle in
+progress.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from inventory import events, gate
@@ -50,7 +56,6 @@ REPLAY_WAIT_SECONDS = 2.0
 _GATE_ERRORS = {
     gate.GateDecision.NOT_LIVE: DropNotLive,
     gate.GateDecision.SOLD_OUT: SoldOut,
-    gate.GateDecision.RECLAIMABLE: SoldOut,
     gate.GateDecision.LIMIT_REACHED: LimitReached,
 }
 
@@ -135,11 +140,39 @@ def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_k
     if decision is gate.GateDecision.RECLAIMABLE:
         reservations_expire(allocation_id=allocation_id)
         decision = ask()
+        if decision is gate.GateDecision.RECLAIMABLE:
+            _forget_stale_expiries(allocation_id)
+            decision = ask()
+        if decision is gate.GateDecision.RECLAIMABLE:
+            # The due holds are being returned by another process right now: answer
+            # with what is true this instant; their units reach the gate in moments.
+            decision = _refusal_without_reclaim(allocation_id, customer_id, quantity)
     if decision is gate.GateDecision.REPLAY:
         return False
     if decision is not gate.GateDecision.ADMITTED:
         raise _GATE_ERRORS.get(decision, SoldOut)()
     return True
+
+
+def _forget_stale_expiries(allocation_id: int) -> None:
+    """Drop expiry entries of holds that are no longer held (a return whose gate update
+    was lost), so they stop sending sold-out answers to the database."""
+    due = gate.gate_due_holds(allocation_id=allocation_id, now=time.time())
+    still_held = set(
+        Reservation.objects.filter(pk__in=due, status=Status.HELD).values_list("pk", flat=True)
+    )
+    gate.gate_forget_holds(
+        allocation_id=allocation_id, reservation_ids=[r for r in due if r not in still_held]
+    )
+
+
+def _refusal_without_reclaim(
+    allocation_id: int, customer_id: int, quantity: int
+) -> gate.GateDecision:
+    state = gate.gate_read(allocation_id=allocation_id)
+    if state and state.limit and state.customers.get(customer_id, 0) + quantity > state.limit:
+        return gate.GateDecision.LIMIT_REACHED
+    return gate.GateDecision.SOLD_OUT
 
 
 def _request_through_gate(
@@ -203,21 +236,13 @@ def _request_without_gate(
         raise NotFound("No such allocation.")
     if allocation.status != Allocation.Status.OPEN:
         raise DropNotLive()
-    if allocation.remaining < quantity and reservations_expire(allocation_id=allocation_id):
+    refusal = _refusal_from_rows(allocation, customer_id=customer_id, quantity=quantity)
+    if refusal is not None and reservations_expire(allocation_id=allocation_id):
+        # Expired holds stood in the way: they are returned now, look again.
         allocation.refresh_from_db()
-    if allocation.remaining < quantity:
-        raise SoldOut(remaining=allocation.remaining)
-    if allocation.per_customer_limit is not None:
-        taken = (
-            Reservation.objects.filter(
-                allocation_id=allocation_id,
-                customer_id=customer_id,
-                status__in=Reservation.ACTIVE_STATUSES,
-            ).aggregate(t=Sum("quantity"))["t"]
-            or 0
-        )
-        if taken + quantity > allocation.per_customer_limit:
-            raise LimitReached(limit=allocation.per_customer_limit)
+        refusal = _refusal_from_rows(allocation, customer_id=customer_id, quantity=quantity)
+    if refusal is not None:
+        raise refusal
     try:
         reservation = _create_pending(
             customer_id=customer_id,
@@ -237,6 +262,25 @@ def _request_without_gate(
     return _after_request(reservation)
 
 
+def _refusal_from_rows(
+    allocation: Allocation, *, customer_id: int, quantity: int
+) -> SoldOut | LimitReached | None:
+    if allocation.remaining < quantity:
+        return SoldOut(remaining=allocation.remaining)
+    if allocation.per_customer_limit is not None:
+        taken = (
+            Reservation.objects.filter(
+                allocation_id=allocation.pk,
+                customer_id=customer_id,
+                status__in=Reservation.ACTIVE_STATUSES,
+            ).aggregate(t=Sum("quantity"))["t"]
+            or 0
+        )
+        if taken + quantity > allocation.per_customer_limit:
+            return LimitReached(limit=allocation.per_customer_limit)
+    return None
+
+
 def _create_pending(
     *,
     customer_id: int,
@@ -249,8 +293,10 @@ def _create_pending(
     from inventory.tasks import reserve  # tasks import services; import here, not at the top
 
     with transaction.atomic():
+        # Holds past their expiry no longer count, swept or not.
         active = Reservation.objects.filter(
-            customer_id=customer_id, status__in=(Status.PENDING, Status.HELD)
+            Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),
+            customer_id=customer_id,
         ).count()
         if active >= settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER:
             raise TooManyHolds(limit=settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER)
@@ -328,6 +374,9 @@ def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = No
     and within the customer's limit; the CHECK constraints back both.
     """
     batch_size = batch_size or settings.RESERVATION_SETTLE_BATCH
+    # Return holds past their expiry first, so they never block a buyer, whether or not
+    # the sweep has run (a separate short transaction: no lock is held across both).
+    reservations_expire(allocation_id=allocation_id)
     result = SettleResult()
     while True:
         settled = _settle_batch(allocation_id=allocation_id, batch_size=batch_size)
@@ -340,7 +389,9 @@ def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = No
 def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
     result = SettleResult()
     with transaction.atomic():
-        allocation = Allocation.objects.select_for_update().filter(pk=allocation_id).first()
+        allocation = (
+            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+        )
         if allocation is None:
             return result
         pending = list(
@@ -441,7 +492,7 @@ def _return_holds(
     """Inside a transaction, with the reservation rows locked: mark them ``status`` and
     move their units back to the allocation, or to stock if the allocation is closed."""
     units = sum(r.quantity for r in reservations)
-    allocation = Allocation.objects.select_for_update().get(pk=allocation_id)
+    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=allocation_id)
     closed = allocation.status == Allocation.Status.CLOSED
     if closed:
         # The allocation no longer sells: the units go back to stock.
@@ -492,7 +543,7 @@ def reservation_release(
     """Give a held reservation's units back (by its customer, or by ops when
     ``customer_id`` is None). Idempotent for an already released hold."""
     with transaction.atomic():
-        queryset = Reservation.objects.select_for_update().filter(pk=reservation_id)
+        queryset = Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id)
         if customer_id is not None:
             queryset = queryset.filter(customer_id=customer_id)
         reservation = queryset.first()
@@ -521,7 +572,7 @@ def reservations_expire(
     expired = 0
     while True:
         with transaction.atomic():
-            due = Reservation.objects.select_for_update(skip_locked=True).filter(
+            due = Reservation.objects.select_for_update(skip_locked=True, no_key=True).filter(
                 status=Status.HELD, expires_at__lte=now
             )
             if allocation_id is not None:
@@ -553,7 +604,9 @@ def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> 
     """
     now = now or timezone.now()
     with transaction.atomic():
-        reservation = Reservation.objects.select_for_update().filter(pk=reservation_id).first()
+        reservation = (
+            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
+        )
         if reservation is None:
             raise NotFound("No such reservation.")
         if reservation.status == Status.CONFIRMED:
@@ -579,7 +632,7 @@ def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> 
 
 def _sell(reservation: Reservation) -> None:
     units = reservation.quantity
-    allocation = Allocation.objects.select_for_update().get(pk=reservation.allocation_id)
+    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=reservation.allocation_id)
     Allocation.objects.filter(pk=allocation.pk).update(
         held=F("held") - units, sold=F("sold") + units
     )

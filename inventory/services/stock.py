@@ -89,7 +89,7 @@ def stock_set_on_hand(
             f"on_hand must be a whole number from 0 to {MAX_ON_HAND}.", field="on_hand"
         )
     # Lock the row so the delta is computed against the level it will be applied to.
-    item = StockItem.objects.select_for_update().filter(pk=stock_item_id).first()
+    item = StockItem.objects.select_for_update(no_key=True).filter(pk=stock_item_id).first()
     if item is None:
         raise NotFound("No such stock item.")
     delta = on_hand - item.on_hand
