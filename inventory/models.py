@@ -106,6 +106,8 @@ class Reservation(models.Model):
         RELEASED = "released"
         EXPIRED = "expired"
         REJECTED = "rejected"
+        # Sold, then the order was cancelled or refunded: the units came back.
+        REFUNDED = "refunded"
 
     ACTIVE_STATUSES = (Status.PENDING, Status.HELD, Status.CONFIRMED)
 
@@ -178,6 +180,8 @@ class StockMovement(models.Model):
         HOLD_RELEASE = "hold_release"
         HOLD_EXPIRE = "hold_expire"
         SALE = "sale"
+        HOLD_REINSTATE = "hold_reinstate"
+        SALE_REFUND = "sale_refund"
 
     stock_item = models.ForeignKey(StockItem, on_delete=models.PROTECT, related_name="movements")
     allocation = models.ForeignKey(

@@ -5,6 +5,8 @@ from inventory.services.gate_sync import gate_rebuild, gate_reconcile
 from inventory.services.reservations import (
     allocation_settle_pending,
     reservation_confirm,
+    reservation_refund,
+    reservation_reinstate,
     reservation_release,
     reservation_request,
     reservation_reserve,
@@ -25,6 +27,8 @@ __all__ = [
     "gate_rebuild",
     "gate_reconcile",
     "reservation_confirm",
+    "reservation_refund",
+    "reservation_reinstate",
     "reservation_release",
     "reservation_request",
     "reservation_reserve",

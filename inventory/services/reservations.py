@@ -663,3 +663,124 @@ def _sell(reservation: Reservation) -> None:
                 allocation_id=allocation_id, reservation_ids=[reservation_id]
             )
         )
+
+
+# --- late payment, refund --------------------------------------------------------------
+
+
+def reservation_reinstate(*, reservation_id: int) -> Reservation:
+    """Hold again the units of an expired reservation (its payment arrived late), if
+    they are still free; raises ``SoldOut`` otherwise and changes nothing.
+
+    Units come from the allocation while it sells; once it is closed, from stock that
+    is free, carved back into the allocation. Never oversells either way.
+    """
+    with transaction.atomic():
+        reservation = (
+            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
+        )
+        if reservation is None:
+            raise NotFound("No such reservation.")
+        if reservation.status == Status.HELD:
+            return reservation
+        if reservation.status != Status.EXPIRED:
+            raise ReservationNotHeld(status=reservation.status)
+        units = reservation.quantity
+        allocation = Allocation.objects.select_for_update(no_key=True).get(
+            pk=reservation.allocation_id
+        )
+        if allocation.status == Allocation.Status.CLOSED:
+            carved = StockItem.objects.filter(
+                pk=allocation.stock_item_id, on_hand__gte=F("reserved") + units
+            ).update(reserved=F("reserved") + units)
+            if not carved:
+                raise SoldOut()
+            Allocation.objects.filter(pk=allocation.pk).update(
+                quantity=F("quantity") + units, held=F("held") + units
+            )
+            reserved_delta = units
+        else:
+            taken = Allocation.objects.filter(
+                pk=allocation.pk, held__lte=F("quantity") - F("sold") - units
+            ).update(held=F("held") + units)
+            if not taken:
+                raise SoldOut(remaining=allocation.remaining)
+            reserved_delta = 0
+        reservation.status = Status.HELD
+        reservation.expires_at = timezone.now() + timedelta(
+            seconds=settings.RESERVATION_HOLD_SECONDS
+        )
+        reservation.save(update_fields=["status", "expires_at", "updated_at"])
+        StockMovement.objects.create(
+            stock_item_id=allocation.stock_item_id,
+            allocation_id=allocation.pk,
+            reservation=reservation,
+            reason=Reason.HOLD_REINSTATE,
+            held_delta=units,
+            reserved_delta=reserved_delta,
+            reference=f"reservation:{reservation.pk}",
+        )
+        allocation.refresh_from_db()
+        events.emit_on_commit(
+            [_reservation_event(reservation), allocation_changed_event(allocation)]
+        )
+        if gate.gate_enabled():
+            # The gate did not count these units as taken any more: take them again
+            # (a rebuild would count them from the rows all the same).
+            transaction.on_commit(lambda: gate_rebuild(allocation_id=allocation.pk))
+    return reservation
+
+
+def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
+    """The order of a confirmed reservation was cancelled or refunded: its units come
+    back on hand, to the allocation while it sells, else to free stock (idempotent)."""
+    with transaction.atomic():
+        reservation = (
+            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
+        )
+        if reservation is None:
+            raise NotFound("No such reservation.")
+        if reservation.status == Status.REFUNDED:
+            return reservation
+        if reservation.status != Status.CONFIRMED:
+            raise ReservationNotHeld(status=reservation.status)
+        units = reservation.quantity
+        allocation = Allocation.objects.select_for_update(no_key=True).get(
+            pk=reservation.allocation_id
+        )
+        back_on_sale = allocation.status != Allocation.Status.CLOSED
+        if back_on_sale:
+            Allocation.objects.filter(pk=allocation.pk).update(sold=F("sold") - units)
+            StockItem.objects.filter(pk=allocation.stock_item_id).update(
+                on_hand=F("on_hand") + units, reserved=F("reserved") + units
+            )
+        else:
+            Allocation.objects.filter(pk=allocation.pk).update(
+                sold=F("sold") - units, quantity=F("quantity") - units
+            )
+            StockItem.objects.filter(pk=allocation.stock_item_id).update(
+                on_hand=F("on_hand") + units
+            )
+        Reservation.objects.filter(pk=reservation.pk).update(
+            status=Status.REFUNDED, updated_at=timezone.now()
+        )
+        reservation.status = Status.REFUNDED
+        StockMovement.objects.create(
+            stock_item_id=allocation.stock_item_id,
+            allocation_id=allocation.pk,
+            reservation=reservation,
+            reason=Reason.SALE_REFUND,
+            on_hand_delta=units,
+            reserved_delta=units if back_on_sale else 0,
+            sold_delta=-units,
+            actor=actor,
+            reference=f"reservation:{reservation.pk}",
+        )
+        allocation.refresh_from_db()
+        events.emit_on_commit(
+            [_reservation_event(reservation), allocation_changed_event(allocation)]
+        )
+        if back_on_sale and gate.gate_enabled():
+            returned = [(reservation.customer_id, units, reservation.pk)]
+            transaction.on_commit(lambda: _gate_give_back_all(allocation.pk, returned))
+    return reservation
