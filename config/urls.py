@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import health
@@ -10,4 +10,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/", include("shop.urls")),
+    path("api/", include("livestream.urls")),
 ]
+
+handler400 = "config.errors.json_400"
+handler403 = "config.errors.json_403"
+handler404 = "config.errors.json_404"
+handler500 = "config.errors.json_500"

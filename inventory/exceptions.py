@@ -9,11 +9,17 @@ class DomainError(Exception):
     # The HTTP status an API answers with; the domain only hints, the handler decides.
     http_status = 400
     default_detail = "The request could not be completed."
+    # True when the same request may well succeed if simply sent again (not a decision).
+    retryable = False
 
     def __init__(self, detail: str | None = None, **data):
         self.detail = detail or self.default_detail
         self.data = data
         super().__init__(self.detail)
+
+    def body(self) -> dict:
+        """The JSON error body an API answers with."""
+        return {"code": self.code, "detail": self.detail, **self.data}
 
 
 class InvalidInput(DomainError):
@@ -66,6 +72,7 @@ class IdempotencyKeyReused(DomainError):
 class RequestInProgress(DomainError):
     code = "request_in_progress"
     http_status = 409
+    retryable = True
     default_detail = "A request with this Idempotency-Key is still being processed; retry."
 
 

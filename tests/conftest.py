@@ -59,9 +59,14 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(autouse=True)
-def _clean_redis():
-    """Empty the project's Redis keys before each test (when Redis is configured)."""
-    if settings.REDIS_URL:
+def _clean_caches():
+    """Empty the project's Redis keys (when Redis is configured) and the local cache
+    before each test."""
+    from django.core.cache import cache
+
+    if not settings.REDIS_URL:
+        cache.clear()  # local memory; with Redis the cache's keys are deleted below
+    else:
         from inventory.redis_conn import get_redis
 
         client = get_redis()
@@ -100,3 +105,12 @@ def celery_through_broker(settings):
     app.control.purge()
     yield app
     app.conf.task_always_eager = True
+
+
+@pytest.fixture(autouse=True)
+def _forget_drop_routing():
+    """Drop routing is cached per process; ids are reused across tests."""
+    from livestream.selectors import drop_routing_cache_clear
+
+    drop_routing_cache_clear()
+    yield

@@ -175,20 +175,32 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "shop.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Scoped request rates (see shop/api/throttles.py), counted in the shared cache.
+    "DEFAULT_THROTTLE_RATES": {
+        "reserve_user": env.str("THROTTLE_RESERVE_USER", default="30/min"),
+        "reserve_ip": env.str("THROTTLE_RESERVE_IP", default="600/min"),
+        "auth_ip": env.str("THROTTLE_AUTH_IP", default="30/min"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Live-stream shopping API",
-    "DESCRIPTION": "Drops, atomic stock reservations, checkout and live counters.",
+    "DESCRIPTION": "Drops, atomic stock reservations, checkout and live counters. "
+    'Every error is `{"code": ..., "detail": ...}` with a stable machine `code`.',
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- I18N, static ---------------------------------------------------------------------

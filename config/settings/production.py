@@ -4,7 +4,7 @@
 characters), ALLOWED_HOSTS, DATABASE_URL and REDIS_URL are set.
 """
 
-from .base import *  # noqa: F403
+from .base import *
 from .base import STORAGES, env
 
 DEBUG = False

@@ -9,8 +9,11 @@ import os
 # Every test thread must hold a real connection of its own (races are tested with
 # real concurrent connections), so no pool.
 os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
+# Request rates high enough not to get in the way; throttle tests set their own.
+for _scope in ("RESERVE_USER", "RESERVE_IP", "AUTH_IP"):
+    os.environ.setdefault(f"THROTTLE_{_scope}", "100000/min")
 
-from .base import *  # noqa: F403
+from .base import *
 from .base import BASE_DIR, DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -19,4 +22,5 @@ CELERY_TASK_ALWAYS_EAGER = True
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: server and worker processes started by the tests share it.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # One per test run, so that runs side by side do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}

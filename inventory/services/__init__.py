@@ -1,5 +1,6 @@
 """Inventory services: every write to stock, allocations, holds and the ledger."""
 
+from inventory.services._common import MAX_QUANTITY
 from inventory.services.allocations import allocation_close, allocation_create, allocation_open
 from inventory.services.gate_sync import gate_rebuild, gate_reconcile
 from inventory.services.reservations import (
@@ -20,6 +21,7 @@ from inventory.services.stock import (
 )
 
 __all__ = [
+    "MAX_QUANTITY",
     "allocation_close",
     "allocation_create",
     "allocation_open",

@@ -1,0 +1,82 @@
+"""One place where every API error becomes ``{"code", "detail", ...}`` with the right
+status: domain errors carry their code; DRF's own errors get stable codes too."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from inventory.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+# DRF exception class -> machine code. Checked in order (subclasses first).
+DRF_CODES: tuple[tuple[type[drf.APIException], str], ...] = (
+    (drf.ValidationError, "invalid"),
+    (drf.ParseError, "invalid"),
+    (drf.NotAuthenticated, "not_authenticated"),
+    (drf.AuthenticationFailed, "authentication_failed"),
+    (drf.PermissionDenied, "permission_denied"),
+    (drf.NotFound, "not_found"),
+    (drf.MethodNotAllowed, "method_not_allowed"),
+    (drf.NotAcceptable, "not_acceptable"),
+    (drf.UnsupportedMediaType, "unsupported_media_type"),
+    (drf.Throttled, "throttled"),
+)
+
+
+def _code_for(exc: drf.APIException) -> str:
+    for cls, code in DRF_CODES:
+        if isinstance(exc, cls):
+            return code
+    return "error"
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        return Response(exc.body(), status=exc.http_status)
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        # Not an API error: a bug. Answer in the same JSON shape and log it loudly.
+        logger.exception("unhandled error in %s", context.get("view"), exc_info=exc)
+        return Response({"code": "server_error", "detail": "Internal error."}, status=500)
+    code = _code_for(exc)
+    if isinstance(exc, drf.ValidationError | drf.ParseError):
+        errors = exc.detail if isinstance(exc, drf.ValidationError) else None
+        detail = "Invalid input." if errors is not None else str(exc.detail)
+        body = {"code": code, "detail": detail}
+        if errors is not None:
+            body["errors"] = errors if isinstance(errors, dict) else {"non_field_errors": errors}
+        response.data = body
+    else:
+        response.data = {"code": code, "detail": str(exc.detail)}
+        if isinstance(exc, drf.Throttled) and exc.wait is not None:
+            response.data["retry_after"] = int(exc.wait + 0.999)
+    return response
+
+
+# Django-level handlers for requests no view answered (an unknown URL, an error outside
+# DRF): JSON under /api/, Django's own pages elsewhere (admin, browser pages).
+def _api_or_page(status: int, code: str, detail: str, page):
+    def handler(request, exception=None):
+        if request.path.startswith("/api/"):
+            return JsonResponse({"code": code, "detail": detail}, status=status)
+        return page(request, exception) if status != 500 else page(request)
+
+    return handler
+
+
+json_400 = _api_or_page(400, "invalid", "Bad request.", defaults.bad_request)
+json_403 = _api_or_page(403, "permission_denied", "Forbidden.", defaults.permission_denied)
+json_404 = _api_or_page(404, "not_found", "Not found.", defaults.page_not_found)
+json_500 = _api_or_page(500, "server_error", "Internal error.", defaults.server_error)

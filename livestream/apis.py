@@ -1,0 +1,248 @@
+"""HTTP interface of streams, drops and holds: thin views over the services."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory import services as inventory_services
+from inventory.exceptions import NotFound
+from inventory.models import Reservation
+from livestream import selectors, services
+from livestream.serializers import (
+    DropCreateSerializer,
+    DropSerializer,
+    ReservationSerializer,
+    ReserveSerializer,
+    StreamCreateSerializer,
+    StreamSerializer,
+    StreamSnapshotSerializer,
+)
+from shop.api.idempotency import HEADER, idempotency_key_of, idempotent
+from shop.api.schema import error_responses
+from shop.api.throttles import ReserveIPThrottle, ReserveUserThrottle
+
+
+class StreamListCreateApi(generics.ListAPIView):
+    serializer_class = StreamSnapshotSerializer
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self.request.method == "POST" else [AllowAny()]
+
+    def get_queryset(self):
+        return selectors.stream_list()
+
+    @extend_schema(operation_id="streams_list", summary="Streams, newest first")
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="streams_create",
+        request=StreamCreateSerializer,
+        responses={201: StreamSerializer, **error_responses(400, 401, 403)},
+        summary="Schedule a stream (hosts and staff)",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(StreamCreateSerializer, request)
+        stream = services.stream_create(host=request.user, **data)
+        return Response(selectors.stream_snapshot(stream=stream), status=status.HTTP_201_CREATED)
+
+
+class StreamDetailApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="streams_retrieve",
+        responses={200: StreamSerializer, **error_responses(404)},
+        summary="A stream with its drops, live counters and sequence number",
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        stream = selectors.stream_get(slug=slug)
+        return Response(selectors.stream_snapshot(stream=stream))
+
+
+_CONTROL_RESPONSES = {200: StreamSerializer, **error_responses(401, 403, 404, 409)}
+
+
+class StreamStartApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="streams_start",
+        request=None,
+        responses=_CONTROL_RESPONSES,
+        summary="Go live (the host or staff)",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        stream = selectors.stream_get(slug=slug)
+        stream = services.stream_start(stream_id=stream.pk, actor=request.user)
+        return Response(selectors.stream_snapshot(stream=stream))
+
+
+class StreamEndApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="streams_end",
+        request=None,
+        responses=_CONTROL_RESPONSES,
+        summary="End the stream; unsold units go back to stock (the host or staff)",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        stream = selectors.stream_get(slug=slug)
+        stream = services.stream_end(stream_id=stream.pk, actor=request.user)
+        return Response(selectors.stream_snapshot(stream=stream))
+
+
+class DropCreateApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="drops_create",
+        request=DropCreateSerializer,
+        responses={201: DropSerializer, **error_responses(400, 401, 403, 404, 409)},
+        summary="Put a variant on stage with a quantity and a flash price (the host)",
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        stream = selectors.stream_get(slug=slug)
+        data = _valid(DropCreateSerializer, request)
+        drop = services.drop_create(
+            stream_id=stream.pk,
+            variant_id=data["variant"],
+            quantity=data["quantity"],
+            price=data["price"],
+            per_viewer_limit=data.get("per_viewer_limit"),
+            starts_at=data.get("starts_at"),
+            actor=request.user,
+        )
+        return Response(selectors.drop_snapshot(drop=drop), status=status.HTTP_201_CREATED)
+
+
+_DROP_CONTROL_RESPONSES = {200: DropSerializer, **error_responses(401, 403, 404, 409)}
+
+
+class DropPinApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="drops_pin",
+        request=None,
+        responses=_DROP_CONTROL_RESPONSES,
+        summary="Pin a drop: it goes on sale (the host or staff)",
+    )
+    def post(self, request: Request, drop_id: int) -> Response:
+        drop = services.drop_pin(drop_id=drop_id, actor=request.user)
+        return Response(selectors.drop_snapshot(drop=drop))
+
+
+class DropUnpinApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="drops_unpin",
+        request=None,
+        responses=_DROP_CONTROL_RESPONSES,
+        summary="Unpin a drop (the host or staff)",
+    )
+    def post(self, request: Request, drop_id: int) -> Response:
+        drop = services.drop_unpin(drop_id=drop_id, actor=request.user)
+        return Response(selectors.drop_snapshot(drop=drop))
+
+
+class DropReserveApi(APIView):
+    """The hot path: validate, admit at the gate, answer."""
+
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ReserveUserThrottle, ReserveIPThrottle]
+
+    @extend_schema(
+        operation_id="drops_reserve",
+        parameters=[
+            OpenApiParameter(
+                HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Unique per attempt; a retry with the same key and body gets "
+                "the first answer again.",
+            )
+        ],
+        request=ReserveSerializer,
+        responses={
+            202: ReservationSerializer,
+            **error_responses(400, 401, 404, 409, 422, 429),
+        },
+        summary="Reserve units of a drop (a hold); settles asynchronously",
+        description="Answers `202` with the hold (`pending`, `held` or `rejected`). "
+        "Refusals: `409` `sold_out`, `limit_reached`, `drop_not_live`, `too_many_holds`.",
+    )
+    def post(self, request: Request, drop_id: int) -> Response:
+        key = idempotency_key_of(request)
+
+        def answer() -> Response:
+            data = _valid(ReserveSerializer, request)
+            reservation = services.drop_reserve(
+                drop_id=drop_id,
+                customer_id=request.user.pk,
+                quantity=data["quantity"],
+                idempotency_key=key,
+            )
+            body = ReservationSerializer(reservation, context={"drop_id": drop_id}).data
+            return Response(body, status=status.HTTP_202_ACCEPTED)
+
+        return idempotent(request, key=key, answer=answer)
+
+
+class ReservationListApi(generics.ListAPIView):
+    permission_classes = [IsAuthenticated]
+    serializer_class = ReservationSerializer
+
+    def get_queryset(self):
+        return _own_reservations(self.request)
+
+    @extend_schema(operation_id="reservations_list", summary="Your holds, newest first")
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class ReservationDetailApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="reservations_retrieve",
+        responses={200: ReservationSerializer, **error_responses(401, 404)},
+        summary="One of your holds",
+    )
+    def get(self, request: Request, reservation_id: int) -> Response:
+        reservation = _own_reservations(request).filter(pk=reservation_id).first()
+        if reservation is None:
+            raise NotFound("No such reservation.")
+        return Response(ReservationSerializer(reservation).data)
+
+    @extend_schema(
+        operation_id="reservations_release",
+        responses={204: OpenApiResponse(description="Released"), **error_responses(401, 404, 409)},
+        summary="Release a held reservation: its units go back on sale",
+    )
+    def delete(self, request: Request, reservation_id: int) -> Response:
+        inventory_services.reservation_release(
+            reservation_id=reservation_id, customer_id=request.user.pk, actor=None
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _own_reservations(request: Request):
+    return Reservation.objects.filter(customer_id=request.user.pk).select_related(
+        "allocation__drop"
+    )
+
+
+def _valid(serializer_class, request: Request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

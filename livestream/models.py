@@ -1,0 +1,92 @@
+"""Streams and drops.
+
+A drop is a variant on stage: a flash price and an ``inventory.Allocation`` holding
+the units carved for it. The allocation is the one source of truth for units (quantity,
+held, sold, the per-customer limit and whether it sells); a drop only says which stream
+shows it, at what price, and whether it is pinned. Rows are written by
+``livestream.services`` only.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Stream(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled"
+        LIVE = "live"
+        ENDED = "ended"
+
+    host = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hosted_streams"
+    )
+    title = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SCHEDULED)
+    scheduled_start = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    playback_url = models.URLField(
+        max_length=500, blank=True, help_text="The external video provider's playback URL."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Drop(models.Model):
+    """A variant on stage in a stream. Price, currency, variant and allocation are fixed
+    once created (a reservation stores the price it was made at), which is what lets
+    the purchase path cache them per process."""
+
+    # Drops carry sales (their allocation's holds and orders): never cascade them away.
+    stream = models.ForeignKey(Stream, on_delete=models.PROTECT, related_name="drops")
+    variant = models.ForeignKey("shop.Variant", on_delete=models.PROTECT, related_name="drops")
+    allocation = models.OneToOneField(
+        "inventory.Allocation", on_delete=models.PROTECT, related_name="drop"
+    )
+    price = models.DecimalField(max_digits=12, decimal_places=2, help_text="The flash price.")
+    # Copied from the variant at creation: the price means nothing without it, and ops
+    # editing the variant later must not change what a live drop charges.
+    currency = models.CharField(max_length=3)
+    # Mirrors the allocation's per_customer_limit (which is what is enforced).
+    per_viewer_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Units one viewer may buy; empty for no limit."
+    )
+    is_pinned = models.BooleanField(default=False)
+    pinned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the drop was last pinned."
+    )
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Optional countdown start.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["stream_id", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream"], condition=Q(is_pinned=True), name="drop_one_pinned_per_stream"
+            ),
+            models.CheckConstraint(
+                condition=Q(price__gte=Decimal("0")), name="drop_price_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(per_viewer_limit__isnull=True) | Q(per_viewer_limit__gte=1),
+                name="drop_limit_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_pinned=False) | Q(pinned_at__isnull=False),
+                name="drop_pinned_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"drop #{self.pk}"

@@ -1,0 +1,156 @@
+"""Reads of streams and drops: querysets, the stream snapshot (the API and websocket
+shape) and the per-process routing cache of the purchase path."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from django.db.models import QuerySet
+
+from inventory.exceptions import NotFound
+from livestream.models import Drop, Stream
+
+
+def stream_list() -> QuerySet[Stream]:
+    """Every stream, newest first, with its host (for ``host`` in the snapshot)."""
+    return Stream.objects.select_related("host").order_by("-created_at", "-id")
+
+
+def stream_get(*, slug: str) -> Stream:
+    """The stream with this slug (host selected), or ``NotFound``."""
+    stream = stream_list().filter(slug=slug).first() if isinstance(slug, str) else None
+    if stream is None:
+        raise NotFound("No such stream.")
+    return stream
+
+
+def drops_for_snapshot() -> QuerySet[Drop]:
+    """Drops with everything a drop dict reads, in one query."""
+    return Drop.objects.select_related("variant__product", "allocation").order_by("id")
+
+
+# --- the snapshot ----------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, as DRF renders datetimes."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def drop_snapshot(*, drop: Drop) -> dict[str, Any]:
+    """A drop as clients see it (JSON-serialisable). Reads ``drop.variant.product`` and
+    ``drop.allocation``: load them with ``drops_for_snapshot()`` to avoid queries."""
+    allocation = drop.allocation
+    variant = drop.variant
+    return {
+        "id": drop.pk,
+        "variant": drop.variant_id,
+        "sku": variant.sku,
+        "product": variant.product.name,
+        "image_url": variant.product.image_url,
+        "price": str(drop.price),
+        "currency": drop.currency,
+        "quantity": allocation.quantity,
+        "remaining": allocation.remaining,
+        "sold": allocation.sold,
+        "per_viewer_limit": drop.per_viewer_limit,
+        "pinned": drop.is_pinned,
+        "starts_at": _iso(drop.starts_at),
+        "status": allocation.status,
+    }
+
+
+def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
+    """The full state of a stream (``GET /api/streams/{slug}/``, ``stream.state``).
+
+    One query for all drops (plus one for the host unless it was selected, as
+    ``stream_get`` does). ``viewers`` and ``seq`` are 0 here: presence and the broadcast
+    sequence live in Redis, and their owners fill them in.
+    """
+    drops = [drop_snapshot(drop=d) for d in drops_for_snapshot().filter(stream_id=stream.pk)]
+    pinned = next((d for d in drops if d["pinned"]), None)
+    return {
+        "id": stream.pk,
+        "slug": stream.slug,
+        "title": stream.title,
+        "description": stream.description,
+        "status": stream.status,
+        "host": stream.host.username,
+        "scheduled_start": _iso(stream.scheduled_start),
+        "started_at": _iso(stream.started_at),
+        "ended_at": _iso(stream.ended_at),
+        "playback_url": stream.playback_url,
+        # A copy: a caller editing one must not edit the other.
+        "pinned_drop": dict(pinned) if pinned is not None else None,
+        "drops": drops,
+        "viewers": 0,
+        "seq": 0,
+    }
+
+
+# --- routing of the purchase path ------------------------------------------------------
+
+
+class DropRouting(NamedTuple):
+    """What a reservation on a drop needs. Fixed once the drop exists."""
+
+    allocation_id: int
+    price: Decimal
+    currency: str
+    stream_id: int
+
+
+# Bounded: an entry is ~200 bytes, so a few MB at most per process.
+ROUTING_CACHE_SIZE = 10_000
+_routing: OrderedDict[int, DropRouting] = OrderedDict()
+_routing_lock = threading.Lock()
+
+
+def drop_routing(drop_id: int) -> DropRouting:
+    """The drop's allocation, price, currency and stream, or ``NotFound``.
+
+    Cached in process (least recently used out first), so that the purchase path, and a
+    rejection at the Redis gate in particular, runs no SQL once a process has seen the
+    drop. Safe because these facts never change after the drop is created; database ids
+    are never reused in production, and ``drop_create`` forgets its new id all the same
+    (SQLite test databases do reuse ids after a rollback).
+    """
+    if isinstance(drop_id, bool) or not isinstance(drop_id, int):
+        raise NotFound("No such drop.")
+    with _routing_lock:
+        routing = _routing.get(drop_id)
+        if routing is not None:
+            _routing.move_to_end(drop_id)
+            return routing
+    row = (
+        Drop.objects.filter(pk=drop_id)
+        .values_list("allocation_id", "price", "currency", "stream_id")
+        .first()
+    )
+    if row is None:
+        raise NotFound("No such drop.")
+    routing = DropRouting(*row)
+    with _routing_lock:
+        _routing[drop_id] = routing
+        _routing.move_to_end(drop_id)
+        while len(_routing) > ROUTING_CACHE_SIZE:
+            _routing.popitem(last=False)
+    return routing
+
+
+def drop_routing_forget(drop_id: int) -> None:
+    """Drop one id from this process's routing cache."""
+    with _routing_lock:
+        _routing.pop(drop_id, None)
+
+
+def drop_routing_cache_clear() -> None:
+    """Empty this process's routing cache (tests whose database reuses ids)."""
+    with _routing_lock:
+        _routing.clear()

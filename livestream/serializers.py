@@ -1,0 +1,109 @@
+"""Input validation and the documented shapes of the live-stream API."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from inventory.models import Reservation
+from inventory.services import MAX_QUANTITY
+from livestream.selectors import stream_snapshot
+from shop.api.fields import StrictIntegerField
+
+
+class StreamCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=100, required=False)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    scheduled_start = serializers.DateTimeField(required=False, allow_null=True)
+    playback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+
+
+class DropCreateSerializer(serializers.Serializer):
+    variant = StrictIntegerField(min_value=1, max_value=2**31 - 1)
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=Decimal("0"), coerce_to_string=True
+    )
+    per_viewer_limit = StrictIntegerField(
+        min_value=1, max_value=MAX_QUANTITY, required=False, allow_null=True
+    )
+    starts_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ReserveSerializer(serializers.Serializer):
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class DropSerializer(serializers.Serializer):
+    """A drop on stage (documents ``livestream.selectors.drop_snapshot``)."""
+
+    id = serializers.IntegerField()
+    variant = serializers.IntegerField()
+    sku = serializers.CharField()
+    product = serializers.CharField()
+    image_url = serializers.CharField()
+    price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField()
+    quantity = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    sold = serializers.IntegerField()
+    per_viewer_limit = serializers.IntegerField(allow_null=True)
+    pinned = serializers.BooleanField()
+    starts_at = serializers.DateTimeField(allow_null=True)
+    status = serializers.CharField()
+
+
+class StreamSerializer(serializers.Serializer):
+    """A stream with its drops (documents ``livestream.selectors.stream_snapshot``)."""
+
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    status = serializers.ChoiceField(choices=["scheduled", "live", "ended"])
+    host = serializers.CharField()
+    scheduled_start = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    playback_url = serializers.CharField()
+    pinned_drop = DropSerializer(allow_null=True)
+    drops = DropSerializer(many=True)
+    viewers = serializers.IntegerField()
+    seq = serializers.IntegerField()
+
+
+class StreamSnapshotSerializer(StreamSerializer):
+    """Renders a ``Stream`` through ``stream_snapshot``, the one source of its shape."""
+
+    def to_representation(self, instance):
+        return stream_snapshot(stream=instance)
+
+
+class ReservationSerializer(serializers.ModelSerializer):
+    """A hold, as the REST API and the personal ``reservation.updated`` event show it."""
+
+    drop = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reservation
+        fields = [
+            "id",
+            "status",
+            "quantity",
+            "expires_at",
+            "drop",
+            "unit_price",
+            "currency",
+            "reject_reason",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    def get_drop(self, reservation) -> int | None:
+        drop_id = self.context.get("drop_id")
+        if drop_id is not None:
+            return drop_id
+        drop = getattr(reservation.allocation, "drop", None)
+        return drop.pk if drop is not None else None

@@ -1,0 +1,401 @@
+"""Writes of streams and drops. Units are never decided here: ``inventory.services``
+carves, opens, closes and reserves them.
+
+Every function that writes owns its transaction. Lock order: the stream row first
+(``FOR NO KEY UPDATE``; it serialises every change of a stream's status and of which
+drop is pinned), then whatever ``inventory`` locks (allocation, stock item). The
+purchase path never locks a stream, so no cycle can form.
+
+Broadcasts (``stream.started``, ``drop.pinned``, ...) are not sent from here yet; each
+service ends with its state settled, which is where they belong, sent on commit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.validators import URLValidator
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.text import slugify
+
+from inventory import services as inventory
+from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
+from inventory.models import Allocation, Reservation
+from livestream.exceptions import (
+    InvalidStreamTransition,
+    NotStreamHost,
+    StreamEnded,
+    StreamNotLive,
+)
+from livestream.models import Drop, Stream
+from livestream.selectors import drop_routing, drop_routing_forget, drops_for_snapshot
+from shop.models import Variant
+
+HOSTS_GROUP = "hosts"
+
+TITLE_MAX_LENGTH = Stream._meta.get_field("title").max_length
+SLUG_MAX_LENGTH = Stream._meta.get_field("slug").max_length
+PLAYBACK_URL_MAX_LENGTH = Stream._meta.get_field("playback_url").max_length
+SLUG_SUFFIX_LENGTH = 4
+# Tries at a free "<slug>-<suffix>" before giving up (36**4 suffixes: collisions are rare).
+SLUG_ATTEMPTS = 8
+# Same bound as the inventory's quantities (a PostgreSQL integer with room to add up).
+MAX_UNITS = 1_000_000
+# DecimalField(max_digits=12, decimal_places=2).
+MAX_PRICE = Decimal("9999999999.99")
+CENT = Decimal("0.01")
+
+
+# --- permissions -----------------------------------------------------------------------
+
+
+def _is_active_user(user) -> bool:
+    return bool(
+        user is not None
+        and getattr(user, "is_authenticated", False)
+        and getattr(user, "is_active", False)
+    )
+
+
+def user_can_host(user) -> bool:
+    """Staff, or an active member of the "hosts" group."""
+    if not _is_active_user(user):
+        return False
+    return user.is_staff or user.groups.filter(name=HOSTS_GROUP).exists()
+
+
+def stream_check_control(*, stream: Stream, user) -> None:
+    """Raise ``NotStreamHost`` unless ``user`` is the stream's host or staff."""
+    if _is_active_user(user) and (user.is_staff or user.pk == stream.host_id):
+        return
+    raise NotStreamHost()
+
+
+# --- input checks ----------------------------------------------------------------------
+
+
+def _check_text(value: object, *, field: str, max_length: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be text.", field=field)
+    if max_length is not None and len(value) > max_length:
+        raise InvalidInput(f"{field} must be at most {max_length} characters.", field=field)
+    return value
+
+
+def _check_moment(value: object, *, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise InvalidInput(f"{field} must be a date and time with a time zone.", field=field)
+    return value
+
+
+def _check_units(value: object, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be a whole number.", field=field)
+    if not 1 <= value <= MAX_UNITS:
+        raise InvalidInput(f"{field} must be between 1 and {MAX_UNITS}.", field=field)
+    return value
+
+
+def _check_price(value: object) -> Decimal:
+    """A finite, non-negative amount with at most two decimal places (no floats: their
+    binary value is not the price the host typed)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = Decimal(value)
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise InvalidInput("price must be a decimal amount.", field="price")
+    if value < 0:
+        raise InvalidInput("price must not be negative.", field="price")
+    if value > MAX_PRICE:
+        raise InvalidInput(f"price must be at most {MAX_PRICE}.", field="price")
+    try:
+        cents = value.quantize(CENT)
+    except InvalidOperation:  # more digits than the context holds
+        raise InvalidInput("price has too many digits.", field="price") from None
+    if cents != value:
+        raise InvalidInput("price must have at most two decimal places.", field="price")
+    return cents
+
+
+# --- streams ---------------------------------------------------------------------------
+
+
+def _slug_suffix() -> str:
+    return get_random_string(
+        SLUG_SUFFIX_LENGTH, allowed_chars="abcdefghijklmnopqrstuvwxyz0123456789"
+    )
+
+
+def _insert_stream(**fields) -> Stream | None:
+    """The new stream, or None when its slug is taken (checked, and by the unique
+    index when a concurrent create wins the race)."""
+    if Stream.objects.filter(slug=fields["slug"]).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return Stream.objects.create(**fields)
+    except IntegrityError:
+        if Stream.objects.filter(slug=fields["slug"]).exists():
+            return None
+        raise
+
+
+def stream_create(
+    *,
+    host,
+    title: str,
+    slug: str | None = None,
+    scheduled_start: datetime | None = None,
+    playback_url: str = "",
+    description: str = "",
+) -> Stream:
+    """Schedule a stream hosted by ``host``.
+
+    Guarantees: only a user who can host (staff or the "hosts" group) gets one
+    (``NotStreamHost``); bad input raises ``InvalidInput`` naming the field; nothing is
+    written on failure. Without ``slug`` the slug comes from the title and gets a short
+    random suffix when taken; an explicit ``slug`` is used as given or refused when taken.
+    """
+    if not user_can_host(host):
+        raise NotStreamHost("Only hosts and staff can create streams.")
+    title = _check_text(title, field="title", max_length=TITLE_MAX_LENGTH).strip()
+    if not title:
+        raise InvalidInput("title must not be empty.", field="title")
+    description = _check_text(description, field="description")
+    scheduled_start = _check_moment(scheduled_start, field="scheduled_start")
+    playback_url = _check_text(
+        playback_url, field="playback_url", max_length=PLAYBACK_URL_MAX_LENGTH
+    ).strip()
+    if playback_url:
+        try:
+            URLValidator(schemes=["http", "https"])(playback_url)
+        except ValidationError:
+            raise InvalidInput(
+                "playback_url must be an http(s) URL.", field="playback_url"
+            ) from None
+    fields = {
+        "host": host,
+        "title": title,
+        "description": description,
+        "scheduled_start": scheduled_start,
+        "playback_url": playback_url,
+    }
+    with transaction.atomic():
+        if slug is not None:
+            _check_text(slug, field="slug", max_length=SLUG_MAX_LENGTH)
+            if not slug or slugify(slug) != slug:
+                raise InvalidInput(
+                    "slug may hold only lowercase letters, digits, hyphens and underscores.",
+                    field="slug",
+                )
+            stream = _insert_stream(**fields, slug=slug)
+            if stream is None:
+                raise InvalidInput("This slug is taken.", field="slug")
+            return stream
+        base = slugify(title)[: SLUG_MAX_LENGTH - SLUG_SUFFIX_LENGTH - 1].strip("-_") or "stream"
+        candidates = itertools.chain(
+            [base], (f"{base}-{_slug_suffix()}" for _ in range(SLUG_ATTEMPTS))
+        )
+        for candidate in candidates:
+            stream = _insert_stream(**fields, slug=candidate)
+            if stream is not None:
+                return stream
+    raise InvalidInput("No free slug found; pass one.", field="slug")
+
+
+def _lock_stream(stream_id: int) -> Stream:
+    if isinstance(stream_id, bool) or not isinstance(stream_id, int):
+        raise NotFound("No such stream.")
+    stream = Stream.objects.select_for_update(no_key=True).filter(pk=stream_id).first()
+    if stream is None:
+        raise NotFound("No such stream.")
+    return stream
+
+
+def stream_start(*, stream_id: int, actor) -> Stream:
+    """Go live: ``scheduled`` becomes ``live`` with ``started_at`` set. Idempotent on a
+    live stream; an ended stream cannot restart (``InvalidStreamTransition``). Only the
+    host or staff (``NotStreamHost``)."""
+    with transaction.atomic():
+        stream = _lock_stream(stream_id)
+        stream_check_control(stream=stream, user=actor)
+        if stream.status == Stream.Status.LIVE:
+            return stream
+        if stream.status == Stream.Status.ENDED:
+            raise InvalidStreamTransition(
+                "An ended stream cannot start again.", status=stream.status
+            )
+        stream.status = Stream.Status.LIVE
+        stream.started_at = timezone.now()
+        stream.save(update_fields=["status", "started_at", "updated_at"])
+    return stream
+
+
+def stream_end(*, stream_id: int, actor) -> Stream:
+    """End the stream (from ``scheduled`` or ``live``; idempotent once ended).
+
+    Guarantees, all in one transaction: no drop stays pinned, and every drop's
+    allocation is closed, which returns its unsold units to stock (holds still open keep
+    theirs until checkout, release or expiry). Only the host or staff (``NotStreamHost``).
+    """
+    with transaction.atomic():
+        stream = _lock_stream(stream_id)
+        stream_check_control(stream=stream, user=actor)
+        if stream.status == Stream.Status.ENDED:
+            return stream
+        Drop.objects.filter(stream_id=stream.pk, is_pinned=True).update(is_pinned=False)
+        allocation_ids = (
+            Drop.objects.filter(stream_id=stream.pk)
+            .order_by("allocation_id")
+            .values_list("allocation_id", flat=True)
+        )
+        for allocation_id in allocation_ids:  # pk order, as every lock is taken
+            inventory.allocation_close(allocation_id=allocation_id, actor=actor)
+        stream.status = Stream.Status.ENDED
+        stream.ended_at = timezone.now()
+        stream.save(update_fields=["status", "ended_at", "updated_at"])
+    return stream
+
+
+# --- drops -----------------------------------------------------------------------------
+
+
+def drop_create(
+    *,
+    stream_id: int,
+    variant_id: int,
+    quantity: int,
+    price: Decimal,
+    per_viewer_limit: int | None,
+    actor,
+    starts_at: datetime | None = None,
+) -> Drop:
+    """Put ``quantity`` units of a variant on the stream's stage at ``price``.
+
+    Guarantees: only the host or staff (``NotStreamHost``), never on an ended stream
+    (``StreamEnded``); the units are carved from free stock by
+    ``inventory.services.allocation_create`` (``InsufficientStock`` otherwise); bad input
+    raises ``InvalidInput`` naming the field. On any failure nothing is written. The new
+    drop is not pinned and its allocation does not sell until the drop is pinned.
+    """
+    with transaction.atomic():
+        # Locked so that a concurrent stream_end cannot miss the new drop's allocation.
+        stream = _lock_stream(stream_id)
+        stream_check_control(stream=stream, user=actor)
+        if stream.status == Stream.Status.ENDED:
+            raise StreamEnded()
+        price = _check_price(price)
+        quantity = _check_units(quantity, field="quantity")
+        if per_viewer_limit is not None:
+            per_viewer_limit = _check_units(per_viewer_limit, field="per_viewer_limit")
+        starts_at = _check_moment(starts_at, field="starts_at")
+        variant = _sellable_variant(variant_id)
+        try:
+            stock_item_id = variant.stock.pk
+        except ObjectDoesNotExist:
+            raise InsufficientStock("This variant has no stock.", available=0) from None
+        allocation = inventory.allocation_create(
+            stock_item_id=stock_item_id,
+            quantity=quantity,
+            per_customer_limit=per_viewer_limit,
+            label=f"{stream.slug}: {variant.sku}",
+            actor=actor,
+        )
+        drop = Drop.objects.create(
+            stream=stream,
+            variant=variant,
+            allocation=allocation,
+            price=price,
+            currency=variant.currency,
+            per_viewer_limit=per_viewer_limit,
+            starts_at=starts_at,
+        )
+    drop_routing_forget(drop.pk)
+    return drop
+
+
+def _sellable_variant(variant_id: object) -> Variant:
+    variant = None
+    if isinstance(variant_id, int) and not isinstance(variant_id, bool):
+        variant = Variant.objects.select_related("product", "stock").filter(pk=variant_id).first()
+    if variant is None:
+        raise InvalidInput("No such variant.", field="variant")
+    if not (variant.is_active and variant.product.is_active):
+        raise InvalidInput("This variant is not for sale.", field="variant")
+    return variant
+
+
+def _lock_drop(drop_id: int, *, actor) -> tuple[Stream, Drop]:
+    """Lock the drop's stream, check the actor controls it, and read the drop (with
+    what its snapshot reads) under that lock."""
+    stream_id = None
+    if isinstance(drop_id, int) and not isinstance(drop_id, bool):
+        stream_id = Drop.objects.filter(pk=drop_id).values_list("stream_id", flat=True).first()
+    if stream_id is None:
+        raise NotFound("No such drop.")
+    stream = _lock_stream(stream_id)  # a drop never changes stream
+    stream_check_control(stream=stream, user=actor)
+    return stream, drops_for_snapshot().get(pk=drop_id)
+
+
+def drop_pin(*, drop_id: int, actor) -> Drop:
+    """Put the drop on stage and on sale. Idempotent.
+
+    Guarantees: only the host or staff; only while the stream is live
+    (``StreamNotLive``) and the drop's allocation is not closed (``AllocationClosed``);
+    any other pinned drop of the stream is unpinned in the same transaction (at most one
+    pinned drop per stream, also a database constraint); the allocation is opened.
+    """
+    with transaction.atomic():
+        stream, drop = _lock_drop(drop_id, actor=actor)
+        if stream.status != Stream.Status.LIVE:
+            raise StreamNotLive(status=stream.status)
+        if drop.allocation.status == Allocation.Status.CLOSED:
+            raise AllocationClosed("This drop's sale is closed.")
+        if not drop.is_pinned:
+            Drop.objects.filter(stream_id=stream.pk, is_pinned=True).update(is_pinned=False)
+            now = timezone.now()
+            Drop.objects.filter(pk=drop.pk).update(is_pinned=True, pinned_at=now)
+            drop.is_pinned, drop.pinned_at = True, now
+        if drop.allocation.status != Allocation.Status.OPEN:
+            drop.allocation = inventory.allocation_open(allocation_id=drop.allocation_id)
+    return drop
+
+
+def drop_unpin(*, drop_id: int, actor) -> Drop:
+    """Take the drop off stage. Its allocation stays open: units on sale stay buyable
+    until the stream ends. Only the host or staff. Idempotent."""
+    with transaction.atomic():
+        _stream, drop = _lock_drop(drop_id, actor=actor)
+        if drop.is_pinned:
+            Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
+            drop.is_pinned = False
+    return drop
+
+
+def drop_reserve(
+    *, drop_id: int, customer_id: int, quantity: int, idempotency_key: str
+) -> Reservation:
+    """Ask for ``quantity`` units of the drop at the drop's price.
+
+    Everything ``inventory.services.reservation_request`` guarantees (no oversell, the
+    per-viewer limit, one hold per idempotency key; ``SoldOut``, ``LimitReached``,
+    ``DropNotLive`` when the drop is not pinned yet or the stream ended). Once this
+    process has seen the drop, a request the Redis gate turns away runs no SQL at all.
+    Unknown drop: ``NotFound``.
+    """
+    routing = drop_routing(drop_id)
+    return inventory.reservation_request(
+        customer_id=customer_id,
+        allocation_id=routing.allocation_id,
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        unit_price=routing.price,
+        currency=routing.currency,
+    )

@@ -1,0 +1,24 @@
+from django.urls import path
+
+from livestream import apis
+
+urlpatterns = [
+    path("streams/", apis.StreamListCreateApi.as_view(), name="stream-list"),
+    path("streams/<slug:slug>/", apis.StreamDetailApi.as_view(), name="stream-detail"),
+    path("streams/<slug:slug>/start/", apis.StreamStartApi.as_view(), name="stream-start"),
+    path("streams/<slug:slug>/end/", apis.StreamEndApi.as_view(), name="stream-end"),
+    path("streams/<slug:slug>/drops/", apis.DropCreateApi.as_view(), name="drop-create"),
+    path("drops/<int:drop_id>/pin/", apis.DropPinApi.as_view(), name="drop-pin"),
+    path("drops/<int:drop_id>/unpin/", apis.DropUnpinApi.as_view(), name="drop-unpin"),
+    path(
+        "drops/<int:drop_id>/reservations/",
+        apis.DropReserveApi.as_view(),
+        name="drop-reserve",
+    ),
+    path("reservations/", apis.ReservationListApi.as_view(), name="reservation-list"),
+    path(
+        "reservations/<int:reservation_id>/",
+        apis.ReservationDetailApi.as_view(),
+        name="reservation-detail",
+    ),
+]

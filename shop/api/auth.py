@@ -1,0 +1,119 @@
+"""Register, log in (token), log out."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate, get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory.exceptions import DomainError
+from shop.api.authentication import token_forget
+from shop.api.schema import error_responses
+from shop.api.throttles import AuthIPThrottle
+
+
+class InvalidCredentials(DomainError):
+    code = "invalid_credentials"
+    http_status = 400
+    default_detail = "Unable to log in with these credentials."
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+
+class RegisterSerializer(CredentialsSerializer):
+    def validate_username(self, value: str) -> str:
+        User = get_user_model()
+        User.username_validator(value)  # letters, digits and @/./+/-/_ only
+        if User.objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("This username is taken.")
+        return value
+
+    def validate(self, attrs):
+        user = get_user_model()(username=attrs["username"])
+        try:
+            password_validation.validate_password(attrs["password"], user)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from exc
+        return attrs
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class RegisterApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [AuthIPThrottle]
+
+    @extend_schema(
+        operation_id="auth_register",
+        request=CredentialsSerializer,
+        responses={201: TokenSerializer, **error_responses(400, 429)},
+        summary="Create an account and get its API token",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RegisterSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            with transaction.atomic():
+                user = get_user_model().objects.create_user(
+                    username=data["username"], password=data["password"]
+                )
+                token = Token.objects.create(user=user)
+        except IntegrityError as exc:  # the same name registered concurrently
+            raise serializers.ValidationError({"username": ["This username is taken."]}) from exc
+        return Response({"token": token.key}, status=status.HTTP_201_CREATED)
+
+
+class TokenApi(APIView):
+    throttle_classes = [AuthIPThrottle]
+
+    def get_permissions(self):
+        return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
+
+    def get_authenticators(self):
+        # Logging in needs no credentials (and must not trip over a stale session's CSRF).
+        return [] if self.request.method == "POST" else super().get_authenticators()
+
+    @extend_schema(
+        operation_id="auth_token",
+        request=CredentialsSerializer,
+        responses={200: TokenSerializer, **error_responses(400, 429)},
+        summary="Exchange username and password for the API token",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = CredentialsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(
+            request._request,
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        if user is None or not user.is_active:
+            raise InvalidCredentials()
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+    @extend_schema(
+        operation_id="auth_logout",
+        request=None,
+        responses={204: OpenApiResponse(description="Token revoked"), **error_responses(401)},
+        summary="Revoke the API token (log out everywhere)",
+    )
+    def delete(self, request: Request) -> Response:
+        for token in Token.objects.filter(user_id=request.user.pk):
+            token_forget(token.key)
+            token.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
