@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from inventory.models import Reservation
 from inventory.services import MAX_QUANTITY
+from livestream.models import Stream
 from livestream.selectors import stream_snapshot
 from shop.api.fields import StrictIntegerField
 
@@ -62,7 +63,7 @@ class StreamSerializer(serializers.Serializer):
     slug = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
-    status = serializers.ChoiceField(choices=["scheduled", "live", "ended"])
+    status = serializers.ChoiceField(choices=Stream.Status.choices)
     host = serializers.CharField()
     scheduled_start = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)

@@ -201,6 +201,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "StreamStatusEnum": "livestream.models.Stream.Status",
+        "ReservationStatusEnum": "inventory.models.Reservation.Status",
+    },
 }
 
 # --- I18N, static ---------------------------------------------------------------------

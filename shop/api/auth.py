@@ -78,14 +78,10 @@ class RegisterApi(APIView):
 
 
 class TokenApi(APIView):
+    permission_classes = [AllowAny]
+    # Logging in needs no credentials (and must not trip over a stale session's CSRF).
+    authentication_classes: list = []
     throttle_classes = [AuthIPThrottle]
-
-    def get_permissions(self):
-        return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
-
-    def get_authenticators(self):
-        # Logging in needs no credentials (and must not trip over a stale session's CSRF).
-        return [] if self.request.method == "POST" else super().get_authenticators()
 
     @extend_schema(
         operation_id="auth_token",
@@ -106,13 +102,17 @@ class TokenApi(APIView):
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 
+
+class LogoutApi(APIView):
+    permission_classes = [IsAuthenticated]
+
     @extend_schema(
         operation_id="auth_logout",
         request=None,
         responses={204: OpenApiResponse(description="Token revoked"), **error_responses(401)},
         summary="Revoke the API token (log out everywhere)",
     )
-    def delete(self, request: Request) -> Response:
+    def post(self, request: Request) -> Response:
         for token in Token.objects.filter(user_id=request.user.pk):
             token_forget(token.key)
             token.delete()
