@@ -26,6 +26,7 @@ RUN pip install --no-cache-dir . \
 # Hashed, compressed static files for WhiteNoise. The key and hosts are build-time
 # dummies that exist only for this RUN line; the real ones come from the runtime env.
 RUN SECRET_KEY=collectstatic-build-only-not-a-secret \
+    PAYMENT_WEBHOOK_SECRET=collectstatic-build-only \
     ALLOWED_HOSTS=localhost \
     DJANGO_SETTINGS_MODULE=config.settings.production \
     python manage.py collectstatic --noinput

@@ -26,6 +26,11 @@ class InvalidInput(DomainError):
     code = "invalid"
     default_detail = "Invalid input."
 
+    def body(self) -> dict:
+        # The same shape as a serializer's validation error: messages per field.
+        field = self.data.get("field", "non_field_errors")
+        return {"code": self.code, "detail": self.detail, "errors": {field: [self.detail]}}
+
 
 class NotFound(DomainError):
     code = "not_found"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -23,7 +22,7 @@ from livestream.serializers import (
     StreamSerializer,
     StreamSnapshotSerializer,
 )
-from shop.api.idempotency import HEADER, idempotency_key_of, idempotent
+from shop.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempotent
 from shop.api.schema import error_responses
 from shop.api.throttles import ReserveIPThrottle, ReserveUserThrottle
 
@@ -165,7 +164,7 @@ class DropReserveApi(APIView):
         parameters=[
             OpenApiParameter(
                 HEADER,
-                OpenApiTypes.STR,
+                {"type": "string", "pattern": KEY_PATTERN},
                 OpenApiParameter.HEADER,
                 required=True,
                 description="Unique per attempt; a retry with the same key and body gets "

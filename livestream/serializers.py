@@ -18,7 +18,10 @@ class StreamCreateSerializer(serializers.Serializer):
     slug = serializers.SlugField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     scheduled_start = serializers.DateTimeField(required=False, allow_null=True)
-    playback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+    # The video provider's URL; checked as plainly as the schema states it.
+    playback_url = serializers.RegexField(
+        r"^https?://[^\s/?#]+[^\s]*$", required=False, allow_blank=True, max_length=500
+    )
 
 
 class DropCreateSerializer(serializers.Serializer):

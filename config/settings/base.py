@@ -163,6 +163,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inventory.reconcile",
         "schedule": env.float("RECONCILE_SECONDS", default=60.0),
     },
+    "reconcile-payments": {
+        "task": "shop.reconcile_payments",
+        "schedule": env.float("PAYMENT_RECONCILE_SECONDS", default=60.0),
+    },
 }
 
 # --- Auth, API ------------------------------------------------------------------------
@@ -182,7 +186,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "shop.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -235,6 +239,14 @@ LOGGING = {
 
 # --- Shop -----------------------------------------------------------------------------
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
+# The payment provider (a class implementing shop.payments.PaymentProvider). The test
+# provider calls no network: PAYMENT_TEST_MODE says whether charges succeed at once,
+# fail, or stay pending until a signed webhook confirms them.
+PAYMENT_PROVIDER = env.str("PAYMENT_PROVIDER", default="shop.payments.TestPaymentProvider")
+PAYMENT_TEST_MODE = env.str("PAYMENT_TEST_MODE", default="succeed")
+# Empty: every webhook is refused.
+PAYMENT_WEBHOOK_SECRET = env.str("PAYMENT_WEBHOOK_SECRET", default="")
+PAYMENT_WEBHOOK_TOLERANCE_SECONDS = env.int("PAYMENT_WEBHOOK_TOLERANCE_SECONDS", default=300)
 
 # --- Inventory ------------------------------------------------------------------------
 # The Redis admission gate runs whenever REDIS_URL is set, unless switched off here.

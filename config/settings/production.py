@@ -10,6 +10,10 @@ from .base import STORAGES, env
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")  # no default: refuse to start without one
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+# Webhooks from the payment provider are verified with this secret.
+PAYMENT_WEBHOOK_SECRET = env.str("PAYMENT_WEBHOOK_SECRET")
+if not PAYMENT_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("PAYMENT_WEBHOOK_SECRET must not be empty in production.")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -21,7 +21,7 @@ from shop.api.throttles import AuthIPThrottle
 
 class InvalidCredentials(DomainError):
     code = "invalid_credentials"
-    http_status = 400
+    http_status = 401
     default_detail = "Unable to log in with these credentials."
 
 
@@ -86,7 +86,7 @@ class TokenApi(APIView):
     @extend_schema(
         operation_id="auth_token",
         request=CredentialsSerializer,
-        responses={200: TokenSerializer, **error_responses(400, 429)},
+        responses={200: TokenSerializer, **error_responses(400, 401, 429)},
         summary="Exchange username and password for the API token",
     )
     def post(self, request: Request) -> Response:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny
 
+from shop import selectors
 from shop.api.schema import error_responses
 from shop.models import Product, Variant
 
@@ -33,20 +33,12 @@ class ProductSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def product_list():
-    """Active products, each with its active variants and their stock in two queries."""
-    active_variants = Variant.objects.filter(is_active=True).select_related("stock")
-    return Product.objects.filter(is_active=True).prefetch_related(
-        Prefetch("variants", queryset=active_variants, to_attr="active_variants")
-    )
-
-
 class ProductListApi(generics.ListAPIView):
     permission_classes = [AllowAny]
     serializer_class = ProductSerializer
 
     def get_queryset(self):
-        return product_list()
+        return selectors.product_list()
 
     @extend_schema(operation_id="products_list", summary="Active products with their variants")
     def get(self, request, *args, **kwargs):
@@ -59,7 +51,7 @@ class ProductDetailApi(generics.RetrieveAPIView):
     lookup_url_kwarg = "product_id"
 
     def get_queryset(self):
-        return product_list()
+        return selectors.product_list()
 
     @extend_schema(
         operation_id="products_retrieve",

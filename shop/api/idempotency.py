@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 
 from django.core.cache import cache
@@ -19,13 +20,16 @@ from inventory.exceptions import DomainError, IdempotencyKeyReused
 HEADER = "Idempotency-Key"
 KEEP_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
+# Printable ASCII (a UUID is the usual choice); the OpenAPI schema states the same.
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 def idempotency_key_of(request: Request) -> str:
     key = request.headers.get(HEADER, "")
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if not _KEY.match(key):
         raise ValidationError(
-            {HEADER: [f"A header of 1 to {MAX_KEY_LENGTH} printable characters is required."]}
+            {HEADER: [f"1 to {MAX_KEY_LENGTH} printable ASCII characters, no spaces."]}
         )
     return key
 

@@ -13,14 +13,18 @@ class ErrorSerializer(serializers.Serializer):
 
 class ValidationErrorSerializer(ErrorSerializer):
     errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()),
-        help_text="Messages per field.",
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Messages per field (absent when the body could not be parsed at all).",
     )
 
 
 ERROR_MEANINGS = {
     400: ("invalid", "Bad input; `errors` names the fields."),
-    401: ("not_authenticated", "Credentials missing or invalid (`authentication_failed`)."),
+    401: (
+        "not_authenticated",
+        "Credentials missing or invalid (`authentication_failed`, `invalid_credentials`).",
+    ),
     402: ("payment_failed", "The payment was declined."),
     403: ("permission_denied", "Not allowed for this user."),
     404: ("not_found", "No such object, or not yours."),

@@ -32,6 +32,7 @@ SETTINGS_VARS = (
     "SECRET_KEY",
     "DEBUG",
     "ALLOWED_HOSTS",
+    "PAYMENT_WEBHOOK_SECRET",
 )
 
 
@@ -81,6 +82,18 @@ def test_urls_switch_to_postgres_and_redis():
     assert found["pool"] == {"min_size": 1, "max_size": 6, "timeout": 10.0}
 
 
+def test_production_refuses_to_start_without_a_webhook_secret():
+    result = _run(
+        "config.settings.production",
+        ALLOWED_HOSTS="shop.example.com",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        PAYMENT_WEBHOOK_SECRET="",
+    )
+
+    assert result.returncode != 0
+    assert "PAYMENT_WEBHOOK_SECRET" in result.stderr
+
+
 def test_production_refuses_to_start_without_a_secret_key():
     result = _run("config.settings.production", ALLOWED_HOSTS="shop.example.com")
 
@@ -97,6 +110,7 @@ def test_production_passes_the_deploy_check_with_proper_values():
             **clean,
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "SECRET_KEY": secrets.token_urlsafe(64),
+            "PAYMENT_WEBHOOK_SECRET": secrets.token_urlsafe(32),
             "ALLOWED_HOSTS": "shop.example.com",
         },
         capture_output=True,

@@ -83,7 +83,7 @@ def test_token_login_with_a_wrong_password_is_refused(api):
 
     response = api.post("/api/auth/token/", {"username": "ada", "password": "nope"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 401
     assert response.json()["code"] == "invalid_credentials"
     assert not Token.objects.exists()
 
@@ -118,7 +118,7 @@ def test_auth_endpoints_are_throttled_per_ip(api, monkeypatch):
 
     codes = [api.post("/api/auth/token/", body, format="json").status_code for _ in range(3)]
 
-    assert codes == [400, 400, 429]
+    assert codes == [401, 401, 429]
     last = api.post("/api/auth/token/", body, format="json")
     assert last.json()["code"] == "throttled"
     assert last.json()["retry_after"] >= 1
