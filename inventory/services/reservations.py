@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
@@ -293,6 +294,15 @@ def _create_pending(
     from inventory.tasks import reserve  # tasks import services; import here, not at the top
 
     with transaction.atomic():
+        # The customer's row is the lock that makes the cap exact: one customer's
+        # requests queue here, everyone else's pass (and the insert's own FK check
+        # takes a share lock that this one does not block).
+        list(
+            get_user_model()
+            .objects.select_for_update(no_key=True)
+            .filter(pk=customer_id)
+            .values_list("pk")
+        )
         # Holds past their expiry no longer count, swept or not.
         active = Reservation.objects.filter(
             Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from inventory import services
-from inventory.exceptions import LimitReached, SoldOut
+from inventory.exceptions import LimitReached, SoldOut, TooManyHolds
 from inventory.models import Allocation, Reservation
 from tests.concurrency import run_together
 from tests.factories import UserFactory, open_allocation
@@ -144,4 +144,19 @@ def test_releases_racing_buyers_never_lose_or_double_a_unit(gate_off):
     assert allocation.held == Reservation.objects.filter(status="held").count()
     assert allocation.held <= 5
     assert Reservation.objects.filter(status="released").count() == 5
+    assert_inventory_invariants()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_active_hold_cap_is_exact_under_concurrency(gate_off, settings):
+    settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER = 3
+    allocation = open_allocation(quantity=50)
+    buyer = UserFactory().pk
+
+    results = run_together(12, lambda i: _request(buyer, allocation.pk, key=f"cap-{i}"))
+
+    assert sum(isinstance(r, Reservation) for r in results) == 3
+    assert sum(isinstance(r, TooManyHolds) for r in results) == 9
+    assert Reservation.objects.filter(customer_id=buyer).count() == 3
     assert_inventory_invariants()
