@@ -1,8 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config import health
+from config.converters import IdConverter
+
+register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

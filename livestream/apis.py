@@ -36,14 +36,18 @@ class StreamListCreateApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.stream_list()
 
-    @extend_schema(operation_id="streams_list", summary="Streams, newest first")
+    @extend_schema(
+        operation_id="streams_list",
+        responses={200: StreamSnapshotSerializer(many=True), **error_responses(400)},
+        summary="Streams, newest first",
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="streams_create",
         request=StreamCreateSerializer,
-        responses={201: StreamSerializer, **error_responses(400, 401, 403)},
+        responses={201: StreamSerializer, **error_responses(400, 401, 403, 409)},
         summary="Schedule a stream (hosts and staff)",
     )
     def post(self, request: Request) -> Response:
@@ -204,7 +208,11 @@ class ReservationListApi(generics.ListAPIView):
     def get_queryset(self):
         return _own_reservations(self.request)
 
-    @extend_schema(operation_id="reservations_list", summary="Your holds, newest first")
+    @extend_schema(
+        operation_id="reservations_list",
+        responses={200: ReservationSerializer(many=True), **error_responses(400, 401)},
+        summary="Your holds, newest first",
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 

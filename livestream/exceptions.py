@@ -28,3 +28,15 @@ class InvalidStreamTransition(DomainError):
     code = "invalid_transition"
     http_status = 409
     default_detail = "The stream cannot move to that status from its current one."
+
+
+class SlugTaken(DomainError):
+    code = "slug_taken"
+    http_status = 409
+    default_detail = "This slug is taken."
+
+
+class VariantNotForSale(DomainError):
+    code = "variant_not_for_sale"
+    http_status = 409
+    default_detail = "This variant is not for sale."

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from rest_framework import serializers
 
 from inventory.models import Reservation
 from inventory.services import MAX_QUANTITY
 from livestream.models import Stream
 from livestream.selectors import stream_snapshot
-from shop.api.fields import StrictIntegerField
+from livestream.services import PLAYBACK_URL_PATTERN, SLUG_PATTERN, TITLE_PATTERN
+from shop.api.fields import MoneyField, StrictCharField, StrictIntegerField, StrictRegexField
 
 
 class StreamCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
-    slug = serializers.SlugField(max_length=100, required=False)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    # Not trimmed here: the service trims, after the length is checked on what was sent.
+    title = StrictRegexField(TITLE_PATTERN, max_length=200, trim_whitespace=False)
+    slug = StrictRegexField(SLUG_PATTERN, max_length=100, required=False)
+    description = StrictCharField(
+        required=False, allow_blank=True, max_length=5000, trim_whitespace=False
+    )
     scheduled_start = serializers.DateTimeField(required=False, allow_null=True)
-    # The video provider's URL; checked as plainly as the schema states it.
-    playback_url = serializers.RegexField(
-        r"^https?://[^\s/?#]+[^\s]*$", required=False, allow_blank=True, max_length=500
+    playback_url = StrictRegexField(
+        PLAYBACK_URL_PATTERN, required=False, allow_blank=True, max_length=500
     )
 
 
 class DropCreateSerializer(serializers.Serializer):
     variant = StrictIntegerField(min_value=1, max_value=2**31 - 1)
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
-    price = serializers.DecimalField(
-        max_digits=12, decimal_places=2, min_value=Decimal("0"), coerce_to_string=True
-    )
+    price = MoneyField()
     per_viewer_limit = StrictIntegerField(
         min_value=1, max_value=MAX_QUANTITY, required=False, allow_null=True
     )

@@ -13,11 +13,11 @@ service ends with its state settled, which is where they belong, sent on commit.
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.core.validators import URLValidator
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -29,8 +29,10 @@ from inventory.models import Allocation, Reservation
 from livestream.exceptions import (
     InvalidStreamTransition,
     NotStreamHost,
+    SlugTaken,
     StreamEnded,
     StreamNotLive,
+    VariantNotForSale,
 )
 from livestream.models import Drop, Stream
 from livestream.selectors import drop_routing, drop_routing_forget, drops_for_snapshot
@@ -41,6 +43,18 @@ HOSTS_GROUP = "hosts"
 TITLE_MAX_LENGTH = Stream._meta.get_field("title").max_length
 SLUG_MAX_LENGTH = Stream._meta.get_field("slug").max_length
 PLAYBACK_URL_MAX_LENGTH = Stream._meta.get_field("playback_url").max_length
+# The video provider's URL is only stored and handed to players (always escaped): an
+# http(s) scheme, a host name, an optional port, then printable ASCII (percent-encode
+# the rest). The API schema states this pattern; ASCII ranges read the same in every
+# regex dialect, unlike \s.
+# A title needs one visible character. ASCII whitespace only, so that the API schema's
+# pattern means the same here and in any client's regex dialect.
+ASCII_SPACE = " \t\n\r\f\v"
+TITLE_PATTERN = r"[^ \t\n\r\f\v]"
+SLUG_PATTERN = r"^[-a-z0-9_]+$"
+SLUG_RE = re.compile(SLUG_PATTERN)
+PLAYBACK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+PLAYBACK_URL_RE = re.compile(PLAYBACK_URL_PATTERN)
 SLUG_SUFFIX_LENGTH = 4
 # Tries at a free "<slug>-<suffix>" before giving up (36**4 suffixes: collisions are rare).
 SLUG_ATTEMPTS = 8
@@ -164,7 +178,7 @@ def stream_create(
     """
     if not user_can_host(host):
         raise NotStreamHost("Only hosts and staff can create streams.")
-    title = _check_text(title, field="title", max_length=TITLE_MAX_LENGTH).strip()
+    title = _check_text(title, field="title", max_length=TITLE_MAX_LENGTH).strip(ASCII_SPACE)
     if not title:
         raise InvalidInput("title must not be empty.", field="title")
     description = _check_text(description, field="description")
@@ -172,13 +186,8 @@ def stream_create(
     playback_url = _check_text(
         playback_url, field="playback_url", max_length=PLAYBACK_URL_MAX_LENGTH
     ).strip()
-    if playback_url:
-        try:
-            URLValidator(schemes=["http", "https"])(playback_url)
-        except ValidationError:
-            raise InvalidInput(
-                "playback_url must be an http(s) URL.", field="playback_url"
-            ) from None
+    if playback_url and not PLAYBACK_URL_RE.match(playback_url):
+        raise InvalidInput("playback_url must be an http(s) URL.", field="playback_url")
     fields = {
         "host": host,
         "title": title,
@@ -189,14 +198,14 @@ def stream_create(
     with transaction.atomic():
         if slug is not None:
             _check_text(slug, field="slug", max_length=SLUG_MAX_LENGTH)
-            if not slug or slugify(slug) != slug:
+            if not SLUG_RE.match(slug):
                 raise InvalidInput(
                     "slug may hold only lowercase letters, digits, hyphens and underscores.",
                     field="slug",
                 )
             stream = _insert_stream(**fields, slug=slug)
             if stream is None:
-                raise InvalidInput("This slug is taken.", field="slug")
+                raise SlugTaken(slug=slug)
             return stream
         base = slugify(title)[: SLUG_MAX_LENGTH - SLUG_SUFFIX_LENGTH - 1].strip("-_") or "stream"
         candidates = itertools.chain(
@@ -321,13 +330,13 @@ def drop_create(
 
 
 def _sellable_variant(variant_id: object) -> Variant:
-    variant = None
-    if isinstance(variant_id, int) and not isinstance(variant_id, bool):
-        variant = Variant.objects.select_related("product", "stock").filter(pk=variant_id).first()
+    if isinstance(variant_id, bool) or not isinstance(variant_id, int):
+        raise InvalidInput("variant must be a variant id.", field="variant")
+    variant = Variant.objects.select_related("product", "stock").filter(pk=variant_id).first()
     if variant is None:
-        raise InvalidInput("No such variant.", field="variant")
+        raise NotFound("No such variant.", field="variant")
     if not (variant.is_active and variant.product.is_active):
-        raise InvalidInput("This variant is not for sale.", field="variant")
+        raise VariantNotForSale(variant=variant.pk)
     return variant
 
 

@@ -7,14 +7,14 @@ urlpatterns = [
     path("auth/token/", auth.TokenApi.as_view(), name="auth-token"),
     path("auth/logout/", auth.LogoutApi.as_view(), name="auth-logout"),
     path("products/", catalog.ProductListApi.as_view(), name="product-list"),
-    path("products/<int:product_id>/", catalog.ProductDetailApi.as_view(), name="product-detail"),
+    path("products/<id:product_id>/", catalog.ProductDetailApi.as_view(), name="product-detail"),
     path(
-        "reservations/<int:reservation_id>/checkout/",
+        "reservations/<id:reservation_id>/checkout/",
         orders.CheckoutApi.as_view(),
         name="reservation-checkout",
     ),
     path("orders/", orders.OrderListApi.as_view(), name="order-list"),
-    path("orders/<int:order_id>/", orders.OrderDetailApi.as_view(), name="order-detail"),
-    path("orders/<int:order_id>/cancel/", orders.OrderCancelApi.as_view(), name="order-cancel"),
+    path("orders/<id:order_id>/", orders.OrderDetailApi.as_view(), name="order-detail"),
+    path("orders/<id:order_id>/cancel/", orders.OrderCancelApi.as_view(), name="order-cancel"),
     path("payments/webhook/", orders.PaymentWebhookApi.as_view(), name="payment-webhook"),
 ]

@@ -205,6 +205,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
+    },
     "ENUM_NAME_OVERRIDES": {
         "StreamStatusEnum": "livestream.models.Stream.Status",
         "ReservationStatusEnum": "inventory.models.Reservation.Status",

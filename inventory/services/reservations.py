@@ -680,7 +680,8 @@ def _sell(reservation: Reservation) -> None:
 
 def reservation_reinstate(*, reservation_id: int) -> Reservation:
     """Hold again the units of an expired reservation (its payment arrived late), if
-    they are still free; raises ``SoldOut`` otherwise and changes nothing.
+    they are still free and within the customer's limit; raises ``SoldOut`` or
+    ``LimitReached`` otherwise and changes nothing.
 
     Units come from the allocation while it sells; once it is closed, from stock that
     is free, carved back into the allocation. Never oversells either way.
@@ -699,6 +700,18 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
         allocation = Allocation.objects.select_for_update(no_key=True).get(
             pk=reservation.allocation_id
         )
+        limit = allocation.per_customer_limit
+        if limit is not None:
+            taken = (
+                Reservation.objects.filter(
+                    allocation_id=allocation.pk,
+                    customer_id=reservation.customer_id,
+                    status__in=(Status.HELD, Status.CONFIRMED),
+                ).aggregate(t=Sum("quantity"))["t"]
+                or 0
+            )
+            if taken + units > limit:
+                raise LimitReached(limit=limit)
         if allocation.status == Allocation.Status.CLOSED:
             carved = StockItem.objects.filter(
                 pk=allocation.stock_item_id, on_hand__gte=F("reserved") + units

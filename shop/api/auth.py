@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from inventory.exceptions import DomainError
 from shop.api.authentication import token_forget
+from shop.api.fields import StrictCharField
 from shop.api.schema import error_responses
 from shop.api.throttles import AuthIPThrottle
 
@@ -26,8 +27,9 @@ class InvalidCredentials(DomainError):
 
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    # Not trimmed: a name is what it is; a wrong one simply does not log in.
+    username = StrictCharField(max_length=150, trim_whitespace=False)
+    password = StrictCharField(max_length=128, trim_whitespace=False)
 
 
 class RegisterSerializer(CredentialsSerializer):

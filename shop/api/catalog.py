@@ -40,7 +40,11 @@ class ProductListApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.product_list()
 
-    @extend_schema(operation_id="products_list", summary="Active products with their variants")
+    @extend_schema(
+        operation_id="products_list",
+        responses={200: ProductSerializer(many=True), **error_responses(400)},
+        summary="Active products with their variants",
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 

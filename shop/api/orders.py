@@ -71,7 +71,11 @@ class OrderListApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.order_list_for(customer_id=self.request.user.pk)
 
-    @extend_schema(operation_id="orders_list", summary="Your orders, newest first")
+    @extend_schema(
+        operation_id="orders_list",
+        responses={200: OrderSerializer(many=True), **error_responses(400, 401)},
+        summary="Your orders, newest first",
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from inventory import services as inventory
-from inventory.exceptions import HoldExpired, SoldOut
+from inventory.exceptions import HoldExpired, LimitReached, SoldOut
 from inventory.models import Reservation
 from shop.exceptions import (
     NotFound,
@@ -88,7 +88,7 @@ def _claim_refund(payment: Payment, reason: str) -> None:
 def _sell_units(order: Order) -> bool:
     """Inside the order's transaction: sell the hold's units. True when sold; False when
     they cannot be had any more (the hold expired and its units went to someone else,
-    or the hold was released or never held)."""
+    or the customer holds their limit again, or the hold was released or never held)."""
     try:
         inventory.reservation_confirm(reservation_id=order.reservation_id)
         return True
@@ -101,7 +101,7 @@ def _sell_units(order: Order) -> bool:
     try:
         inventory.reservation_reinstate(reservation_id=order.reservation_id)
         inventory.reservation_confirm(reservation_id=order.reservation_id)
-    except (SoldOut, ReservationNotHeld, HoldExpired):
+    except (SoldOut, LimitReached, ReservationNotHeld, HoldExpired):
         return False
     return True
 

@@ -59,7 +59,7 @@ from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.redis_conn import get_redis
 from inventory.services.stock import MANUAL_REASONS
 from shop.models import Product, Variant
-from tests.factories import UserFactory, VariantFactory
+from tests.factories import UserFactory, VariantFactory, open_allocation
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
@@ -492,6 +492,89 @@ class InventoryMachine(RuleBasedStateMachine):
                 )
             )
 
+    @rule(reservation=reservations)
+    def reinstate(self, reservation):
+        """A late payment: an expired hold is held again if its units are still free."""
+        r = self.res[reservation]
+        allocation, units = r.allocation, r.quantity
+        closed = allocation.status == AStatus.CLOSED
+
+        def call():
+            return services.reservation_reinstate(reservation_id=r.pk)
+
+        if r.status == Status.HELD:
+            assert call().status == Status.HELD
+            return
+        if r.status != Status.EXPIRED:
+            self.expect(ReservationNotHeld, call)
+            return
+        if (
+            allocation.limit is not None
+            and self.taken(allocation, r.customer) + units > allocation.limit
+        ):
+            self.expect(LimitReached, call)
+            return
+        if (allocation.item.free if closed else allocation.remaining) < units:
+            self.expect(SoldOut, call)
+            return
+        before = timezone.now()
+        reinstated = call()
+        after = timezone.now()
+        assert reinstated.status == Status.HELD
+        assert before + self.hold <= reinstated.expires_at <= after + self.hold
+        r.status, r.expires_at = Status.HELD, reinstated.expires_at
+        allocation.held += units
+        if closed:  # carved back out of free stock
+            allocation.quantity += units
+            allocation.item.reserved += units
+        self.ledger.append(
+            Move(
+                allocation.item.pk,
+                allocation.pk,
+                r.pk,
+                Reason.HOLD_REINSTATE,
+                reserved=units if closed else 0,
+                held=units,
+            )
+        )
+
+    @rule(reservation=reservations)
+    def refund(self, reservation):
+        """A sale is refunded: its units come back on hand, to the allocation while it
+        sells, else to free stock."""
+        r = self.res[reservation]
+        allocation, units = r.allocation, r.quantity
+        on_sale = allocation.status != AStatus.CLOSED
+
+        def call():
+            return services.reservation_refund(reservation_id=r.pk)
+
+        if r.status == Status.REFUNDED:
+            assert call().status == Status.REFUNDED
+            return
+        if r.status != Status.CONFIRMED:
+            self.expect(ReservationNotHeld, call)
+            return
+        assert call().status == Status.REFUNDED
+        r.status = Status.REFUNDED
+        allocation.sold -= units
+        allocation.item.on_hand += units
+        if on_sale:
+            allocation.item.reserved += units
+        else:
+            allocation.quantity -= units
+        self.ledger.append(
+            Move(
+                allocation.item.pk,
+                allocation.pk,
+                r.pk,
+                Reason.SALE_REFUND,
+                on_hand=units,
+                reserved=units if on_sale else 0,
+                sold=-units,
+            )
+        )
+
     # -- the clock and expiry -----------------------------------------------------------
 
     @rule(seconds=st.sampled_from([1, 60, 300, 599, 600, 601, 1200]))
@@ -733,3 +816,30 @@ def test_inventory_matches_model_behind_the_redis_gate(gate_on, small_hold_cap):
     """The same model behind the gate: its rejections raise the same domain errors,
     it checks the limit before the units, and it replays keys it admitted."""
     run_state_machine_as_test(InventoryMachine, settings=MACHINE_SETTINGS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reinstate_respects_the_per_customer_limit(gate_off):
+    """Found by the machine: a customer at the limit must not get an expired hold back
+    on top."""
+    buyer = UserFactory()
+    allocation = open_allocation(quantity=5, per_customer_limit=2)
+    ask = {
+        "customer_id": buyer.pk,
+        "allocation_id": allocation.pk,
+        "quantity": 2,
+        "unit_price": PRICE,
+        "currency": CURRENCY,
+    }
+    late = services.reservation_request(idempotency_key="paid-late", **ask)
+    services.reservations_expire(now=late.expires_at)
+    services.reservation_request(idempotency_key="again", **ask)  # back at the limit
+    movements = StockMovement.objects.count()
+
+    with pytest.raises(LimitReached):
+        services.reservation_reinstate(reservation_id=late.pk)
+
+    late.refresh_from_db()
+    assert late.status == Status.EXPIRED
+    assert StockMovement.objects.count() == movements
+    assert_inventory_invariants()

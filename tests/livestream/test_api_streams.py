@@ -1,7 +1,5 @@
 """The host's HTTP interface: streams and drops."""
 
-from decimal import Decimal
-
 import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
@@ -131,11 +129,11 @@ def test_the_host_creates_and_pins_drops(host, live_stream):
         ({"variant": "{v}", "quantity": 5, "price": "-1"}, "price"),
         ({"variant": "{v}", "quantity": 5, "price": "9.999"}, "price"),
         ({"variant": "{v}", "quantity": 5, "price": "NaN"}, "price"),
+        ({"variant": "{v}", "quantity": 5, "price": 9.99}, "price"),
         (
             {"variant": "{v}", "quantity": 5, "price": "9.99", "per_viewer_limit": 0},
             "per_viewer_limit",
         ),
-        ({"variant": 999999, "quantity": 5, "price": "9.99"}, "variant"),
     ],
 )
 def test_bad_drops_are_refused_and_nothing_is_carved(host, live_stream, body, field):
@@ -149,6 +147,22 @@ def test_bad_drops_are_refused_and_nothing_is_carved(host, live_stream, body, fi
     assert not Drop.objects.exists()
     variant.stock.refresh_from_db()
     assert variant.stock.reserved == 0
+
+
+def test_an_unknown_variant_is_a_404_and_a_taken_slug_a_409(host, live_stream):
+    response = _client(host).post(
+        f"/api/streams/{live_stream.slug}/drops/",
+        {"variant": 999999, "quantity": 5, "price": "9.99"},
+        format="json",
+    )
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+
+    taken = _client(host).post(
+        "/api/streams/", {"title": "Again", "slug": live_stream.slug}, format="json"
+    )
+    assert (taken.status_code, taken.json()["code"]) == (409, "slug_taken")
+    assert Stream.objects.count() == 1
+    assert not Drop.objects.exists()
 
 
 def test_a_drop_larger_than_free_stock_is_a_409(host, live_stream):
@@ -171,7 +185,7 @@ def test_pinning_needs_a_live_stream(host):
     variant = stocked_variant(on_hand=3)
     drop = _client(host).post(
         f"/api/streams/{stream['slug']}/drops/",
-        {"variant": variant.pk, "quantity": 1, "price": str(Decimal("1.00"))},
+        {"variant": variant.pk, "quantity": 1, "price": "1.00"},
         format="json",
     )
 

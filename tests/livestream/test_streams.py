@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inventory.exceptions import InvalidInput, NotFound
 from livestream import selectors, services
-from livestream.exceptions import InvalidStreamTransition, NotStreamHost
+from livestream.exceptions import InvalidStreamTransition, NotStreamHost, SlugTaken
 from livestream.models import Stream
 from tests.factories import UserFactory
 
@@ -179,10 +179,10 @@ def test_an_explicit_slug_that_is_taken_is_refused_and_nothing_is_written():
     _stream(slug="glow")
     before = _rows()
 
-    with pytest.raises(InvalidInput) as excinfo:
+    with pytest.raises(SlugTaken) as excinfo:
         _stream(title="Other", slug="glow")
 
-    assert excinfo.value.data == {"field": "slug"}
+    assert excinfo.value.data == {"slug": "glow"}
     assert _rows() == before
 
 
