@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from inventory import services
+from livestream import services as live
+from livestream.models import Stream
 from shop.models import Product, Variant
 
 DEMO_PASSWORD = "demo-pass-123"
@@ -45,8 +47,37 @@ DEMO_CATALOG = (
 )
 
 
+DEMO_STREAM = "launch-night"
+DEMO_DROPS = (
+    # sku, units on stage, drop price, per-viewer limit
+    ("SERUM-30ML", 20, "19.00", 2),
+    ("HOODIE-M", 10, "39.00", 1),
+)
+
+
 class Command(BaseCommand):
     help = f"Create demo users (password: {DEMO_PASSWORD}) and products with stock."
+
+    def _seed_live_stream(self) -> None:
+        """A live stream with two drops, the first pinned: both pages show something
+        at once, and the API examples in the README work as written."""
+        if Stream.objects.filter(slug=DEMO_STREAM).exists():
+            return
+        host = get_user_model().objects.get(username="host")
+        stream = live.stream_create(host=host, title="Launch night", slug=DEMO_STREAM)
+        live.stream_start(stream_id=stream.pk, actor=host)
+        drops = [
+            live.drop_create(
+                stream_id=stream.pk,
+                variant_id=Variant.objects.get(sku=sku).pk,
+                quantity=units,
+                price=Decimal(price),
+                per_viewer_limit=limit,
+                actor=host,
+            )
+            for sku, units, price, limit in DEMO_DROPS
+        ]
+        live.drop_pin(drop_id=drops[0].pk, actor=host)
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -76,6 +107,7 @@ class Command(BaseCommand):
                     services.stock_restock(
                         stock_item_id=item.pk, quantity=on_hand, note="demo data"
                     )
+        self._seed_live_stream()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: users ops (staff), host, viewer; password {DEMO_PASSWORD}"
