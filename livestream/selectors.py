@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from inventory.exceptions import NotFound
+from inventory.models import Reservation
 from livestream.models import Drop, Stream
 
 
@@ -92,6 +94,57 @@ def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
         "viewers": 0,
         "seq": 0,
     }
+
+
+# --- host stats ------------------------------------------------------------------------
+
+# Demand is measured over this recent window: long enough to smooth single buys, short
+# enough to follow the stream's moment.
+RATE_WINDOW = timedelta(minutes=5)
+
+
+def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> dict[str, Any]:
+    """What the host watches live: viewers, and per drop the sell-through, the units
+    taken per minute (held or bought, over the last few minutes of its sale) and the
+    projected time until it sells out at that rate (None when nothing moves)."""
+    now = now or timezone.now()
+    drops = list(drops_for_snapshot().filter(stream_id=stream.pk))
+    since = now - RATE_WINDOW
+    taken = dict(
+        Reservation.objects.filter(
+            allocation_id__in=[d.allocation_id for d in drops],
+            status__in=(Reservation.Status.HELD, Reservation.Status.CONFIRMED),
+            updated_at__gte=since,
+        )
+        .values("allocation_id")
+        .annotate(units=Sum("quantity"))
+        .values_list("allocation_id", "units")
+    )
+    rows = []
+    for drop in drops:
+        allocation = drop.allocation
+        opened = allocation.opened_at or now
+        minutes = max((now - max(opened, since)).total_seconds() / 60, 1 / 60)
+        rate = taken.get(allocation.pk, 0) / minutes
+        remaining = allocation.remaining
+        rows.append(
+            {
+                "drop": drop.pk,
+                "pinned": drop.is_pinned,
+                "quantity": allocation.quantity,
+                "held": allocation.held,
+                "sold": allocation.sold,
+                "remaining": remaining,
+                "sell_through": round(allocation.sold / allocation.quantity, 4)
+                if allocation.quantity
+                else 0.0,
+                "units_per_minute": round(rate, 2),
+                "projected_sold_out_seconds": round(remaining / rate * 60)
+                if rate > 0 and remaining > 0 and allocation.status == "open"
+                else None,
+            }
+        )
+    return {"type": "host.stats", "stream": stream.pk, "viewers": viewers, "drops": rows}
 
 
 # --- routing of the purchase path ------------------------------------------------------

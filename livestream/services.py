@@ -26,6 +26,7 @@ from django.utils.text import slugify
 from inventory import services as inventory
 from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
 from inventory.models import Allocation, Reservation
+from livestream import broadcast
 from livestream.exceptions import (
     InvalidStreamTransition,
     NotStreamHost,
@@ -243,6 +244,7 @@ def stream_start(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.LIVE
         stream.started_at = timezone.now()
         stream.save(update_fields=["status", "started_at", "updated_at"])
+        broadcast.on_commit(lambda: broadcast.stream_started(stream.pk))
     return stream
 
 
@@ -258,7 +260,12 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         stream_check_control(stream=stream, user=actor)
         if stream.status == Stream.Status.ENDED:
             return stream
-        Drop.objects.filter(stream_id=stream.pk, is_pinned=True).update(is_pinned=False)
+        unpinned = list(
+            Drop.objects.filter(stream_id=stream.pk, is_pinned=True).values_list("pk", flat=True)
+        )
+        Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
+        for drop_id in unpinned:
+            broadcast.on_commit(lambda drop_id=drop_id: broadcast.drop_unpinned(drop_id))
         allocation_ids = (
             Drop.objects.filter(stream_id=stream.pk)
             .order_by("allocation_id")
@@ -269,6 +276,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
+        broadcast.on_commit(lambda: broadcast.stream_ended(stream.pk))
     return stream
 
 
@@ -368,10 +376,18 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
         if drop.allocation.status == Allocation.Status.CLOSED:
             raise AllocationClosed("This drop's sale is closed.")
         if not drop.is_pinned:
-            Drop.objects.filter(stream_id=stream.pk, is_pinned=True).update(is_pinned=False)
+            unpinned = list(
+                Drop.objects.filter(stream_id=stream.pk, is_pinned=True).values_list(
+                    "pk", flat=True
+                )
+            )
+            Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
             now = timezone.now()
             Drop.objects.filter(pk=drop.pk).update(is_pinned=True, pinned_at=now)
             drop.is_pinned, drop.pinned_at = True, now
+            for other in unpinned:
+                broadcast.on_commit(lambda other=other: broadcast.drop_unpinned(other))
+            broadcast.on_commit(lambda: broadcast.drop_pinned(drop.pk))
         if drop.allocation.status != Allocation.Status.OPEN:
             drop.allocation = inventory.allocation_open(allocation_id=drop.allocation_id)
     return drop
@@ -385,6 +401,7 @@ def drop_unpin(*, drop_id: int, actor) -> Drop:
         if drop.is_pinned:
             Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
             drop.is_pinned = False
+            broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
     return drop
 
 

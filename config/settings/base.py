@@ -240,6 +240,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+# --- Live streams ---------------------------------------------------------------------
+# Counter events (stock.changed, viewers.changed) per drop or stream are sent at most
+# once per window, the last value always delivered; 0 sends every change.
+BROADCAST_COALESCE_MS = env.int("BROADCAST_COALESCE_MS", default=250)
+
 # --- Shop -----------------------------------------------------------------------------
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")
 # The payment provider (a class implementing shop.payments.PaymentProvider). The test

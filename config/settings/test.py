@@ -24,3 +24,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: server and worker processes started by the tests share it.
     # One per test run, so that runs side by side do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db-{os.getpid()}.sqlite3")}
+
+# Counter events go out on every change, synchronously (the coalescing tests and the
+# real server processes use a window).
+BROADCAST_COALESCE_MS = 0

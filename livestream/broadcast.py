@@ -1,0 +1,340 @@
+"""The one module that sends events to viewers.
+
+Stream events (``stream.*``, ``drop.*``, ``stock.changed``, ``viewers.changed``) are
+serialised ONCE, numbered with the stream's ``seq`` and published to the stream's Redis
+channel, atomically (one Lua script INCRs the counter and PUBLISHes), so every process
+and every viewer sees them in ``seq`` order. Each server process's hub
+(``livestream.hub``) holds one subscription per watched stream and writes the text to
+its local sockets: no per-viewer channel-layer message (see the design's fan-out
+measurements). With no Redis (the embedded default) the numbering is in-process and the
+text goes straight to this process's hub.
+
+Personal ``reservation.updated`` events are few and go through the channel layer to the
+buyer's group. Counters are coalesced (``Coalescer``): the first change in a window is
+sent at once, later ones in the window are folded into one trailing event carrying the
+value read at send time, so the last value is always delivered and never a stale one
+after a fresher one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Hashable, Iterable
+from functools import lru_cache
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+from inventory import events as inventory_events
+from inventory.redis_conn import get_redis, redis_configured
+
+logger = logging.getLogger(__name__)
+
+
+# --- names ----------------------------------------------------------------------------
+
+
+def stream_channel(stream_id: int) -> str:
+    return f"stream:{stream_id}:events"
+
+
+def personal_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def _seq_key(stream_id: int) -> str:
+    return f"stream:{stream_id}:seq"
+
+
+# --- numbering and publishing ----------------------------------------------------------
+
+# KEYS: seq counter, ARGV: channel, the event's JSON object without its leading "{".
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], '{"seq":' .. seq .. ',' .. ARGV[2])
+return seq
+"""
+
+_local_lock = threading.Lock()
+_local_seq: dict[int, int] = {}
+
+
+def current_seq(stream_id: int) -> int:
+    """The ``seq`` of the stream's latest event (0 before the first)."""
+    if redis_configured():
+        return int(get_redis().get(_seq_key(stream_id)) or 0)
+    with _local_lock:
+        return _local_seq.get(stream_id, 0)
+
+
+def publish(stream_id: int, event_type: str, **fields: Any) -> int:
+    """Number the event and send it to every viewer of the stream; returns its seq."""
+    body = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
+    if redis_configured():
+        return int(
+            get_redis().eval(_PUBLISH, 1, _seq_key(stream_id), stream_channel(stream_id), body[1:])
+        )
+    from livestream.hub import get_hub
+
+    with _local_lock:  # numbering and handing over in one step keeps the order
+        seq = _local_seq.get(stream_id, 0) + 1
+        _local_seq[stream_id] = seq
+        get_hub().deliver(stream_id, f'{{"seq":{seq},{body[1:]}')
+    return seq
+
+
+def send_personal(user_id: int, event_type: str, **fields: Any) -> None:
+    """A user's own event (not numbered): through the channel layer to their group."""
+    text = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(
+        personal_group(user_id), {"type": "personal.event", "text": text}
+    )
+
+
+def on_commit(action: Callable[[], None]) -> None:
+    """Run a broadcast after the current transaction commits; a failure to broadcast
+    never undoes or blocks what was committed (viewers resync by ``seq``)."""
+
+    def safely() -> None:
+        try:
+            action()
+        except Exception:
+            logger.exception("broadcast failed")
+
+    transaction.on_commit(safely)
+
+
+# --- coalescing ------------------------------------------------------------------------
+
+# KEYS: window, dirty. ARGV: window ms. 1: lead (send now), 0: folded into the window.
+_TOUCH = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1] * 20)
+return 0
+"""
+# KEYS: window, dirty. ARGV: window ms. 1: send again (window re-armed), 0: window over.
+_TRAIL = """
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+
+
+class Coalescer:
+    """At most one send per key per window, the last value always sent.
+
+    ``touch(key)``: the first touch of a quiet key sends at once and opens a window;
+    touches inside the window only mark the key dirty; when the window closes, a dirty
+    key is sent once more (reading the value then) and the window re-opens. Windows live
+    in Redis when configured, so every process (web, workers) shares them.
+    """
+
+    def __init__(self, name: str, send: Callable[[Hashable], None]):
+        self.name = name
+        self.send = send
+        self._lock = threading.Lock()
+        self._windows: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+
+    @property
+    def window_ms(self) -> int:
+        return settings.BROADCAST_COALESCE_MS
+
+    def _keys(self, key: Hashable) -> list[str]:
+        base = f"stream:coalesce:{self.name}:{key}"
+        return [base, f"{base}:dirty"]
+
+    def touch(self, key: Hashable) -> None:
+        if self.window_ms <= 0:
+            self._send(key)
+            return
+        if redis_configured():
+            lead = get_redis().eval(_TOUCH, 2, *self._keys(key), self.window_ms) == 1
+        else:
+            with self._lock:
+                lead = key not in self._windows
+                if lead:
+                    self._windows.add(key)
+                else:
+                    self._dirty.add(key)
+        if lead:
+            self._send(key)
+            self._arm(key)
+
+    def _arm(self, key: Hashable) -> None:
+        timer = threading.Timer(self.window_ms / 1000, self._trail, args=(key,))
+        timer.daemon = True
+        timer.start()
+
+    def _trail(self, key: Hashable) -> None:
+        try:
+            if redis_configured():
+                again = get_redis().eval(_TRAIL, 2, *self._keys(key), self.window_ms) == 1
+            else:
+                with self._lock:
+                    again = key in self._dirty
+                    self._dirty.discard(key)
+                    if not again:
+                        self._windows.discard(key)
+            if again:
+                self._send(key)
+                self._arm(key)
+        finally:
+            close_old_connections()  # this timer thread may have opened one
+
+    def _send(self, key: Hashable) -> None:
+        try:
+            self.send(key)
+        except Exception:
+            logger.exception("coalesced %s send failed for %s", self.name, key)
+
+
+# --- the events ------------------------------------------------------------------------
+
+
+def stream_started(stream_id: int) -> None:
+    from livestream.models import Stream
+    from livestream.selectors import _iso
+
+    stream = Stream.objects.get(pk=stream_id)
+    publish(
+        stream_id,
+        "stream.started",
+        stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
+        started_at=_iso(stream.started_at),
+    )
+
+
+def stream_ended(stream_id: int) -> None:
+    from livestream.models import Stream
+    from livestream.selectors import _iso
+
+    stream = Stream.objects.get(pk=stream_id)
+    publish(
+        stream_id,
+        "stream.ended",
+        stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
+        ended_at=_iso(stream.ended_at),
+    )
+
+
+def drop_pinned(drop_id: int) -> None:
+    from livestream.selectors import drop_snapshot, drops_for_snapshot
+
+    drop = drops_for_snapshot().get(pk=drop_id)
+    publish(drop.stream_id, "drop.pinned", drop=drop_snapshot(drop=drop))
+
+
+def drop_unpinned(drop_id: int) -> None:
+    from livestream.models import Drop
+
+    stream_id = Drop.objects.values_list("stream_id", flat=True).get(pk=drop_id)
+    publish(stream_id, "drop.unpinned", drop=drop_id)
+
+
+def _send_stock(drop_id: Hashable) -> None:
+    from livestream.models import Drop
+
+    row = (
+        Drop.objects.filter(pk=drop_id)
+        .values("stream_id", "allocation__quantity", "allocation__held", "allocation__sold")
+        .first()
+    )
+    if row is None:
+        return
+    remaining = row["allocation__quantity"] - row["allocation__held"] - row["allocation__sold"]
+    sold = row["allocation__sold"]
+    publish(row["stream_id"], "stock.changed", drop=drop_id, remaining=remaining, sold=sold)
+    _maybe_sold_out(row["stream_id"], drop_id, remaining)
+
+
+# Which drops were announced sold out (so the event goes once per sell-out, again only
+# after units came back and ran out again).
+_sold_out_local: set[int] = set()
+
+
+def _maybe_sold_out(stream_id: int, drop_id: int, remaining: int) -> None:
+    key = f"stream:soldout:{drop_id}"
+    if remaining > 0:
+        if redis_configured():
+            get_redis().delete(key)
+        else:
+            _sold_out_local.discard(drop_id)
+        return
+    if redis_configured():
+        first = bool(get_redis().set(key, "1", nx=True, ex=7 * 24 * 3600))
+    else:
+        first = drop_id not in _sold_out_local
+        _sold_out_local.add(drop_id)
+    if first:
+        publish(stream_id, "drop.sold_out", drop=drop_id)
+
+
+def _send_viewers(stream_id: Hashable) -> None:
+    from livestream.presence import presence_count
+
+    publish(stream_id, "viewers.changed", viewers=presence_count(stream_id))
+
+
+stock_coalescer = Coalescer("stock", _send_stock)
+viewers_coalescer = Coalescer("viewers", _send_viewers)
+
+
+def stock_changed(drop_id: int) -> None:
+    stock_coalescer.touch(drop_id)
+
+
+def viewers_changed(stream_id: int) -> None:
+    viewers_coalescer.touch(stream_id)
+
+
+# --- from inventory events -------------------------------------------------------------
+
+
+@lru_cache(maxsize=100_000)
+def _drop_of_allocation(allocation_id: int) -> int | None:
+    """The drop on stage for an allocation (fixed once created, so cached)."""
+    from livestream.models import Drop
+
+    return Drop.objects.filter(allocation_id=allocation_id).values_list("pk", flat=True).first()
+
+
+def reservations_updated(reservation_ids: Iterable[int]) -> None:
+    """Each buyer gets their reservation, as the REST API shows it."""
+    from inventory.models import Reservation
+    from livestream.serializers import ReservationSerializer
+
+    reservations = Reservation.objects.filter(pk__in=list(reservation_ids)).select_related(
+        "allocation__drop"
+    )
+    for reservation in reservations:
+        send_personal(
+            reservation.customer_id,
+            "reservation.updated",
+            reservation=ReservationSerializer(reservation).data,
+        )
+
+
+def on_inventory_events(batch: list[inventory_events.Event]) -> None:
+    """Subscribed to ``inventory.events`` (after commit): counters and personal events."""
+    reservation_ids = [
+        e.reservation_id for e in batch if isinstance(e, inventory_events.ReservationChanged)
+    ]
+    if reservation_ids:
+        reservations_updated(reservation_ids)
+    for event in batch:
+        if isinstance(event, inventory_events.AllocationChanged):
+            drop_id = _drop_of_allocation(event.allocation_id)
+            if drop_id is not None:
+                stock_changed(drop_id)

@@ -1,0 +1,161 @@
+"""Numbering, publishing and coalescing of stream events."""
+
+import json
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from inventory import services as inventory
+from inventory.redis_conn import get_redis
+from livestream import broadcast, services
+from tests.factories import UserFactory, stocked_variant
+
+
+def _listen(stream_id):
+    pubsub = get_redis().pubsub()
+    pubsub.subscribe(broadcast.stream_channel(stream_id))
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    return pubsub
+
+
+def _events(pubsub, *, wait=1.0):
+    found, deadline = [], time.monotonic() + wait
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.05)
+        if message and message["type"] == "message":
+            found.append(json.loads(message["data"]))
+    return found
+
+
+@pytest.mark.redis
+def test_events_are_numbered_per_stream_and_published_once_serialised():
+    pubsub = _listen(41)
+
+    first = broadcast.publish(41, "viewers.changed", viewers=3)
+    second = broadcast.publish(41, "viewers.changed", viewers=4)
+    broadcast.publish(42, "viewers.changed", viewers=9)  # another stream, its own count
+
+    assert (first, second) == (1, 2)
+    assert _events(pubsub) == [
+        {"seq": 1, "type": "viewers.changed", "viewers": 3},
+        {"seq": 2, "type": "viewers.changed", "viewers": 4},
+    ]
+    assert broadcast.current_seq(41) == 2
+    assert broadcast.current_seq(42) == 1
+
+
+@pytest.mark.redis
+def test_concurrent_publishers_never_send_seq_out_of_order():
+    pubsub = _listen(7)
+
+    def burst():
+        for _ in range(50):
+            broadcast.publish(7, "stock.changed", drop=1, remaining=0, sold=0)
+
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    seqs = [event["seq"] for event in _events(pubsub, wait=1.5)]
+    assert seqs == list(range(1, 201))
+
+
+@pytest.mark.parametrize("mode", ["local", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_burst_is_coalesced_and_the_last_value_delivered(mode, settings):
+    if mode == "local":
+        settings.REDIS_URL = ""
+    settings.BROADCAST_COALESCE_MS = 100
+    value = {"n": 0}
+    sent = []
+    coalescer = broadcast.Coalescer(f"test-{mode}", lambda key: sent.append((key, value["n"])))
+
+    for n in range(1, 51):  # 50 changes within about 50 ms
+        value["n"] = n
+        coalescer.touch("drop-1")
+        time.sleep(0.001)
+    time.sleep(0.5)
+
+    assert sent[0] == ("drop-1", 1)  # the first change goes out at once
+    assert sent[-1] == ("drop-1", 50)  # the last value always arrives
+    assert len(sent) <= 3  # ...and a burst costs a few events, not fifty
+    assert [n for _, n in sent] == sorted(n for _, n in sent)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_stock_changes_sold_out_and_pins_reach_the_stream_channel():
+    host = UserFactory()
+    host.groups.add(Group.objects.get_or_create(name="hosts")[0])
+    stream = services.stream_create(host=host, title="Events")
+    services.stream_start(stream_id=stream.pk, actor=host)
+    variant = stocked_variant(on_hand=5)
+    drop = services.drop_create(
+        stream_id=stream.pk,
+        variant_id=variant.pk,
+        quantity=2,
+        price=Decimal("5.00"),
+        per_viewer_limit=None,
+        actor=host,
+    )
+    pubsub = _listen(stream.pk)
+
+    services.drop_pin(drop_id=drop.pk, actor=host)
+    for i in range(2):
+        services.drop_reserve(
+            drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1, idempotency_key=f"k{i}"
+        )
+    services.stream_end(stream_id=stream.pk, actor=host)
+
+    events = _events(pubsub)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "drop.pinned"
+    assert events[0]["drop"]["id"] == drop.pk
+    stock = [e for e in events if e["type"] == "stock.changed"]
+    assert stock[-1] == {
+        "seq": stock[-1]["seq"],
+        "type": "stock.changed",
+        "drop": drop.pk,
+        "remaining": 0,
+        "sold": 0,
+    }
+    assert kinds.count("drop.sold_out") == 1
+    assert kinds.index("drop.sold_out") > kinds.index("stock.changed")
+    assert kinds[-1] == "stream.ended"
+    assert kinds.index("drop.unpinned") > kinds.index("drop.sold_out")
+    assert [e["seq"] for e in events] == list(
+        range(events[0]["seq"], events[0]["seq"] + len(events))
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_buyer_gets_a_personal_reservation_event():
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    buyer = UserFactory()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(broadcast.personal_group(buyer.pk), channel)
+    from tests.factories import open_allocation
+
+    allocation = open_allocation(quantity=3)
+
+    reservation = inventory.reservation_request(
+        customer_id=buyer.pk,
+        allocation_id=allocation.pk,
+        quantity=1,
+        idempotency_key="mine",
+        unit_price=Decimal("5.00"),
+        currency="USD",
+    )
+
+    message = async_to_sync(layer.receive)(channel)
+    event = json.loads(message["text"])
+    assert message["type"] == "personal.event"
+    assert event["type"] == "reservation.updated"
+    assert (event["reservation"]["id"], event["reservation"]["status"]) == (reservation.pk, "held")
