@@ -72,9 +72,12 @@ def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
     """The full state of a stream (``GET /api/streams/{slug}/``, ``stream.state``).
 
     One query for all drops (plus one for the host unless it was selected, as
-    ``stream_get`` does). ``viewers`` and ``seq`` are 0 here: presence and the broadcast
-    sequence live in Redis, and their owners fill them in.
+    ``stream_get`` does); ``viewers`` and ``seq`` come from presence and the broadcast
+    counter (Redis when configured).
     """
+    from livestream.broadcast import current_seq
+    from livestream.presence import presence_count
+
     drops = [drop_snapshot(drop=d) for d in drops_for_snapshot().filter(stream_id=stream.pk)]
     pinned = next((d for d in drops if d["pinned"]), None)
     return {
@@ -91,8 +94,8 @@ def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
         # A copy: a caller editing one must not edit the other.
         "pinned_drop": dict(pinned) if pinned is not None else None,
         "drops": drops,
-        "viewers": 0,
-        "seq": 0,
+        "viewers": presence_count(stream.pk),
+        "seq": current_seq(stream.pk),
     }
 
 

@@ -123,7 +123,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "asgi"},
+            # No socket timeout: channels-redis blocks up to 5 s waiting for messages,
+            # and redis-py's default 5 s timeout fired first under a connect storm.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": "asgi"},
         }
     }
 else:
@@ -244,6 +246,12 @@ LOGGING = {
 # Counter events (stock.changed, viewers.changed) per drop or stream are sent at most
 # once per window, the last value always delivered; 0 sends every change.
 BROADCAST_COALESCE_MS = env.int("BROADCAST_COALESCE_MS", default=250)
+# Presence: each process refreshes its viewers this often; a viewer not refreshed for
+# the TTL (its process died) is no longer counted.
+PRESENCE_HEARTBEAT_SECONDS = env.int("PRESENCE_HEARTBEAT_SECONDS", default=10)
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=30)
+# How often the host's console gets host.stats.
+HOST_STATS_SECONDS = env.float("HOST_STATS_SECONDS", default=2.0)
 
 # --- Shop -----------------------------------------------------------------------------
 DEFAULT_CURRENCY = env.str("DEFAULT_CURRENCY", default="USD")

@@ -89,7 +89,10 @@ def reservation_request(
     * with the gate on, a request the gate turns away (``SoldOut``, ``LimitReached``,
       ``DropNotLive``) touches no database row;
     * one hold per (customer, idempotency key): a repeat returns the first reservation;
-      the same key with another allocation or quantity raises ``IdempotencyKeyReused``;
+      the same key with another allocation or quantity raises ``IdempotencyKeyReused``
+      (with the gate on, the gate remembers keys per allocation: a key reused on another
+      allocation that the gate turns away gets that refusal, found without SQL; the
+      HTTP API's own idempotency store answers such a reuse with 422 before this);
     * units the gate took for a request that then fails are given back.
     """
     quantity = validate_quantity(quantity)

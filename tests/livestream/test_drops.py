@@ -24,7 +24,7 @@ from inventory.exceptions import (
     SoldOut,
 )
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
-from livestream import selectors, services
+from livestream import broadcast, selectors, services
 from livestream.exceptions import NotStreamHost, StreamEnded, StreamNotLive, VariantNotForSale
 from livestream.models import Drop, Stream
 from shop.models import Product
@@ -837,7 +837,7 @@ def test_stream_snapshot_is_the_api_shape(
         "pinned_drop": drop_a,
         "drops": [drop_a, drop_b],
         "viewers": 0,
-        "seq": 0,
+        "seq": broadcast.current_seq(stream.pk),  # the pins were broadcast
     }
     assert json.loads(json.dumps(snapshot)) == snapshot
     assert selectors.drop_snapshot(drop=selectors.drops_for_snapshot().get(pk=b.pk)) == drop_b

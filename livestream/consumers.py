@@ -1,0 +1,341 @@
+"""The viewer's websocket: ``ws/streams/<slug>/``.
+
+Thin: it joins the process's hub (stream events) and presence, sends the snapshot,
+answers the few client messages and leaves on disconnect. Stream events never pass
+through the channel layer (see ``livestream.hub``); only the personal group does.
+
+Every outgoing text goes through one bounded queue drained by one sender task, so hub
+events, replies and personal events never interleave mid-send and a slow viewer is
+closed (4008) instead of buffering without bound.
+
+Snapshot and events, without loss or reordering: events are buffered from before the
+hub join until the snapshot is sent. The snapshot's ``seq`` is read BEFORE its state, so
+the state already holds every event up to that ``seq`` (events are published after
+their commit); buffered events with a higher ``seq`` follow it, older ones are dropped,
+and so is an event that reaches this process late (through Redis) with a ``seq`` the
+last snapshot already covers. Events carry absolute values, so one applied twice in a
+race would be harmless anyway; a gap means the client asks for ``resync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from inventory.exceptions import NotFound
+from livestream.broadcast import current_seq, personal_group
+from livestream.exceptions import NotStreamHost
+from livestream.hub import get_hub
+from livestream.models import Stream
+from livestream.presence import presence_count, presence_join, presence_leave
+from livestream.selectors import host_stats, stream_get, stream_snapshot
+from livestream.services import stream_check_control
+
+logger = logging.getLogger(__name__)
+
+# Outgoing texts one viewer may lag behind before it is closed as too slow.
+SEND_QUEUE_SIZE = 64
+# Client messages: size, and a token bucket (burst of RATE_BURST, refilled over
+# RATE_PERIOD_SECONDS).
+MAX_MESSAGE_BYTES = 4096
+RATE_BURST = 10
+RATE_PERIOD_SECONDS = 5.0
+# Rebuilding a snapshot whose event buffer overflowed; past this the viewer is closed.
+SNAPSHOT_ATTEMPTS = 3
+
+CLOSE_TOO_BIG = 1009
+CLOSE_NOT_FOUND = 4404
+CLOSE_SLOW = 4008
+CLOSE_RATE_LIMITED = 4029
+
+PONG = '{"type":"pong"}'
+
+
+def _error(code: str) -> str:
+    return json.dumps({"type": "error", "code": code})
+
+
+def _seq_of(text: str) -> int | None:
+    """The ``seq`` of an event text (the broadcast module writes it first)."""
+    if text.startswith('{"seq":'):
+        end = text.find(",", 7)
+        with contextlib.suppress(ValueError):
+            return int(text[7:end])
+    try:
+        seq = json.loads(text).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) else None
+
+
+def _find_stream(slug: str) -> Stream | None:
+    try:
+        return stream_get(slug=slug)
+    except NotFound:
+        return None
+
+
+def _build_state(stream_id: int, slug: str) -> tuple[int, str] | None:
+    """``(seq, stream.state text)``; None if the stream is gone. The seq is read first:
+    the state then includes at least every event up to it."""
+    seq = current_seq(stream_id)
+    stream = _find_stream(slug)
+    if stream is None:
+        return None
+    snapshot = stream_snapshot(stream=stream)
+    snapshot["viewers"] = presence_count(stream_id)
+    snapshot["seq"] = seq
+    text = json.dumps(
+        {"type": "stream.state", "seq": seq, "stream": snapshot},
+        separators=(",", ":"),
+        default=str,
+    )
+    return seq, text
+
+
+def _host_stats_text(stream_id: int) -> str | None:
+    stream = Stream.objects.filter(pk=stream_id).first()
+    if stream is None:
+        return None
+    stats = host_stats(stream=stream, viewers=presence_count(stream_id))
+    return json.dumps(stats, separators=(",", ":"), default=str)
+
+
+class TokenBucket:
+    def __init__(self, *, burst: int, period: float):
+        self.capacity = float(burst)
+        self.rate = burst / period
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    """One viewer of one stream (anonymous, session or ``?token=``)."""
+
+    stream_id: int | None = None
+    conn_id: str = ""
+    is_host: bool = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the consumer dies without a disconnect message (cancelled at
+            # shutdown, crashed): never leave a ghost in the hub or in presence.
+            await self._cleanup()
+
+    async def connect(self):
+        self.conn_id = uuid.uuid4().hex
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=SEND_QUEUE_SIZE)
+        self._pending: list[str] | None = None
+        self._pending_overflow = False
+        self._floor_seq = 0
+        self._closing = False
+        self._sender: asyncio.Task | None = None
+        self._joined = False
+        self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
+
+        self.slug = self.scope["url_route"]["kwargs"]["slug"]
+        stream = await database_sync_to_async(_find_stream)(self.slug)
+        await self.accept()
+        if stream is None:
+            self._closing = True
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.stream_id = stream.pk
+        user = self.scope.get("user")
+        self.is_host = _can_control(stream, user)
+
+        self._sender = asyncio.create_task(self._send_loop())
+        self._pending = []  # buffer hub events until the snapshot is out
+        self._joined = True
+        await get_hub().join(self.stream_id, self)
+        await presence_join(self.stream_id, self.conn_id)
+        if user is not None and user.is_authenticated:
+            group = personal_group(user.pk)
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups.append(group)  # discarded by websocket_disconnect
+        await self._send_state()
+        if self.is_host:
+            self._host_stats = asyncio.create_task(self._host_stats_loop())
+
+    async def _host_stats_loop(self):
+        """The host's console: live stats every few seconds, to this socket only."""
+        while not self._closing:
+            try:
+                text = await database_sync_to_async(_host_stats_text)(self.stream_id)
+            except Exception:  # a database hiccup skips one update, never the socket
+                logger.exception("stream %s: host stats failed", self.stream_id)
+                text = None
+            if text is not None:
+                self._enqueue(text)
+            await asyncio.sleep(settings.HOST_STATS_SECONDS)
+
+    async def disconnect(self, code):
+        await self._cleanup()
+
+    async def _cleanup(self):
+        self._closing = True
+        sender, self._sender = getattr(self, "_sender", None), None
+        if sender is not None:
+            sender.cancel()
+        stats, self._host_stats = getattr(self, "_host_stats", None), None
+        if stats is not None:
+            stats.cancel()
+        if not getattr(self, "_joined", False):
+            return
+        self._joined = False
+        try:
+            await get_hub().leave(self.stream_id, self)
+        finally:
+            try:
+                await presence_leave(self.stream_id, self.conn_id)
+            except Exception:  # Redis away: the member ages out of the count by itself
+                logger.exception("stream %s: presence leave failed", self.stream_id)
+
+    # -- outgoing -------------------------------------------------------------------------
+
+    def offer(self, text: str) -> bool:
+        """From the hub: queue a stream event (False: this viewer is too slow, closing)."""
+        if self._closing:
+            return False
+        if self._pending is not None:
+            if len(self._pending) < SEND_QUEUE_SIZE:
+                self._pending.append(text)
+            else:
+                self._pending_overflow = True  # the snapshot is rebuilt
+            return True
+        if self._floor_seq:
+            # Already in the last snapshot (it arrived late, through Redis).
+            seq = _seq_of(text)
+            if seq is not None and seq <= self._floor_seq:
+                return True
+        return self._enqueue(text)
+
+    def _enqueue(self, text: str) -> bool:
+        if self._closing:
+            return False
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self._close_soon(CLOSE_SLOW)
+            return False
+        return True
+
+    def _close_soon(self, code: int) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+        # Held: the loop keeps only a weak reference to a task.
+        self._close_task = asyncio.get_running_loop().create_task(self._close(code))
+
+    async def _close(self, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.close(code=code)
+
+    async def _send_loop(self):
+        try:
+            while True:
+                text = await self._queue.get()
+                await self.send(text_data=text)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the socket is gone; disconnect cleans up
+            logger.debug("stream %s: send failed: %s", self.stream_id, exc)
+            self._closing = True
+
+    async def _send_state(self):
+        """Send a fresh ``stream.state``, then the events buffered meanwhile that are
+        newer than it."""
+        if self._pending is None:
+            self._pending = []
+        try:
+            for _ in range(SNAPSHOT_ATTEMPTS):
+                self._pending_overflow = False
+                state = await database_sync_to_async(_build_state)(self.stream_id, self.slug)
+                if state is None:
+                    self._close_soon(CLOSE_NOT_FOUND)
+                    return
+                if not self._pending_overflow:
+                    break
+                # Events were dropped: all of them are older than a snapshot built now.
+                self._pending = []
+            else:
+                self._close_soon(CLOSE_SLOW)
+                return
+            seq, text = state
+            pending = self._pending
+            self._floor_seq = seq
+        finally:
+            self._pending = None
+        self._enqueue(text)
+        for event in pending:
+            event_seq = _seq_of(event)
+            if event_seq is None or event_seq > seq:
+                self._enqueue(event)
+
+    async def personal_event(self, message):
+        """``reservation.updated`` and other personal events, from the channel layer."""
+        self._enqueue(message["text"])
+
+    # -- incoming -------------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self._closing:
+            return
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_MESSAGE_BYTES:
+            self._close_soon(CLOSE_TOO_BIG)
+            return
+        if not self._bucket.take():
+            self._close_soon(CLOSE_RATE_LIMITED)
+            return
+        try:
+            if text_data is None:
+                raise ValueError("binary frame")
+            content = json.loads(text_data)
+        except ValueError:
+            self._enqueue(_error("invalid_json"))
+            return
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "ping":
+            self._enqueue(PONG)
+        elif kind == "resync":
+            try:
+                await self._send_state()
+            except Exception:
+                logger.exception("stream %s: resync failed", self.stream_id)
+                self._enqueue(_error("unavailable"))
+        else:
+            self._enqueue(_error("unknown_type"))
+
+
+def _can_control(stream: Stream, user) -> bool:
+    if user is None:
+        return False
+    try:
+        stream_check_control(stream=stream, user=user)
+    except NotStreamHost:
+        return False
+    return True

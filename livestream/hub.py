@@ -1,0 +1,350 @@
+"""The per-process fan-out hub: one event, serialised once, written to every local
+viewer of its stream.
+
+Why not a channel-layer ``group_send``: every viewer's copy would be its own layer
+message (a queue, a task, a decode, a thread hop per message); measured, that collapses
+long before ten thousand viewers (see the design, "Fan-out"). Here each process holds,
+per stream, the set of its local viewer connections and, when Redis is configured, ONE
+pub/sub subscription to the stream's channel (``broadcast.stream_channel``), dropped
+when the last local viewer leaves. Without Redis (the embedded default) the broadcast
+module hands events straight to ``deliver``.
+
+A connection is anything with ``conn_id: str``, ``is_host: bool`` and
+``offer(text) -> bool``: ``offer`` puts the text on the connection's own bounded queue
+(drained by its own sender task) and returns False when that queue is full, in which
+case the connection closes itself (4008) and the hub forgets it at once, so a slow
+viewer never stalls the others.
+
+Redis pub/sub loses what is published while the subscription is down. After a
+listener error the hub resubscribes with backoff and sends every local viewer of the
+stream ``{"type": "resync.required"}``; clients then ask for a fresh snapshot
+(``{"type": "resync"}`` on the socket, or REST), spread over their own jitter. The hub
+does not push snapshots itself: building one per viewer at the same instant is exactly
+the database stampede a reconnect must not cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from inventory.redis_conn import redis_configured
+from livestream.broadcast import stream_channel
+
+logger = logging.getLogger(__name__)
+
+RESYNC_REQUIRED = '{"type":"resync.required"}'
+# How long the first viewer of a stream waits for the subscription to be confirmed
+# (events published before it would be missed); past it the viewer goes on and gets
+# ``resync.required`` once the subscription is up.
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+# A subscription idle this long is pinged, so a dead TCP connection is noticed.
+LISTENER_IDLE_PING_SECONDS = 30.0
+RECONNECT_BACKOFF_MIN_SECONDS = 0.1
+RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+
+
+class Connection(Protocol):
+    conn_id: str
+    is_host: bool
+
+    def offer(self, text: str) -> bool: ...
+
+
+# --- the process's asyncio Redis client ------------------------------------------------
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client_name() -> str:
+    """How this process's hub connections show in Redis ``CLIENT LIST`` (ops: which
+    process holds which subscription)."""
+    return f"livestream-hub:{socket.gethostname()}:{os.getpid()}"
+
+
+def async_redis() -> aioredis.Redis:
+    """The asyncio Redis client of the running event loop (its connections belong to
+    that loop), on a bounded blocking pool: under a connect storm callers wait for a
+    connection instead of failing with "Too many connections". Every pub/sub
+    subscription holds one connection of the pool while it lasts."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=30,
+            decode_responses=True,
+            client_name=client_name(),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        _async_clients[loop] = client
+    return client
+
+
+async def close_async_redis() -> None:
+    """Close the running loop's client (at shutdown, and in tests before the loop ends)."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose(close_connection_pool=True)
+
+
+# --- the hub ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Stream:
+    """One watched stream in this process."""
+
+    connections: set[Connection] = field(default_factory=set)
+    listener: asyncio.Task | None = None
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    # A viewer built its snapshot before the subscription was confirmed.
+    stale: bool = False
+
+
+class Hub:
+    """Local viewers per stream and their one subscription per stream. All state is
+    touched on the hub's event loop only; ``deliver`` is the one entry point from other
+    threads."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._heartbeat: asyncio.Task | None = None
+        self._chores: set[asyncio.Task] = set()
+
+    # -- binding to the loop ------------------------------------------------------------
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        """Bind to the running loop. A process serves from one loop; a new loop (a test
+        after another) starts from a clean state, as the old loop's tasks died with it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._streams and self._loop is not None and not self._loop.is_closed():
+                logger.warning("hub moved to another event loop with viewers still joined")
+            self._loop = loop
+            self._streams = {}
+            self._heartbeat = None
+            self._chores = set()
+        return loop
+
+    # -- viewers ------------------------------------------------------------------------
+
+    async def join(self, stream_id: int, connection: Connection) -> None:
+        """Add a local viewer; the first one of a stream subscribes to its channel (and
+        waits, bounded, until Redis confirms the subscription)."""
+        loop = self._bind()
+        entry = self._streams.get(stream_id)
+        if entry is None:
+            entry = self._streams[stream_id] = _Stream()
+            if redis_configured():
+                entry.listener = loop.create_task(
+                    self._listen(stream_id, entry), name=f"hub-listener-{stream_id}"
+                )
+        entry.connections.add(connection)
+        if redis_configured():
+            self._ensure_heartbeat(loop)
+        if entry.listener is not None and not entry.subscribed.is_set():
+            try:
+                await asyncio.wait_for(entry.subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                entry.stale = True
+                logger.warning("stream %s: subscription not confirmed in time", stream_id)
+
+    async def leave(self, stream_id: int, connection: Connection) -> None:
+        """Remove a local viewer (idempotent); the last one unsubscribes."""
+        if self._loop is not asyncio.get_running_loop():
+            return  # joined on a loop that is gone: nothing of it is left here
+        entry = self._streams.get(stream_id)
+        if entry is None or connection not in entry.connections:
+            return
+        entry.connections.discard(connection)
+        if not entry.connections:
+            await self._forget_stream(stream_id, entry)
+
+    def local_count(self, stream_id: int) -> int:
+        entry = self._streams.get(stream_id)
+        return len(entry.connections) if entry is not None else 0
+
+    def local_hosts(self, stream_id: int) -> list[Connection]:
+        """The local connections of the stream's host (or staff), for ``host.stats``."""
+        entry = self._streams.get(stream_id)
+        if entry is None:
+            return []
+        return [c for c in entry.connections if getattr(c, "is_host", False)]
+
+    def local_conn_ids(self, stream_id: int) -> list[str]:
+        entry = self._streams.get(stream_id)
+        return [c.conn_id for c in entry.connections] if entry is not None else []
+
+    def is_subscribed(self, stream_id: int) -> bool:
+        """Whether this process holds a confirmed subscription to the stream."""
+        entry = self._streams.get(stream_id)
+        return entry is not None and entry.subscribed.is_set()
+
+    def listener_count(self) -> int:
+        """Subscriptions (listener tasks) alive in this process."""
+        return sum(
+            1 for e in self._streams.values() if e.listener is not None and not e.listener.done()
+        )
+
+    async def _forget_stream(self, stream_id: int, entry: _Stream) -> None:
+        if self._streams.get(stream_id) is entry:
+            del self._streams[stream_id]
+        if entry.listener is not None:
+            entry.listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await entry.listener
+
+    # -- events -------------------------------------------------------------------------
+
+    def deliver(self, stream_id: int, text: str) -> None:
+        """Write an event to every local viewer of the stream. Callable from any thread;
+        always scheduled onto the hub's loop, in call order, so events keep their
+        ``seq`` order. Dropped when no viewer ever connected in this process."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # Closed between the check and the call: nobody is left to receive it.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._fanout, stream_id, text)
+
+    def _fanout(self, stream_id: int, text: str, entry: _Stream | None = None) -> None:
+        entry = entry if entry is not None else self._streams.get(stream_id)
+        if entry is None:
+            return
+        slow = []
+        for connection in list(entry.connections):
+            try:
+                if not connection.offer(text):
+                    slow.append(connection)
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("stream %s: offer failed", stream_id)
+                slow.append(connection)
+        for connection in slow:
+            # It is closing itself; stop writing to it (its disconnect leaves again).
+            entry.connections.discard(connection)
+        if slow and not entry.connections and self._loop is not None:
+            task = self._loop.create_task(self._forget_stream(stream_id, entry))
+            self._chores.add(task)  # held: the loop keeps only a weak reference
+            task.add_done_callback(self._chores.discard)
+
+    async def _listen(self, stream_id: int, entry: _Stream) -> None:
+        """The stream's one subscription: resubscribe after errors, with backoff, and
+        then ask the viewers to resync (what was published meanwhile is lost)."""
+        channel = stream_channel(stream_id)
+        backoff = RECONNECT_BACKOFF_MIN_SECONDS
+        failed = False
+        while True:
+            pubsub = async_redis().pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:  # until Redis confirms (a PUBLISH after this reaches us)
+                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_SECONDS)
+                    if message is None:
+                        raise TimeoutError("no subscribe confirmation")
+                    if message["type"] == "subscribe":
+                        break
+                entry.subscribed.set()
+                if failed or entry.stale:
+                    entry.stale = False
+                    self._fanout(stream_id, RESYNC_REQUIRED, entry)
+                failed, backoff = False, RECONNECT_BACKOFF_MIN_SECONDS
+                while True:
+                    message = await pubsub.get_message(timeout=LISTENER_IDLE_PING_SECONDS)
+                    if message is None:
+                        await pubsub.ping()  # a dead connection raises here
+                    elif message["type"] == "message":
+                        self._fanout(stream_id, message["data"], entry)
+                        # Let the senders drain before the next buffered message: a
+                        # burst read in one go must not overflow healthy viewers.
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "stream %s: subscription lost (%s), resubscribing in %.1fs",
+                    stream_id,
+                    exc,
+                    backoff,
+                )
+                failed = True
+                entry.subscribed.clear()
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECONDS)
+
+    # -- presence heartbeat -------------------------------------------------------------
+
+    def _ensure_heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = loop.create_task(self._beat(), name="hub-presence-heartbeat")
+
+    async def _beat(self) -> None:
+        """Refresh the presence of every local viewer, one ZADD per stream, so that a
+        process that dies stops being counted once its members age past the TTL."""
+        from livestream.presence import heartbeat_seconds
+
+        while self._streams:
+            await asyncio.sleep(heartbeat_seconds())
+            for stream_id, entry in list(self._streams.items()):
+                await self.heartbeat_stream(stream_id, entry.connections)
+
+    async def heartbeat_stream(self, stream_id: int, connections: Iterable[Connection]) -> None:
+        from livestream.presence import presence_forget, presence_heartbeat
+
+        conn_ids = [c.conn_id for c in connections]
+        if not conn_ids:
+            return
+        try:
+            await presence_heartbeat(stream_id, conn_ids)
+            # A viewer that left while the ZADD was in flight may have been re-added
+            # after its ZREM: remove it again (its leave is ordered after this check).
+            entry = self._streams.get(stream_id)
+            alive = {c.conn_id for c in entry.connections} if entry is not None else set()
+            gone = [conn_id for conn_id in conn_ids if conn_id not in alive]
+            if gone:
+                await presence_forget(stream_id, gone)
+        except Exception:
+            logger.exception("stream %s: presence heartbeat failed", stream_id)
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Drop every subscription and the heartbeat (process shutdown, tests)."""
+        if self._loop is not asyncio.get_running_loop():
+            return
+        for stream_id, entry in list(self._streams.items()):
+            entry.connections.clear()
+            await self._forget_stream(stream_id, entry)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._heartbeat
+            self._heartbeat = None
+
+
+_hub = Hub()
+
+
+def get_hub() -> Hub:
+    """The process's hub (bound to the event loop its viewers run on)."""
+    return _hub

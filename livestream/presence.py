@@ -1,0 +1,122 @@
+"""Who watches a stream: viewer counts that survive a server process dying.
+
+With Redis, a sorted set per stream: member = one websocket connection's id, score = its
+last heartbeat (epoch seconds). Joining adds, leaving removes, and each process's hub
+refreshes its local members every ``PRESENCE_HEARTBEAT_SECONDS``. A process that dies
+without saying goodbye leaves members that stop being refreshed: the count only takes
+members seen within ``PRESENCE_TTL_SECONDS`` (and prunes older ones), so it heals by
+itself instead of drifting upwards forever, as an INCR/DECR counter would.
+
+Without Redis (the embedded default, one process) the count is this process's own set.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from inventory.redis_conn import get_redis, redis_configured
+from livestream import broadcast
+from livestream.hub import async_redis
+
+DEFAULT_HEARTBEAT_SECONDS = 10
+DEFAULT_TTL_SECONDS = 30
+
+_local_lock = threading.Lock()
+_local: dict[int, set[str]] = {}
+
+
+def heartbeat_seconds() -> float:
+    return getattr(settings, "PRESENCE_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
+
+
+def ttl_seconds() -> float:
+    return getattr(settings, "PRESENCE_TTL_SECONDS", DEFAULT_TTL_SECONDS)
+
+
+def presence_key(stream_id: int) -> str:
+    return f"stream:{stream_id}:presence"
+
+
+def _key_lifetime() -> int:
+    # The whole set goes when no process has refreshed it for a while (every viewer's
+    # process died), so abandoned streams leave no keys behind.
+    return int(ttl_seconds() * 4)
+
+
+async def _notify(stream_id: int) -> None:
+    # Coalesced in the broadcast module; it reads the count and publishes. Sync code
+    # (Redis calls), so off the event loop, and not on the single thread-sensitive
+    # executor that the consumers' ORM calls share.
+    await sync_to_async(broadcast.viewers_changed, thread_sensitive=False)(stream_id)
+
+
+async def presence_add(stream_id: int, conn_ids: Iterable[str]) -> None:
+    """Mark connections present now (join and heartbeat), without notifying."""
+    conn_ids = list(conn_ids)
+    if not conn_ids:
+        return
+    if redis_configured():
+        now = time.time()
+        key = presence_key(stream_id)
+        async with async_redis().pipeline(transaction=False) as pipe:
+            pipe.zadd(key, dict.fromkeys(conn_ids, now))
+            pipe.expire(key, _key_lifetime())
+            await pipe.execute()
+    else:
+        with _local_lock:
+            _local.setdefault(stream_id, set()).update(conn_ids)
+
+
+async def presence_forget(stream_id: int, conn_ids: Iterable[str]) -> None:
+    """Remove connections, without notifying."""
+    conn_ids = list(conn_ids)
+    if not conn_ids:
+        return
+    if redis_configured():
+        await async_redis().zrem(presence_key(stream_id), *conn_ids)
+    else:
+        with _local_lock:
+            members = _local.get(stream_id)
+            if members is not None:
+                members.difference_update(conn_ids)
+                if not members:
+                    del _local[stream_id]
+
+
+async def presence_join(stream_id: int, conn_id: str) -> None:
+    """A viewer connected: counted from now on, and ``viewers.changed`` goes out."""
+    await presence_add(stream_id, [conn_id])
+    await _notify(stream_id)
+
+
+async def presence_leave(stream_id: int, conn_id: str) -> None:
+    """A viewer left: no longer counted, and ``viewers.changed`` goes out."""
+    await presence_forget(stream_id, [conn_id])
+    await _notify(stream_id)
+
+
+async def presence_heartbeat(stream_id: int, conn_ids: Iterable[str]) -> None:
+    """Refresh this process's viewers of a stream, in one ZADD."""
+    await presence_add(stream_id, conn_ids)
+
+
+def presence_count(stream_id: int) -> int:
+    """Viewers of the stream across every process (sync: snapshots and host stats).
+
+    With Redis: members refreshed within the TTL; older ones (their process died) are
+    pruned first, in the same transaction."""
+    if not redis_configured():
+        with _local_lock:
+            return len(_local.get(stream_id, ()))
+    now = time.time()
+    key = presence_key(stream_id)
+    oldest = now - ttl_seconds()
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.zremrangebyscore(key, "-inf", f"({oldest}")
+    pipe.zcount(key, oldest, "+inf")
+    return int(pipe.execute()[1])

@@ -1,0 +1,93 @@
+"""Who is on the other end of a websocket, and whether a browser page may open it.
+
+- ``BrowserOriginValidator``: a browser always sends ``Origin``; when present it must
+  match ``ALLOWED_HOSTS`` (Channels' ``AllowedHostsOriginValidator`` semantics) or
+  ``CSRF_TRUSTED_ORIGINS``, so a foreign page cannot ride a viewer's session cookie
+  (cross-site websocket hijacking). A missing ``Origin`` means a non-browser client (an
+  app, a load test): it carries no ambient cookie to abuse and authenticates by token.
+- ``TokenAuthMiddleware``: ``?token=<key>`` authenticates with the same cached lookup as
+  the REST API (``Authorization: Token``); a bad token means anonymous (who may still
+  watch). Without a token the session user from ``AuthMiddlewareStack`` stays.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator, WebsocketDenier
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from rest_framework.exceptions import AuthenticationFailed
+
+from shop.api.authentication import CachedTokenAuthentication
+
+# DRF keys are 40 hex characters; anything much longer is not worth a lookup.
+TOKEN_MAX_LENGTH = 64
+
+
+def _token_from_query(scope) -> str | None:
+    query = scope.get("query_string", b"")
+    if isinstance(query, bytes):
+        query = query.decode("latin1")
+    values = parse_qs(query).get("token")
+    return values[-1] if values else None
+
+
+@database_sync_to_async
+def _user_for_token(key: str):
+    if len(key) > TOKEN_MAX_LENGTH:
+        return AnonymousUser()
+    try:
+        user, _ = CachedTokenAuthentication().authenticate_credentials(key)
+    except AuthenticationFailed:
+        return AnonymousUser()
+    return user
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Sets ``scope["user"]`` from ``?token=`` when one is given."""
+
+    async def __call__(self, scope, receive, send):
+        key = _token_from_query(scope)
+        if key is not None:
+            scope = dict(scope, user=await _user_for_token(key))
+        return await super().__call__(scope, receive, send)
+
+
+def _allowed_origins() -> list[str]:
+    hosts = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not hosts:
+        hosts = ["localhost", "127.0.0.1", "[::1]"]  # as Django itself allows then
+    # OriginValidator's subdomain wildcard is a leading dot ("https://.example.com");
+    # CSRF_TRUSTED_ORIGINS writes it "https://*.example.com".
+    trusted = [origin.replace("://*.", "://.", 1) for origin in settings.CSRF_TRUSTED_ORIGINS]
+    return [*hosts, *trusted]
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Refuses a websocket whose ``Origin`` is present and not ours; allows a missing one.
+
+    Settings are read per connection (cheap, and tests can override them)."""
+
+    def __init__(self, application):
+        self.application = application
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return _allowed_origins()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            raise ValueError("BrowserOriginValidator only guards websocket connections")
+        origins = [value for name, value in scope.get("headers", []) if name == b"origin"]
+        if not origins or self.validate_origin(urlparse(origins[-1].decode("latin1"))):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
+
+
+def websocket_stack(inner):
+    """Origin check, then the session user, then ``?token=`` (which wins when given)."""
+    return BrowserOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(inner)))

@@ -1,0 +1,118 @@
+"""Viewer counts: per connection, across processes, healing after a process dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+
+from inventory.redis_conn import get_redis
+from livestream import broadcast, presence
+from livestream.hub import get_hub
+from tests.livestream.test_consumers import (
+    _fresh_hub,  # noqa: F401 (autouse fixture)
+    make_stream,
+    receive_type,
+    viewer,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MODES = ["local", pytest.param("redis", marks=pytest.mark.redis)]
+
+count = database_sync_to_async(presence.presence_count)
+
+
+@pytest.fixture
+def mode(request, settings):
+    if request.param == "local":
+        settings.REDIS_URL = ""
+    return request.param
+
+
+async def _until_count(stream_id: int, expected: int, *, timeout: float = 5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (value := await count(stream_id)) != expected:
+        assert loop.time() < deadline, f"presence_count stayed {value}, expected {expected}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+async def test_two_viewers_count_two_and_one_leaving_leaves_one(mode):
+    stream, _, _ = await make_stream()
+
+    async with viewer(stream.slug) as (first, first_state):
+        assert first_state["stream"]["viewers"] == 1
+        async with viewer(stream.slug) as (_, second_state):
+            assert second_state["stream"]["viewers"] == 2
+            assert await count(stream.pk) == 2
+            changed = await receive_type(first, "viewers.changed")
+            assert changed["viewers"] == 2
+        assert await count(stream.pk) == 1
+        changed = await receive_type(first, "viewers.changed")
+        assert changed["viewers"] == 1
+    assert await count(stream.pk) == 0
+
+
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+async def test_join_and_leave_publish_viewers_changed(mode):
+    stream, _, _ = await make_stream()
+    before = broadcast.current_seq(stream.pk)
+
+    await presence.presence_join(stream.pk, "conn-a")
+    assert await count(stream.pk) == 1
+    assert broadcast.current_seq(stream.pk) == before + 1  # one viewers.changed
+
+    await presence.presence_join(stream.pk, "conn-a")  # the same connection: still one
+    await presence.presence_leave(stream.pk, "conn-a")
+    assert await count(stream.pk) == 0
+    assert broadcast.current_seq(stream.pk) == before + 3
+
+
+@pytest.mark.redis
+async def test_a_member_whose_heartbeat_is_older_than_the_ttl_is_not_counted_and_is_pruned():
+    stream, _, _ = await make_stream()
+    key = presence.presence_key(stream.pk)
+    now = time.time()
+    # A process that died 31 s ago left its viewer behind; another one is alive.
+    get_redis().zadd(key, {"dead-process-viewer": now - presence.ttl_seconds() - 1})
+    get_redis().zadd(key, {"live-viewer": now})
+
+    assert await count(stream.pk) == 1
+    assert get_redis().zrange(key, 0, -1) == ["live-viewer"]
+
+    async with viewer(stream.slug) as (_, state):
+        assert state["stream"]["viewers"] == 2
+
+
+@pytest.mark.redis
+async def test_the_hub_heartbeat_keeps_local_viewers_counted(settings):
+    settings.PRESENCE_HEARTBEAT_SECONDS = 0.05
+    stream, _, _ = await make_stream()
+    key = presence.presence_key(stream.pk)
+
+    async with viewer(stream.slug):
+        [conn_id] = get_hub().local_conn_ids(stream.pk)
+        # Age the member as if no heartbeat had come for longer than the TTL...
+        get_redis().zadd(key, {conn_id: time.time() - presence.ttl_seconds() - 5})
+        # ...the next heartbeat refreshes it, so it is counted again.
+        await _until_count(stream.pk, 1)
+        assert get_redis().zscore(key, conn_id) > time.time() - 5
+        assert get_redis().ttl(key) > 0  # the set itself expires if every process dies
+
+
+@pytest.mark.redis
+async def test_a_heartbeat_racing_a_leave_does_not_leave_a_ghost():
+    stream, _, _ = await make_stream()
+
+    class Gone:
+        conn_id = "left-while-the-zadd-was-in-flight"
+        is_host = False
+
+    # The heartbeat snapshot still had it; by the time the ZADD is done it left.
+    await get_hub().heartbeat_stream(stream.pk, [Gone()])
+    assert await count(stream.pk) == 0
+    assert get_redis().zscore(presence.presence_key(stream.pk), Gone.conn_id) is None
