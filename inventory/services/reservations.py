@@ -496,6 +496,17 @@ def _gate_after_settle(
     gate.gate_track_expiries(allocation_id=allocation_id, expiries=held)
 
 
+def _lock_reservation(reservation_id: int, *, customer_id: int | None = None) -> Reservation:
+    """The reservation, locked for this transaction (``customer_id``: only theirs)."""
+    queryset = Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id)
+    if customer_id is not None:
+        queryset = queryset.filter(customer_id=customer_id)
+    reservation = queryset.first()
+    if reservation is None:
+        raise NotFound("No such reservation.")
+    return reservation
+
+
 # --- release, expire -------------------------------------------------------------------
 
 
@@ -556,12 +567,7 @@ def reservation_release(
     """Give a held reservation's units back (by its customer, or by ops when
     ``customer_id`` is None). Idempotent for an already released hold."""
     with transaction.atomic():
-        queryset = Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id)
-        if customer_id is not None:
-            queryset = queryset.filter(customer_id=customer_id)
-        reservation = queryset.first()
-        if reservation is None:
-            raise NotFound("No such reservation.")
+        reservation = _lock_reservation(reservation_id, customer_id=customer_id)
         if reservation.status == Status.RELEASED:
             return reservation
         if reservation.status != Status.HELD:
@@ -617,11 +623,7 @@ def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> 
     """
     now = now or timezone.now()
     with transaction.atomic():
-        reservation = (
-            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
-        )
-        if reservation is None:
-            raise NotFound("No such reservation.")
+        reservation = _lock_reservation(reservation_id)
         if reservation.status == Status.CONFIRMED:
             return reservation
         if reservation.status == Status.HELD and reservation.expires_at <= now:
@@ -690,11 +692,7 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
     is free, carved back into the allocation. Never oversells either way.
     """
     with transaction.atomic():
-        reservation = (
-            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
-        )
-        if reservation is None:
-            raise NotFound("No such reservation.")
+        reservation = _lock_reservation(reservation_id)
         if reservation.status == Status.HELD:
             return reservation
         if reservation.status != Status.EXPIRED:
@@ -761,11 +759,7 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
     """The order of a confirmed reservation was cancelled or refunded: its units come
     back on hand, to the allocation while it sells, else to free stock (idempotent)."""
     with transaction.atomic():
-        reservation = (
-            Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id).first()
-        )
-        if reservation is None:
-            raise NotFound("No such reservation.")
+        reservation = _lock_reservation(reservation_id)
         if reservation.status == Status.REFUNDED:
             return reservation
         if reservation.status != Status.CONFIRMED:
