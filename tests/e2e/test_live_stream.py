@@ -41,6 +41,11 @@ class Viewer:
 
     async def run(self, everyone_connected: asyncio.Event, done: asyncio.Event, room: list):
         async with websockets.connect(self.url, open_timeout=30, max_queue=None) as ws:
+            # In the room once the snapshot arrived: what follows is the live part.
+            state = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+            assert state["type"] == "stream.state"
+            self.seq = state["seq"]
+            self.events.append(state)
             room.append(self)
             if len(room) == room.capacity:
                 everyone_connected.set()
@@ -145,8 +150,7 @@ async def _spike(server, slug, drop_id, host_token, buyer_tokens):
     ready, done = asyncio.Event(), asyncio.Event()
     room = Room(len(watchers) + len(buyer_viewers))
     tasks = [asyncio.create_task(v.run(ready, done, room)) for v in watchers + buyer_viewers]
-    await asyncio.wait_for(ready.wait(), timeout=60)
-    await asyncio.sleep(0.5)  # every snapshot delivered
+    await asyncio.wait_for(ready.wait(), timeout=90)
 
     limits = httpx.Limits(max_connections=100)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits) as http:
