@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from inventory import events
 from inventory.exceptions import InvalidInput
+from inventory.models import Reservation
 
 # Quantities fit PostgreSQL's integer column with room to add them up.
 MAX_QUANTITY = 1_000_000
@@ -28,3 +30,12 @@ def validate_quantity(
     if abs(value) > maximum:
         raise InvalidInput(f"{field} must be at most {maximum} in size.", field=field)
     return value
+
+
+def reservation_changed_event(reservation: Reservation) -> events.ReservationChanged:
+    return events.ReservationChanged(
+        reservation_id=reservation.pk,
+        customer_id=reservation.customer_id,
+        allocation_id=reservation.allocation_id,
+        status=reservation.status,
+    )

@@ -1,0 +1,345 @@
+"""Held reservations: release, expiry, the sale, a late payment's reinstatement, and
+refunds. Every change returns or takes units with a ledger entry."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from inventory import events, gate
+from inventory.exceptions import (
+    HoldExpired,
+    LimitReached,
+    NotFound,
+    ReservationNotHeld,
+    SoldOut,
+)
+from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.services._common import reservation_changed_event
+from inventory.services.allocations import allocation_changed_event
+from inventory.services.gate_sync import gate_rebuild
+
+logger = logging.getLogger(__name__)
+
+Status = Reservation.Status
+Reason = StockMovement.Reason
+
+
+def _lock_reservation(reservation_id: int, *, customer_id: int | None = None) -> Reservation:
+    """The reservation, locked for this transaction (``customer_id``: only theirs)."""
+    queryset = Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id)
+    if customer_id is not None:
+        queryset = queryset.filter(customer_id=customer_id)
+    reservation = queryset.first()
+    if reservation is None:
+        raise NotFound("No such reservation.")
+    return reservation
+
+
+# --- release, expire -------------------------------------------------------------------
+
+
+def _return_holds(
+    *, allocation_id: int, reservations: list[Reservation], status: str, reason: str, actor=None
+) -> None:
+    """Inside a transaction, with the reservation rows locked: mark them ``status`` and
+    move their units back to the allocation, or to stock if the allocation is closed."""
+    units = sum(r.quantity for r in reservations)
+    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=allocation_id)
+    closed = allocation.status == Allocation.Status.CLOSED
+    if closed:
+        # The allocation no longer sells: the units go back to stock.
+        Allocation.objects.filter(pk=allocation_id).update(
+            held=F("held") - units, quantity=F("quantity") - units
+        )
+        StockItem.objects.filter(pk=allocation.stock_item_id).update(reserved=F("reserved") - units)
+    else:
+        Allocation.objects.filter(pk=allocation_id).update(held=F("held") - units)
+    now = timezone.now()
+    Reservation.objects.filter(pk__in=[r.pk for r in reservations]).update(
+        status=status, updated_at=now
+    )
+    for reservation in reservations:
+        reservation.status = status
+    StockMovement.objects.create(
+        stock_item_id=allocation.stock_item_id,
+        allocation_id=allocation_id,
+        reservation=reservations[0] if len(reservations) == 1 else None,
+        reason=reason,
+        held_delta=-units,
+        reserved_delta=-units if closed else 0,
+        actor=actor,
+        reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
+    )
+    allocation.refresh_from_db()
+    events.emit_on_commit(
+        [reservation_changed_event(r) for r in reservations]
+        + [allocation_changed_event(allocation)]
+    )
+    if gate.gate_enabled():
+        returned = [(r.customer_id, r.quantity, r.pk) for r in reservations]
+        transaction.on_commit(lambda: _gate_give_back_all(allocation_id, returned))
+
+
+def _gate_give_back_all(allocation_id: int, returned: Iterable[tuple[int, int, int]]) -> None:
+    for customer_id, quantity, reservation_id in returned:
+        gate.gate_give_back(
+            allocation_id=allocation_id,
+            customer_id=customer_id,
+            quantity=quantity,
+            reservation_id=reservation_id,
+        )
+
+
+def reservation_release(
+    *, reservation_id: int, customer_id: int | None = None, actor=None
+) -> Reservation:
+    """Give a held reservation's units back (by its customer, or by ops when
+    ``customer_id`` is None). Idempotent for an already released hold."""
+    with transaction.atomic():
+        reservation = _lock_reservation(reservation_id, customer_id=customer_id)
+        if reservation.status == Status.RELEASED:
+            return reservation
+        if reservation.status != Status.HELD:
+            raise ReservationNotHeld(status=reservation.status)
+        _return_holds(
+            allocation_id=reservation.allocation_id,
+            reservations=[reservation],
+            status=Status.RELEASED,
+            reason=Reason.HOLD_RELEASE,
+            actor=actor,
+        )
+    return reservation
+
+
+def reservations_expire(
+    *, now: datetime | None = None, allocation_id: int | None = None, limit: int = 500
+) -> int:
+    """Expire held reservations past their time and return their units. Returns how
+    many expired. Rows another transaction holds are skipped, never waited for."""
+    now = now or timezone.now()
+    expired = 0
+    while True:
+        with transaction.atomic():
+            due = Reservation.objects.select_for_update(skip_locked=True, no_key=True).filter(
+                status=Status.HELD, expires_at__lte=now
+            )
+            if allocation_id is not None:
+                due = due.filter(allocation_id=allocation_id)
+            rows = list(due.order_by("allocation_id", "id")[:limit])
+            by_allocation: dict[int, list[Reservation]] = defaultdict(list)
+            for reservation in rows:
+                by_allocation[reservation.allocation_id].append(reservation)
+            for alloc_id in sorted(by_allocation):
+                _return_holds(
+                    allocation_id=alloc_id,
+                    reservations=by_allocation[alloc_id],
+                    status=Status.EXPIRED,
+                    reason=Reason.HOLD_EXPIRE,
+                )
+        expired += len(rows)
+        if len(rows) < limit:
+            return expired
+
+
+# --- confirm ---------------------------------------------------------------------------
+
+
+def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> Reservation:
+    """Payment confirmed: the held units are sold and leave stock (idempotent).
+
+    A hold past its expiry is expired on the spot and ``HoldExpired`` raised: its units
+    may already be someone else's.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        reservation = _lock_reservation(reservation_id)
+        if reservation.status == Status.CONFIRMED:
+            return reservation
+        if reservation.status == Status.HELD and reservation.expires_at <= now:
+            _return_holds(
+                allocation_id=reservation.allocation_id,
+                reservations=[reservation],
+                status=Status.EXPIRED,
+                reason=Reason.HOLD_EXPIRE,
+            )
+            expired = True
+        else:
+            expired = reservation.status == Status.EXPIRED
+            if reservation.status != Status.HELD and not expired:
+                raise ReservationNotHeld(status=reservation.status)
+            if not expired:
+                _sell(reservation)
+    if expired:
+        raise HoldExpired()
+    return reservation
+
+
+def _sell(reservation: Reservation) -> None:
+    units = reservation.quantity
+    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=reservation.allocation_id)
+    Allocation.objects.filter(pk=allocation.pk).update(
+        held=F("held") - units, sold=F("sold") + units
+    )
+    StockItem.objects.filter(pk=allocation.stock_item_id).update(
+        on_hand=F("on_hand") - units, reserved=F("reserved") - units
+    )
+    Reservation.objects.filter(pk=reservation.pk).update(
+        status=Status.CONFIRMED, updated_at=timezone.now()
+    )
+    reservation.status = Status.CONFIRMED
+    StockMovement.objects.create(
+        stock_item_id=allocation.stock_item_id,
+        allocation_id=allocation.pk,
+        reservation=reservation,
+        reason=Reason.SALE,
+        on_hand_delta=-units,
+        reserved_delta=-units,
+        held_delta=-units,
+        sold_delta=units,
+        reference=f"reservation:{reservation.pk}",
+    )
+    allocation.refresh_from_db()
+    events.emit_on_commit(
+        [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+    )
+    if gate.gate_enabled():
+        allocation_id, reservation_id = allocation.pk, reservation.pk
+        transaction.on_commit(
+            lambda: gate.gate_forget_holds(
+                allocation_id=allocation_id, reservation_ids=[reservation_id]
+            )
+        )
+
+
+# --- late payment, refund --------------------------------------------------------------
+
+
+def reservation_reinstate(*, reservation_id: int) -> Reservation:
+    """Hold again the units of an expired reservation (its payment arrived late), if
+    they are still free and within the customer's limit; raises ``SoldOut`` or
+    ``LimitReached`` otherwise and changes nothing.
+
+    Units come from the allocation while it sells; once it is closed, from stock that
+    is free, carved back into the allocation. Never oversells either way.
+    """
+    with transaction.atomic():
+        reservation = _lock_reservation(reservation_id)
+        if reservation.status == Status.HELD:
+            return reservation
+        if reservation.status != Status.EXPIRED:
+            raise ReservationNotHeld(status=reservation.status)
+        units = reservation.quantity
+        allocation = Allocation.objects.select_for_update(no_key=True).get(
+            pk=reservation.allocation_id
+        )
+        limit = allocation.per_customer_limit
+        if limit is not None:
+            taken = (
+                Reservation.objects.filter(
+                    allocation_id=allocation.pk,
+                    customer_id=reservation.customer_id,
+                    status__in=(Status.HELD, Status.CONFIRMED),
+                ).aggregate(t=Sum("quantity"))["t"]
+                or 0
+            )
+            if taken + units > limit:
+                raise LimitReached(limit=limit)
+        if allocation.status == Allocation.Status.CLOSED:
+            carved = StockItem.objects.filter(
+                pk=allocation.stock_item_id, on_hand__gte=F("reserved") + units
+            ).update(reserved=F("reserved") + units)
+            if not carved:
+                raise SoldOut()
+            Allocation.objects.filter(pk=allocation.pk).update(
+                quantity=F("quantity") + units, held=F("held") + units
+            )
+            reserved_delta = units
+        else:
+            taken = Allocation.objects.filter(
+                pk=allocation.pk, held__lte=F("quantity") - F("sold") - units
+            ).update(held=F("held") + units)
+            if not taken:
+                raise SoldOut(remaining=allocation.remaining)
+            reserved_delta = 0
+        reservation.status = Status.HELD
+        reservation.expires_at = timezone.now() + timedelta(
+            seconds=settings.RESERVATION_HOLD_SECONDS
+        )
+        reservation.save(update_fields=["status", "expires_at", "updated_at"])
+        StockMovement.objects.create(
+            stock_item_id=allocation.stock_item_id,
+            allocation_id=allocation.pk,
+            reservation=reservation,
+            reason=Reason.HOLD_REINSTATE,
+            held_delta=units,
+            reserved_delta=reserved_delta,
+            reference=f"reservation:{reservation.pk}",
+        )
+        allocation.refresh_from_db()
+        events.emit_on_commit(
+            [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+        )
+        if gate.gate_enabled():
+            # The gate did not count these units as taken any more: take them again
+            # (a rebuild would count them from the rows all the same).
+            transaction.on_commit(lambda: gate_rebuild(allocation_id=allocation.pk))
+    return reservation
+
+
+def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
+    """The order of a confirmed reservation was cancelled or refunded: its units come
+    back on hand, to the allocation while it sells, else to free stock (idempotent)."""
+    with transaction.atomic():
+        reservation = _lock_reservation(reservation_id)
+        if reservation.status == Status.REFUNDED:
+            return reservation
+        if reservation.status != Status.CONFIRMED:
+            raise ReservationNotHeld(status=reservation.status)
+        units = reservation.quantity
+        allocation = Allocation.objects.select_for_update(no_key=True).get(
+            pk=reservation.allocation_id
+        )
+        back_on_sale = allocation.status != Allocation.Status.CLOSED
+        if back_on_sale:
+            Allocation.objects.filter(pk=allocation.pk).update(sold=F("sold") - units)
+            StockItem.objects.filter(pk=allocation.stock_item_id).update(
+                on_hand=F("on_hand") + units, reserved=F("reserved") + units
+            )
+        else:
+            Allocation.objects.filter(pk=allocation.pk).update(
+                sold=F("sold") - units, quantity=F("quantity") - units
+            )
+            StockItem.objects.filter(pk=allocation.stock_item_id).update(
+                on_hand=F("on_hand") + units
+            )
+        Reservation.objects.filter(pk=reservation.pk).update(
+            status=Status.REFUNDED, updated_at=timezone.now()
+        )
+        reservation.status = Status.REFUNDED
+        StockMovement.objects.create(
+            stock_item_id=allocation.stock_item_id,
+            allocation_id=allocation.pk,
+            reservation=reservation,
+            reason=Reason.SALE_REFUND,
+            on_hand_delta=units,
+            reserved_delta=units if back_on_sale else 0,
+            sold_delta=-units,
+            actor=actor,
+            reference=f"reservation:{reservation.pk}",
+        )
+        allocation.refresh_from_db()
+        events.emit_on_commit(
+            [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+        )
+        if back_on_sale and gate.gate_enabled():
+            returned = [(reservation.customer_id, units, reservation.pk)]
+            transaction.on_commit(lambda: _gate_give_back_all(allocation.pk, returned))
+    return reservation

@@ -1,0 +1,164 @@
+"""Settling pending holds: the atomic move of units, in batches per allocation."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from inventory import events, gate
+from inventory.exceptions import (
+    DropNotLive,
+    LimitReached,
+    SoldOut,
+)
+from inventory.models import Allocation, Reservation, StockMovement
+from inventory.services._common import reservation_changed_event
+from inventory.services.allocations import allocation_changed_event
+from inventory.services.holds import reservations_expire
+
+logger = logging.getLogger(__name__)
+
+Status = Reservation.Status
+Reason = StockMovement.Reason
+
+
+@dataclass
+class SettleResult:
+    held: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+
+
+def reservation_reserve(*, reservation_id: int) -> Reservation | None:
+    """Settle a pending reservation (and the pending ones queued before and with it on
+    the same allocation). Idempotent: a settled reservation is left as it is."""
+    row = Reservation.objects.filter(pk=reservation_id).values("status", "allocation_id").first()
+    if row is None:
+        return None
+    if row["status"] == Status.PENDING:
+        allocation_settle_pending(allocation_id=row["allocation_id"])
+    return Reservation.objects.get(pk=reservation_id)
+
+
+def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = None) -> SettleResult:
+    """Turn pending reservations into holds or rejections, oldest first, in batches.
+
+    Guarantee: per batch one transaction, with the allocation row locked, one
+    conditional ``UPDATE`` for the units of all accepted holds, one ledger entry and
+    one multi-row write of the reservations. A hold is granted only while units remain
+    and within the customer's limit; the CHECK constraints back both.
+    """
+    batch_size = batch_size or settings.RESERVATION_SETTLE_BATCH
+    # Return holds past their expiry first, so they never block a buyer, whether or not
+    # the sweep has run (a separate short transaction: no lock is held across both).
+    reservations_expire(allocation_id=allocation_id)
+    result = SettleResult()
+    while True:
+        settled = _settle_batch(allocation_id=allocation_id, batch_size=batch_size)
+        result.held += settled.held
+        result.rejected += settled.rejected
+        if len(settled.held) + len(settled.rejected) < batch_size:
+            return result
+
+
+def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
+    result = SettleResult()
+    with transaction.atomic():
+        allocation = (
+            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+        )
+        if allocation is None:
+            return result
+        pending = list(
+            Reservation.objects.filter(allocation_id=allocation_id, status=Status.PENDING).order_by(
+                "id"
+            )[:batch_size]
+        )
+        if not pending:
+            return result
+        is_open = allocation.status == Allocation.Status.OPEN
+        free = allocation.remaining
+        limit = allocation.per_customer_limit
+        taken: dict[int, int] = defaultdict(int)
+        if limit is not None:
+            taken.update(
+                Reservation.objects.filter(
+                    allocation_id=allocation_id,
+                    customer_id__in={r.customer_id for r in pending},
+                    status__in=(Status.HELD, Status.CONFIRMED),
+                )
+                .values("customer_id")
+                .annotate(units=Sum("quantity"))
+                .values_list("customer_id", "units")
+            )
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=settings.RESERVATION_HOLD_SECONDS)
+        units_held = 0
+        for reservation in pending:
+            reason = ""
+            if not is_open:
+                reason = DropNotLive.code
+            elif (
+                limit is not None and taken[reservation.customer_id] + reservation.quantity > limit
+            ):
+                reason = LimitReached.code
+            elif reservation.quantity > free:
+                reason = SoldOut.code
+            if reason:
+                reservation.status, reservation.reject_reason = Status.REJECTED, reason
+                result.rejected.append(reservation.pk)
+            else:
+                reservation.status, reservation.expires_at = Status.HELD, expires_at
+                free -= reservation.quantity
+                taken[reservation.customer_id] += reservation.quantity
+                units_held += reservation.quantity
+                result.held.append(reservation.pk)
+            reservation.updated_at = now
+        if units_held:
+            moved = Allocation.objects.filter(
+                pk=allocation_id, held__lte=F("quantity") - F("sold") - units_held
+            ).update(held=F("held") + units_held)
+            if moved != 1:  # impossible under the row lock; refuse rather than oversell
+                raise RuntimeError(f"allocation {allocation_id} changed under its lock")
+            allocation.held += units_held
+            StockMovement.objects.create(
+                stock_item_id=allocation.stock_item_id,
+                allocation_id=allocation_id,
+                reason=Reason.HOLD,
+                held_delta=units_held,
+                reference=f"holds:{','.join(map(str, result.held))}"[:200],
+            )
+        Reservation.objects.bulk_update(
+            pending, ["status", "expires_at", "reject_reason", "updated_at"]
+        )
+        events.emit_on_commit(
+            [reservation_changed_event(r) for r in pending]
+            + ([allocation_changed_event(allocation)] if units_held else [])
+        )
+        if gate.gate_enabled():
+            rejected = [r for r in pending if r.status == Status.REJECTED]
+            held = {r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD}
+            transaction.on_commit(
+                lambda: _gate_after_settle(
+                    allocation_id=allocation_id, rejected=rejected, held=held
+                )
+            )
+    return result
+
+
+def _gate_after_settle(
+    *, allocation_id: int, rejected: list[Reservation], held: dict[int, float]
+) -> None:
+    for reservation in rejected:
+        gate.gate_give_back(
+            allocation_id=allocation_id,
+            customer_id=reservation.customer_id,
+            quantity=reservation.quantity,
+        )
+    gate.gate_track_expiries(allocation_id=allocation_id, expiries=held)
