@@ -115,9 +115,11 @@ def on_commit(action: Callable[[], None]) -> None:
 # --- coalescing ------------------------------------------------------------------------
 
 # KEYS: window, dirty. ARGV: window ms. 1: lead (send now), 0: folded into the window.
+# The dirty mark outlives the window by far, so that the sweep (below) still finds it
+# when the process owning the window died before its trailing send.
 _TOUCH = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 1 end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1] * 20)
+redis.call('SET', KEYS[2], '1', 'PX', 60000)
 return 0
 """
 # KEYS: window, dirty. ARGV: window ms. 1: send again (window re-armed), 0: window over.
@@ -198,6 +200,23 @@ class Coalescer:
             self.send(key)
         except Exception:
             logger.exception("coalesced %s send failed for %s", self.name, key)
+
+    def sweep(self) -> int:
+        """Send the keys left dirty by a process that died inside its window (its
+        trailing send never happened); returns how many. Run by Celery beat."""
+        if not redis_configured():
+            return 0
+        client = get_redis()
+        prefix = f"stream:coalesce:{self.name}:"
+        sent = 0
+        for dirty in client.scan_iter(match=f"{prefix}*:dirty", count=500):
+            window = dirty.removesuffix(":dirty")
+            # A live window's owner sends it; DEL claims it, so one sweeper wins.
+            if client.exists(window) or not client.delete(dirty):
+                continue
+            self.touch(int(window.removeprefix(prefix)))
+            sent += 1
+        return sent
 
 
 # --- the events ------------------------------------------------------------------------

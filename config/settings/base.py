@@ -165,6 +165,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inventory.reconcile",
         "schedule": env.float("RECONCILE_SECONDS", default=60.0),
     },
+    "flush-counters": {
+        "task": "livestream.flush_counters",
+        "schedule": env.float("COUNTER_SWEEP_SECONDS", default=5.0),
+    },
     "reconcile-payments": {
         "task": "shop.reconcile_payments",
         "schedule": env.float("PAYMENT_RECONCILE_SECONDS", default=60.0),

@@ -159,3 +159,35 @@ def test_the_buyer_gets_a_personal_reservation_event():
     assert message["type"] == "personal.event"
     assert event["type"] == "reservation.updated"
     assert (event["reservation"]["id"], event["reservation"]["status"]) == (reservation.pk, "held")
+
+
+@pytest.mark.redis
+def test_a_window_stranded_by_a_dead_process_is_delivered_by_the_sweep(settings):
+    from livestream.tasks import flush_counters
+
+    settings.BROADCAST_COALESCE_MS = 100
+    sent = []
+    coalescer = broadcast.Coalescer("test-sweep", sent.append)
+    _window, dirty = coalescer._keys(7)
+    # Another process took the window, a later change marked it dirty, and the owner
+    # died before its trailing send: only the dirty mark is left once the window ends.
+    get_redis().set(dirty, "1", px=60000)
+
+    assert coalescer.sweep() == 1
+    assert sent == [7]
+    assert coalescer.sweep() == 0  # claimed once
+    time.sleep(0.3)
+    assert sent == [7]  # and the window it opened closed quietly
+    assert flush_counters() == {"stock": 0, "viewers": 0}
+
+
+@pytest.mark.redis
+def test_the_sweep_leaves_a_live_window_to_its_owner(settings):
+    settings.BROADCAST_COALESCE_MS = 1000
+    sent = []
+    coalescer = broadcast.Coalescer("test-live", sent.append)
+    coalescer.touch(3)  # this process owns the window now
+    coalescer.touch(3)  # dirty, for the owner's trailing send
+
+    assert coalescer.sweep() == 0
+    assert sent == [3]
