@@ -5,7 +5,6 @@ database decides, so a wrong gate may cost a retry but never oversells."""
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 
 import pytest
 
@@ -15,13 +14,13 @@ from inventory.gate import GateDecision, GateState
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.redis_conn import get_redis
 from tests.factories import UserFactory, open_allocation, stocked_variant
+from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
 from tests.inventory.invariants import assert_inventory_invariants
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("gate_on")]
 
 Status = Reservation.Status
 
-PRICE = Decimal("9.99")
 # Allocation ids for the script-level tests, which need no database row.
 GATE_ID = 424_242
 
@@ -60,30 +59,6 @@ def _admit(*, customer: int = 1, quantity: int = 1, key: str = "k", now: float |
 
 def _key_exists(customer: int, key: str, allocation_id: int = GATE_ID) -> bool:
     return bool(get_redis().exists(f"gate:{{alloc:{allocation_id}}}:k:{customer}:{key}"))
-
-
-def _open(quantity: int, *, limit: int | None = None) -> Allocation:
-    allocation = open_allocation(quantity=quantity, per_customer_limit=limit)
-    services.gate_rebuild(allocation_id=allocation.pk)
-    return allocation
-
-
-def _request(customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
-    return services.reservation_request(
-        customer_id=customer_id,
-        allocation_id=allocation_id,
-        quantity=quantity,
-        idempotency_key=key,
-        unit_price=PRICE,
-        currency="USD",
-    )
-
-
-def _settled(capture, customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
-    with capture(execute=True):
-        reservation = _request(customer_id, allocation_id, key=key, quantity=quantity)
-    reservation.refresh_from_db()
-    return reservation
 
 
 def _expected(allocation: Allocation) -> GateState:
@@ -245,18 +220,18 @@ def test_a_refusal_by_the_gate_touches_no_database_row(
     django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(2, limit=1)
+    allocation = open_primed(2, limit=1)
     first, second = UserFactory(), UserFactory()
-    _settled(capture, first.pk, allocation.pk, key="a")
-    _settled(capture, second.pk, allocation.pk, key="b")
+    settled_hold(capture, first.pk, allocation.pk, key="a")
+    settled_hold(capture, second.pk, allocation.pk, key="b")
     buyer = UserFactory()
     gate_before = gate.gate_read(allocation_id=allocation.pk)
 
     with django_assert_num_queries(0):
         with pytest.raises(SoldOut):
-            _request(buyer.pk, allocation.pk, key="c")
+            request_hold(buyer.pk, allocation.pk, key="c")
         with pytest.raises(LimitReached):
-            _request(first.pk, allocation.pk, key="d")
+            request_hold(first.pk, allocation.pk, key="d")
 
     assert gate.gate_read(allocation_id=allocation.pk) == gate_before
     assert Reservation.objects.count() == 2
@@ -266,14 +241,14 @@ def test_a_refusal_by_the_gate_touches_no_database_row(
 def test_a_closed_drop_is_refused_by_the_gate_without_a_query(
     django_capture_on_commit_callbacks, django_assert_num_queries
 ):
-    allocation = _open(3)
+    allocation = open_primed(3)
     buyer = UserFactory()
     with django_capture_on_commit_callbacks(execute=True):
         services.allocation_close(allocation_id=allocation.pk)
 
     assert gate.gate_read(allocation_id=allocation.pk).status == "closed"
     with django_assert_num_queries(0), pytest.raises(DropNotLive):
-        _request(buyer.pk, allocation.pk, key="late")
+        request_hold(buyer.pk, allocation.pk, key="late")
     assert Reservation.objects.count() == 0
 
 
@@ -294,9 +269,9 @@ def test_allocation_open_primes_the_gate_on_commit(django_capture_on_commit_call
 @pytest.mark.django_db
 def test_allocation_close_closes_the_gate(django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    hold = _settled(capture, customer.pk, allocation.pk, key="a")
+    hold = settled_hold(capture, customer.pk, allocation.pk, key="a")
 
     with capture(execute=True):
         services.allocation_close(allocation_id=allocation.pk)
@@ -313,7 +288,7 @@ def test_the_first_request_builds_a_missing_gate(django_capture_on_commit_callba
     assert gate.gate_read(allocation_id=allocation.pk) is None
     customer = UserFactory()
 
-    hold = _settled(django_capture_on_commit_callbacks, customer.pk, allocation.pk, key="a")
+    hold = settled_hold(django_capture_on_commit_callbacks, customer.pk, allocation.pk, key="a")
 
     assert hold.status == Status.HELD
     assert gate.gate_read(allocation_id=allocation.pk) == GateState(
@@ -331,19 +306,19 @@ def test_the_gate_follows_the_database_through_every_kind_of_change(
     django_capture_on_commit_callbacks,
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(10, limit=3)
+    allocation = open_primed(10, limit=3)
     a, b, c, d = (UserFactory() for _ in range(4))
-    _settled(capture, a.pk, allocation.pk, key="a1", quantity=2)
-    bought = _settled(capture, b.pk, allocation.pk, key="b1", quantity=3)
-    released = _settled(capture, c.pk, allocation.pk, key="c1")
-    expiring = _settled(capture, d.pk, allocation.pk, key="d1", quantity=2)
+    settled_hold(capture, a.pk, allocation.pk, key="a1", quantity=2)
+    bought = settled_hold(capture, b.pk, allocation.pk, key="b1", quantity=3)
+    released = settled_hold(capture, c.pk, allocation.pk, key="c1")
+    expiring = settled_hold(capture, d.pk, allocation.pk, key="d1", quantity=2)
     with capture(execute=True):
         services.reservation_confirm(reservation_id=bought.pk)
         services.reservation_release(reservation_id=released.pk)
         with pytest.raises(HoldExpired):
             services.reservation_confirm(reservation_id=expiring.pk, now=expiring.expires_at)
     with capture(execute=True), pytest.raises(LimitReached):
-        _request(b.pk, allocation.pk, key="b2")
+        request_hold(b.pk, allocation.pk, key="b2")
 
     assert gate.gate_read(allocation_id=allocation.pk) == _expected(allocation)
     assert gate.gate_read(allocation_id=allocation.pk).remaining == 5
@@ -357,12 +332,12 @@ def test_the_gate_follows_the_database_through_every_kind_of_change(
 @pytest.mark.django_db
 def test_rebuild_computes_the_gate_from_the_rows(django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(10, limit=5)
+    allocation = open_primed(10, limit=5)
     holder, buyer, waiting, leaver, refused = (UserFactory() for _ in range(5))
-    held = _settled(capture, holder.pk, allocation.pk, key="h", quantity=2)
-    bought = _settled(capture, buyer.pk, allocation.pk, key="b", quantity=3)
+    held = settled_hold(capture, holder.pk, allocation.pk, key="h", quantity=2)
+    bought = settled_hold(capture, buyer.pk, allocation.pk, key="b", quantity=3)
     services.reservation_confirm(reservation_id=bought.pk)
-    gone = _settled(capture, leaver.pk, allocation.pk, key="l", quantity=1)
+    gone = settled_hold(capture, leaver.pk, allocation.pk, key="l", quantity=1)
     services.reservation_release(reservation_id=gone.pk)
     # A request admitted but not yet settled, and one the settle step turned away.
     Reservation.objects.create(
@@ -438,8 +413,8 @@ def test_rebuild_does_nothing_when_the_gate_is_switched_off(settings):
 @pytest.mark.django_db
 def test_reconcile_rebuilds_a_missing_gate(django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
-    _settled(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
+    allocation = open_primed(5)
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
     gate.gate_delete(allocation_id=allocation.pk)
 
     assert services.gate_reconcile(allocation_id=allocation.pk) is True
@@ -474,8 +449,8 @@ def test_reconcile_rebuilds_a_missing_gate(django_capture_on_commit_callbacks):
 )
 def test_reconcile_repairs_a_drifted_gate(drift, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5, limit=3)
-    _settled(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
+    allocation = open_primed(5, limit=3)
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
     expected = _expected(allocation)
     assert gate.gate_read(allocation_id=allocation.pk) == expected
     drift(get_redis(), f"gate:{{alloc:{allocation.pk}}}")
@@ -489,8 +464,8 @@ def test_reconcile_repairs_a_drifted_gate(drift, django_capture_on_commit_callba
 @pytest.mark.django_db
 def test_reconcile_leaves_a_consistent_gate_alone(django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
-    _settled(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
+    allocation = open_primed(5)
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
     state = gate.gate_read(allocation_id=allocation.pk)
     # A marker the rebuild would wipe (it rewrites the whole hash).
     get_redis().hset(f"gate:{{alloc:{allocation.pk}}}", "marker", "kept")
@@ -503,9 +478,9 @@ def test_reconcile_leaves_a_consistent_gate_alone(django_capture_on_commit_callb
 
 @pytest.mark.django_db
 def test_reconcile_waits_for_a_quiet_moment_while_requests_are_pending():
-    allocation = _open(5)
+    allocation = open_primed(5)
     # Admitted by the gate (remaining 4), row written, reserve task not yet run.
-    pending = _request(UserFactory().pk, allocation.pk, key="p")
+    pending = request_hold(UserFactory().pk, allocation.pk, key="p")
     assert pending.status == Status.PENDING
     get_redis().hset(f"gate:{{alloc:{allocation.pk}}}", "remaining", 1)
 
@@ -531,15 +506,17 @@ def test_after_redis_data_loss_the_next_request_rebuilds_and_nothing_is_oversold
     django_capture_on_commit_callbacks,
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(3)
-    _settled(capture, UserFactory().pk, allocation.pk, key="a")
-    _settled(capture, UserFactory().pk, allocation.pk, key="b")
+    allocation = open_primed(3)
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="a")
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="b")
     _delete_all_gate_keys()
 
     outcomes = []
     for n in range(3):
         try:
-            outcomes.append(_settled(capture, UserFactory().pk, allocation.pk, key=f"n{n}").status)
+            outcomes.append(
+                settled_hold(capture, UserFactory().pk, allocation.pk, key=f"n{n}").status
+            )
         except SoldOut:
             outcomes.append("sold_out")
 
@@ -558,13 +535,13 @@ def test_a_repeat_after_data_loss_replays_and_gives_its_admission_back(
     """Redis forgot the key: the gate admits the repeat, the database's unique key
     refuses a second row, and the units the gate took go back."""
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    first = _settled(capture, customer.pk, allocation.pk, key="a", quantity=2)
+    first = settled_hold(capture, customer.pk, allocation.pk, key="a", quantity=2)
     _delete_all_gate_keys()
     movements_before = StockMovement.objects.count()
 
-    again = _settled(capture, customer.pk, allocation.pk, key="a", quantity=2)
+    again = settled_hold(capture, customer.pk, allocation.pk, key="a", quantity=2)
 
     assert again.pk == first.pk
     assert again.status == Status.HELD
@@ -591,18 +568,18 @@ def test_a_repeat_after_data_loss_replays_even_when_the_gate_would_refuse_it(
     database is asked for the stored reservation.
     """
     capture = django_capture_on_commit_callbacks
-    allocation = _open(
+    allocation = open_primed(
         2 if refusal == "sold_out" else 5, limit=2 if refusal == "limit_reached" else None
     )
     customer = UserFactory()
-    first = _settled(capture, customer.pk, allocation.pk, key="a", quantity=2)
+    first = settled_hold(capture, customer.pk, allocation.pk, key="a", quantity=2)
     if refusal == "drop_not_live":
         with capture(execute=True):
             services.allocation_close(allocation_id=allocation.pk)
     _delete_all_gate_keys()
     movements_before = StockMovement.objects.count()
 
-    again = _settled(capture, customer.pk, allocation.pk, key="a", quantity=2)
+    again = settled_hold(capture, customer.pk, allocation.pk, key="a", quantity=2)
 
     assert again.pk == first.pk
     assert again.status == Status.HELD
@@ -616,15 +593,15 @@ def test_units_a_too_generous_gate_admits_are_rejected_by_the_database_and_given
     django_capture_on_commit_callbacks,
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(2)
+    allocation = open_primed(2)
     holder = UserFactory()
-    _settled(capture, holder.pk, allocation.pk, key="h")
+    settled_hold(capture, holder.pk, allocation.pk, key="h")
     base = f"gate:{{alloc:{allocation.pk}}}"
     get_redis().hset(base, "remaining", 5)  # drifted: the gate believes in 5 units
     buyer = UserFactory()
 
     with capture(execute=True):
-        reservation = _request(buyer.pk, allocation.pk, key="b", quantity=2)
+        reservation = request_hold(buyer.pk, allocation.pk, key="b", quantity=2)
         assert gate.gate_read(allocation_id=allocation.pk).remaining == 3
 
     reservation.refresh_from_db()
@@ -643,9 +620,9 @@ def test_a_request_settled_after_close_is_rejected_and_given_back(
     django_capture_on_commit_callbacks,
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(4)
+    allocation = open_primed(4)
     buyer = UserFactory()
-    pending = _request(buyer.pk, allocation.pk, key="p")  # admitted, not yet settled
+    pending = request_hold(buyer.pk, allocation.pk, key="p")  # admitted, not yet settled
     assert gate.gate_read(allocation_id=allocation.pk).customers == {buyer.pk: 1}
     with capture(execute=True):
         services.allocation_close(allocation_id=allocation.pk)

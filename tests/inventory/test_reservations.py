@@ -28,12 +28,12 @@ from inventory.exceptions import (
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, open_allocation, stocked_variant
+from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
 Status = Reservation.Status
 
-PRICE = Decimal("9.99")
 MISSING_ID = 987_654
 BOTH_MODES = pytest.mark.parametrize(
     "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
@@ -41,33 +41,6 @@ BOTH_MODES = pytest.mark.parametrize(
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _open(quantity: int, *, on_hand: int | None = None, limit: int | None = None) -> Allocation:
-    """An open allocation whose gate (when the gate is on) is already built: the gate
-    ``allocation_open`` primes on commit never runs inside a rolled-back test."""
-    allocation = open_allocation(quantity=quantity, on_hand=on_hand, per_customer_limit=limit)
-    services.gate_rebuild(allocation_id=allocation.pk)
-    return allocation
-
-
-def _request(customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
-    return services.reservation_request(
-        customer_id=customer_id,
-        allocation_id=allocation_id,
-        quantity=quantity,
-        idempotency_key=key,
-        unit_price=PRICE,
-        currency="USD",
-    )
-
-
-def _settled(capture, customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
-    """Request, then let the on-commit work (the eager reserve task, gate updates) run."""
-    with capture(execute=True):
-        reservation = _request(customer_id, allocation_id, key=key, quantity=quantity)
-    reservation.refresh_from_db()
-    return reservation
 
 
 def _gates() -> dict[int, gate.GateState | None]:
@@ -120,11 +93,11 @@ def test_request_on_an_open_allocation_is_held_until_the_hold_window_ends(
 ):
     request.getfixturevalue(gate_mode)
     settings.RESERVATION_HOLD_SECONDS = 120
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
     movements_before = StockMovement.objects.count()
 
-    reservation = _settled(
+    reservation = settled_hold(
         django_capture_on_commit_callbacks,
         customer.pk,
         allocation.pk,
@@ -178,7 +151,7 @@ def test_request_answers_with_the_settled_hold_when_tasks_run_eagerly(gate_mode,
     allocation = open_allocation(quantity=3)
     customer = UserFactory()
 
-    reservation = _request(customer.pk, allocation.pk, key="eager")
+    reservation = request_hold(customer.pk, allocation.pk, key="eager")
 
     assert reservation.status == Status.HELD
     assert reservation.expires_at is not None
@@ -197,9 +170,9 @@ def test_request_of_every_remaining_unit_is_held(
     gate_mode, request, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    allocation = _open(4)
+    allocation = open_primed(4)
 
-    reservation = _settled(
+    reservation = settled_hold(
         django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="all", quantity=4
     )
 
@@ -219,8 +192,8 @@ def test_request_with_a_bad_quantity_is_invalid_and_writes_nothing(
     gate_mode, request, quantity, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    allocation = _open(5)
-    _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="other")
+    allocation = open_primed(5)
+    settled_hold(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="other")
     customer = UserFactory()
     before = _snapshot()
 
@@ -228,7 +201,7 @@ def test_request_with_a_bad_quantity_is_invalid_and_writes_nothing(
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         pytest.raises(InvalidInput) as excinfo,
     ):
-        _request(customer.pk, allocation.pk, key="bad", quantity=quantity)
+        request_hold(customer.pk, allocation.pk, key="bad", quantity=quantity)
 
     assert excinfo.value.data == {"field": "quantity"}
     assert callbacks == []
@@ -242,7 +215,7 @@ def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
     gate_mode, request, key, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
     before = _snapshot()
 
@@ -250,7 +223,7 @@ def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
         django_capture_on_commit_callbacks(execute=True) as callbacks,
         pytest.raises(InvalidInput) as excinfo,
     ):
-        _request(customer.pk, allocation.pk, key=key)
+        request_hold(customer.pk, allocation.pk, key=key)
 
     assert excinfo.value.data == {"field": "idempotency_key"}
     assert callbacks == []
@@ -261,9 +234,9 @@ def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
 def test_an_idempotency_key_of_255_characters_is_accepted(
     gate_off, django_capture_on_commit_callbacks
 ):
-    allocation = _open(5)
+    allocation = open_primed(5)
 
-    reservation = _settled(
+    reservation = settled_hold(
         django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="k" * 255
     )
 
@@ -281,12 +254,12 @@ def test_the_same_key_twice_returns_the_same_reservation_and_holds_once(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    first = _settled(capture, customer.pk, allocation.pk, key="twice", quantity=2)
+    first = settled_hold(capture, customer.pk, allocation.pk, key="twice", quantity=2)
     before = _snapshot()
 
-    again = _settled(capture, customer.pk, allocation.pk, key="twice", quantity=2)
+    again = settled_hold(capture, customer.pk, allocation.pk, key="twice", quantity=2)
 
     assert again.pk == first.pk
     assert again.status == Status.HELD
@@ -304,10 +277,10 @@ def test_the_same_key_by_another_customer_is_another_request(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
 
-    first = _settled(capture, UserFactory().pk, allocation.pk, key="shared")
-    second = _settled(capture, UserFactory().pk, allocation.pk, key="shared")
+    first = settled_hold(capture, UserFactory().pk, allocation.pk, key="shared")
+    second = settled_hold(capture, UserFactory().pk, allocation.pk, key="shared")
 
     assert first.pk != second.pk
     assert (first.status, second.status) == (Status.HELD, Status.HELD)
@@ -323,13 +296,13 @@ def test_the_same_key_with_another_quantity_is_refused_and_holds_nothing_more(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    _settled(capture, customer.pk, allocation.pk, key="reused", quantity=1)
+    settled_hold(capture, customer.pk, allocation.pk, key="reused", quantity=1)
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(IdempotencyKeyReused):
-        _request(customer.pk, allocation.pk, key="reused", quantity=2)
+        request_hold(customer.pk, allocation.pk, key="reused", quantity=2)
 
     assert _snapshot() == before
     assert_inventory_invariants()
@@ -342,14 +315,14 @@ def test_the_same_key_on_another_allocation_is_refused_and_takes_nothing_there(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    first_drop = _open(5)
-    second_drop = _open(5)
+    first_drop = open_primed(5)
+    second_drop = open_primed(5)
     customer = UserFactory()
-    _settled(capture, customer.pk, first_drop.pk, key="reused")
+    settled_hold(capture, customer.pk, first_drop.pk, key="reused")
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(IdempotencyKeyReused):
-        _request(customer.pk, second_drop.pk, key="reused")
+        request_hold(customer.pk, second_drop.pk, key="reused")
 
     assert _snapshot() == before
     assert_inventory_invariants()
@@ -362,15 +335,15 @@ def test_a_key_refused_up_front_may_be_used_again_once_units_return(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(1)
-    holder = _settled(capture, UserFactory().pk, allocation.pk, key="holder")
+    allocation = open_primed(1)
+    holder = settled_hold(capture, UserFactory().pk, allocation.pk, key="holder")
     customer = UserFactory()
     with capture(execute=True), pytest.raises(SoldOut):
-        _request(customer.pk, allocation.pk, key="retry")
+        request_hold(customer.pk, allocation.pk, key="retry")
     with capture(execute=True):
         services.reservation_release(reservation_id=holder.pk)
 
-    retried = _settled(capture, customer.pk, allocation.pk, key="retry")
+    retried = settled_hold(capture, customer.pk, allocation.pk, key="retry")
 
     assert retried.status == Status.HELD
     assert_inventory_invariants()
@@ -386,18 +359,18 @@ def test_a_request_past_the_per_customer_limit_is_refused_and_writes_nothing(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(10, limit=2)
+    allocation = open_primed(10, limit=2)
     customer = UserFactory()
-    _settled(capture, customer.pk, allocation.pk, key="one")
-    _settled(capture, customer.pk, allocation.pk, key="two")
+    settled_hold(capture, customer.pk, allocation.pk, key="one")
+    settled_hold(capture, customer.pk, allocation.pk, key="two")
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(LimitReached):
-        _request(customer.pk, allocation.pk, key="three")
+        request_hold(customer.pk, allocation.pk, key="three")
 
     assert _snapshot() == before
     # Another customer is not affected by the first one's limit.
-    other = _settled(capture, UserFactory().pk, allocation.pk, key="one", quantity=2)
+    other = settled_hold(capture, UserFactory().pk, allocation.pk, key="one", quantity=2)
     assert other.status == Status.HELD
     assert_inventory_invariants()
 
@@ -408,11 +381,11 @@ def test_a_single_request_above_the_per_customer_limit_is_refused(
     gate_mode, request, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    allocation = _open(10, limit=2)
+    allocation = open_primed(10, limit=2)
     before = _snapshot()
 
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(LimitReached):
-        _request(UserFactory().pk, allocation.pk, key="greedy", quantity=3)
+        request_hold(UserFactory().pk, allocation.pk, key="greedy", quantity=3)
 
     assert _snapshot() == before
 
@@ -424,15 +397,15 @@ def test_units_bought_count_towards_the_per_customer_limit(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(10, limit=2)
+    allocation = open_primed(10, limit=2)
     customer = UserFactory()
-    bought = _settled(capture, customer.pk, allocation.pk, key="bought", quantity=2)
+    bought = settled_hold(capture, customer.pk, allocation.pk, key="bought", quantity=2)
     with capture(execute=True):
         services.reservation_confirm(reservation_id=bought.pk)
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(LimitReached):
-        _request(customer.pk, allocation.pk, key="more")
+        request_hold(customer.pk, allocation.pk, key="more")
 
     assert _snapshot() == before
 
@@ -444,13 +417,13 @@ def test_released_units_no_longer_count_towards_the_per_customer_limit(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(10, limit=2)
+    allocation = open_primed(10, limit=2)
     customer = UserFactory()
-    first = _settled(capture, customer.pk, allocation.pk, key="first", quantity=2)
+    first = settled_hold(capture, customer.pk, allocation.pk, key="first", quantity=2)
     with capture(execute=True):
         services.reservation_release(reservation_id=first.pk, customer_id=customer.pk)
 
-    again = _settled(capture, customer.pk, allocation.pk, key="again", quantity=2)
+    again = settled_hold(capture, customer.pk, allocation.pk, key="again", quantity=2)
 
     assert again.status == Status.HELD
     assert_inventory_invariants()
@@ -463,19 +436,19 @@ def test_a_request_for_more_than_remains_is_sold_out_and_writes_nothing(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(3, on_hand=10)
-    _settled(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
+    allocation = open_primed(3, on_hand=10)
+    settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(SoldOut):
-        _request(UserFactory().pk, allocation.pk, key="b", quantity=2)
+        request_hold(UserFactory().pk, allocation.pk, key="b", quantity=2)
 
     assert _snapshot() == before
     # The last unit is still there for whoever asks for one.
-    last = _settled(capture, UserFactory().pk, allocation.pk, key="c")
+    last = settled_hold(capture, UserFactory().pk, allocation.pk, key="c")
     assert last.status == Status.HELD
     with capture(execute=True), pytest.raises(SoldOut):
-        _request(UserFactory().pk, allocation.pk, key="d")
+        request_hold(UserFactory().pk, allocation.pk, key="d")
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (3, 0)
     assert_inventory_invariants()
@@ -488,13 +461,13 @@ def test_a_request_on_a_closed_allocation_is_not_live_and_writes_nothing(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(3)
+    allocation = open_primed(3)
     with capture(execute=True):
         services.allocation_close(allocation_id=allocation.pk)
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(DropNotLive):
-        _request(UserFactory().pk, allocation.pk, key="late")
+        request_hold(UserFactory().pk, allocation.pk, key="late")
 
     assert _snapshot() == before
 
@@ -511,7 +484,7 @@ def test_a_request_on_an_allocation_not_yet_open_is_not_live_and_writes_nothing(
     movements_before = StockMovement.objects.count()
 
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(DropNotLive):
-        _request(UserFactory().pk, allocation.pk, key="early")
+        request_hold(UserFactory().pk, allocation.pk, key="early")
 
     assert Reservation.objects.count() == reservations_before
     assert StockMovement.objects.count() == movements_before
@@ -525,11 +498,11 @@ def test_a_request_on_an_unknown_allocation_is_not_found_and_writes_nothing(
     gate_mode, request, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    _open(3)
+    open_primed(3)
     before = _snapshot()
 
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(NotFound):
-        _request(UserFactory().pk, MISSING_ID, key="nowhere")
+        request_hold(UserFactory().pk, MISSING_ID, key="nowhere")
 
     assert _snapshot() == before
     if gate_mode == "gate_on":
@@ -544,21 +517,21 @@ def test_too_many_active_holds_are_refused_and_write_nothing(
     request.getfixturevalue(gate_mode)
     settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER = 2
     capture = django_capture_on_commit_callbacks
-    first_drop, second_drop = _open(5), _open(5)
+    first_drop, second_drop = open_primed(5), open_primed(5)
     customer = UserFactory()
-    first = _settled(capture, customer.pk, first_drop.pk, key="a")
-    _settled(capture, customer.pk, second_drop.pk, key="b")
+    first = settled_hold(capture, customer.pk, first_drop.pk, key="a")
+    settled_hold(capture, customer.pk, second_drop.pk, key="b")
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(TooManyHolds) as excinfo:
-        _request(customer.pk, second_drop.pk, key="c")
+        request_hold(customer.pk, second_drop.pk, key="c")
 
     assert excinfo.value.data == {"limit": 2}
     assert _snapshot() == before
     # The refused key was not remembered: once a hold is released the retry goes through.
     with capture(execute=True):
         services.reservation_release(reservation_id=first.pk, customer_id=customer.pk)
-    retried = _settled(capture, customer.pk, second_drop.pk, key="c")
+    retried = settled_hold(capture, customer.pk, second_drop.pk, key="c")
     assert retried.status == Status.HELD
     assert_inventory_invariants()
 
@@ -569,12 +542,12 @@ def test_confirmed_holds_do_not_count_as_active_holds(
 ):
     settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER = 1
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    bought = _settled(capture, customer.pk, allocation.pk, key="a")
+    bought = settled_hold(capture, customer.pk, allocation.pk, key="a")
     services.reservation_confirm(reservation_id=bought.pk)
 
-    again = _settled(capture, customer.pk, allocation.pk, key="b")
+    again = settled_hold(capture, customer.pk, allocation.pk, key="b")
 
     assert again.status == Status.HELD
 
@@ -587,9 +560,9 @@ def test_confirmed_holds_do_not_count_as_active_holds(
 def test_release_gives_the_units_back_once(gate_mode, request, django_capture_on_commit_callbacks):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    hold = _settled(capture, customer.pk, allocation.pk, key="r", quantity=2)
+    hold = settled_hold(capture, customer.pk, allocation.pk, key="r", quantity=2)
     movements_before = StockMovement.objects.count()
 
     with capture(execute=True):
@@ -626,8 +599,10 @@ def test_release_gives_the_units_back_once(gate_mode, request, django_capture_on
 
 @pytest.mark.django_db
 def test_release_by_ops_records_the_actor(gate_off, django_capture_on_commit_callbacks):
-    allocation = _open(5)
-    hold = _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="r")
+    allocation = open_primed(5)
+    hold = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="r"
+    )
     operator = UserFactory()
 
     released = services.reservation_release(reservation_id=hold.pk, actor=operator)
@@ -644,8 +619,8 @@ def test_release_by_another_customer_is_not_found_and_changes_nothing(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
-    hold = _settled(capture, UserFactory().pk, allocation.pk, key="mine")
+    allocation = open_primed(5)
+    hold = settled_hold(capture, UserFactory().pk, allocation.pk, key="mine")
     before = _snapshot()
 
     with capture(execute=True), pytest.raises(NotFound):
@@ -667,9 +642,9 @@ def test_release_of_a_confirmed_reservation_is_refused_and_changes_nothing(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    hold = _settled(capture, customer.pk, allocation.pk, key="bought")
+    hold = settled_hold(capture, customer.pk, allocation.pk, key="bought")
     with capture(execute=True):
         services.reservation_confirm(reservation_id=hold.pk)
     before = _snapshot()
@@ -684,10 +659,10 @@ def test_release_of_a_confirmed_reservation_is_refused_and_changes_nothing(
 
 @pytest.mark.django_db
 def test_release_of_a_pending_reservation_is_refused(gate_off):
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
     # Inside the test transaction the reserve task (on commit) never runs: still pending.
-    pending = _request(customer.pk, allocation.pk, key="pending")
+    pending = request_hold(customer.pk, allocation.pk, key="pending")
     assert pending.status == Status.PENDING
     before = _snapshot()
 
@@ -706,9 +681,9 @@ def test_release_of_a_pending_reservation_is_refused(gate_off):
 def test_confirm_sells_the_held_units_once(gate_mode, request, django_capture_on_commit_callbacks):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5, on_hand=8)
+    allocation = open_primed(5, on_hand=8)
     customer = UserFactory()
-    hold = _settled(capture, customer.pk, allocation.pk, key="buy", quantity=2)
+    hold = settled_hold(capture, customer.pk, allocation.pk, key="buy", quantity=2)
     movements_before = StockMovement.objects.count()
 
     with capture(execute=True):
@@ -759,8 +734,8 @@ def test_confirm_after_the_hold_expired_expires_it_and_returns_the_units(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(5, on_hand=8)
-    hold = _settled(capture, UserFactory().pk, allocation.pk, key="late", quantity=2)
+    allocation = open_primed(5, on_hand=8)
+    hold = settled_hold(capture, UserFactory().pk, allocation.pk, key="late", quantity=2)
     later = hold.expires_at + timedelta(seconds=1)
     movements_before = StockMovement.objects.count()
 
@@ -795,8 +770,10 @@ def test_confirm_after_the_hold_expired_expires_it_and_returns_the_units(
 def test_confirm_exactly_at_the_expiry_instant_is_too_late(
     gate_off, django_capture_on_commit_callbacks
 ):
-    allocation = _open(5)
-    hold = _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
+    allocation = open_primed(5)
+    hold = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x"
+    )
 
     with pytest.raises(HoldExpired):
         services.reservation_confirm(reservation_id=hold.pk, now=hold.expires_at)
@@ -808,8 +785,10 @@ def test_confirm_exactly_at_the_expiry_instant_is_too_late(
 
 @pytest.mark.django_db
 def test_confirm_just_before_the_expiry_sells(gate_off, django_capture_on_commit_callbacks):
-    allocation = _open(5)
-    hold = _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
+    allocation = open_primed(5)
+    hold = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x"
+    )
 
     confirmed = services.reservation_confirm(
         reservation_id=hold.pk, now=hold.expires_at - timedelta(microseconds=1)
@@ -823,8 +802,10 @@ def test_confirm_just_before_the_expiry_sells(gate_off, django_capture_on_commit
 def test_confirm_of_a_released_reservation_is_refused_and_changes_nothing(
     gate_off, django_capture_on_commit_callbacks
 ):
-    allocation = _open(5)
-    hold = _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
+    allocation = open_primed(5)
+    hold = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x"
+    )
     services.reservation_release(reservation_id=hold.pk)
     before = _snapshot()
 
@@ -851,11 +832,11 @@ def test_expire_takes_back_only_the_holds_past_their_time(
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    first_drop, second_drop = _open(5), _open(5)
+    first_drop, second_drop = open_primed(5), open_primed(5)
     customer, other = UserFactory(), UserFactory()
-    due_a = _settled(capture, customer.pk, first_drop.pk, key="a", quantity=2)
-    due_b = _settled(capture, other.pk, second_drop.pk, key="b")
-    later = _settled(capture, other.pk, first_drop.pk, key="c")
+    due_a = settled_hold(capture, customer.pk, first_drop.pk, key="a", quantity=2)
+    due_b = settled_hold(capture, other.pk, second_drop.pk, key="b")
+    later = settled_hold(capture, other.pk, first_drop.pk, key="c")
     Reservation.objects.filter(pk=later.pk).update(
         expires_at=later.expires_at + timedelta(minutes=10)
     )
@@ -903,8 +884,8 @@ def test_expire_works_through_every_due_hold_in_batches(
     gate_off, django_capture_on_commit_callbacks
 ):
     capture = django_capture_on_commit_callbacks
-    allocation = _open(7)
-    holds = [_settled(capture, UserFactory().pk, allocation.pk, key="h") for _ in range(7)]
+    allocation = open_primed(7)
+    holds = [settled_hold(capture, UserFactory().pk, allocation.pk, key="h") for _ in range(7)]
 
     expired = services.reservations_expire(
         now=max(h.expires_at for h in holds) + timedelta(seconds=1), limit=3
@@ -919,8 +900,8 @@ def test_expire_works_through_every_due_hold_in_batches(
 
 @pytest.mark.django_db
 def test_expire_with_nothing_due_changes_nothing(gate_off, django_capture_on_commit_callbacks):
-    allocation = _open(5)
-    _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
+    allocation = open_primed(5)
+    settled_hold(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
     before = _snapshot()
 
     assert services.reservations_expire() == 0
@@ -937,12 +918,12 @@ def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, req
     request.getfixturevalue(gate_mode)
     settings.RESERVATION_HOLD_SECONDS = 0  # every hold is due the moment it is made
     allocation = open_allocation(quantity=1)
-    first = _request(UserFactory().pk, allocation.pk, key="first")
+    first = request_hold(UserFactory().pk, allocation.pk, key="first")
     assert first.status == Status.HELD
     settings.RESERVATION_HOLD_SECONDS = 600
     buyer = UserFactory()
 
-    second = _request(buyer.pk, allocation.pk, key="second")
+    second = request_hold(buyer.pk, allocation.pk, key="second")
 
     assert second.status == Status.HELD
     first.refresh_from_db()
@@ -966,7 +947,7 @@ def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, req
 def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, request):
     request.getfixturevalue(gate_mode)
     allocation = open_allocation(quantity=2)
-    holds = [_request(UserFactory().pk, allocation.pk, key="h") for _ in range(2)]
+    holds = [request_hold(UserFactory().pk, allocation.pk, key="h") for _ in range(2)]
     assert [h.status for h in holds] == [Status.HELD, Status.HELD]
     past = timezone.now() - timedelta(seconds=5)
     Reservation.objects.filter(pk=holds[0].pk).update(expires_at=past)
@@ -975,7 +956,7 @@ def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, 
             allocation_id=allocation.pk, expiries={holds[0].pk: past.timestamp()}
         )
 
-    latecomer = _request(UserFactory().pk, allocation.pk, key="late")
+    latecomer = request_hold(UserFactory().pk, allocation.pk, key="late")
 
     assert latecomer.status == Status.HELD
     assert dict(Reservation.objects.values_list("pk", "status")) == {
@@ -984,7 +965,7 @@ def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, 
         latecomer.pk: Status.HELD,
     }
     with pytest.raises(SoldOut):
-        _request(UserFactory().pk, allocation.pk, key="too-late")
+        request_hold(UserFactory().pk, allocation.pk, key="too-late")
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (2, 0)
     assert_inventory_invariants()
@@ -995,11 +976,11 @@ def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, 
 def test_a_hold_not_yet_due_is_not_taken_from_its_owner(gate_mode, request):
     request.getfixturevalue(gate_mode)
     allocation = open_allocation(quantity=1)
-    first = _request(UserFactory().pk, allocation.pk, key="first")
+    first = request_hold(UserFactory().pk, allocation.pk, key="first")
     before = _snapshot()
 
     with pytest.raises(SoldOut):
-        _request(UserFactory().pk, allocation.pk, key="second")
+        request_hold(UserFactory().pk, allocation.pk, key="second")
 
     assert _snapshot() == before
     first.refresh_from_db()
@@ -1017,11 +998,11 @@ def test_a_customer_whose_own_hold_expired_may_buy_again_under_the_limit(
     settings.RESERVATION_HOLD_SECONDS = 0
     allocation = open_allocation(quantity=5, per_customer_limit=1)
     customer = UserFactory()
-    first = _request(customer.pk, allocation.pk, key="first")
+    first = request_hold(customer.pk, allocation.pk, key="first")
     assert first.status == Status.HELD
     settings.RESERVATION_HOLD_SECONDS = 600
 
-    again = _request(customer.pk, allocation.pk, key="again")
+    again = request_hold(customer.pk, allocation.pk, key="again")
 
     assert again.status == Status.HELD
     first.refresh_from_db()
@@ -1033,8 +1014,8 @@ def test_a_customer_whose_own_hold_expired_may_buy_again_under_the_limit(
 @pytest.mark.django_db(transaction=True)
 def test_expire_skips_a_hold_another_transaction_has_locked(gate_off):
     allocation = open_allocation(quantity=5)
-    busy = _request(UserFactory().pk, allocation.pk, key="busy")
-    idle = _request(UserFactory().pk, allocation.pk, key="idle")
+    busy = request_hold(UserFactory().pk, allocation.pk, key="busy")
+    idle = request_hold(UserFactory().pk, allocation.pk, key="idle")
     later = max(busy.expires_at, idle.expires_at) + timedelta(seconds=1)
     locked, finish = threading.Event(), threading.Event()
 
@@ -1073,8 +1054,10 @@ def test_expire_skips_a_hold_another_transaction_has_locked(gate_off):
 def test_reserve_on_a_settled_reservation_changes_nothing(
     gate_off, django_capture_on_commit_callbacks
 ):
-    allocation = _open(5)
-    hold = _settled(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x")
+    allocation = open_primed(5)
+    hold = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="x"
+    )
     before = _snapshot()
 
     again = services.reservation_reserve(reservation_id=hold.pk)
@@ -1090,9 +1073,9 @@ def test_reserve_on_a_missing_reservation_returns_none():
 
 @pytest.mark.django_db
 def test_reserve_settles_a_pending_reservation(gate_off):
-    allocation = _open(5)
+    allocation = open_primed(5)
     customer = UserFactory()
-    pending = _request(customer.pk, allocation.pk, key="p", quantity=2)
+    pending = request_hold(customer.pk, allocation.pk, key="p", quantity=2)
     assert pending.status == Status.PENDING
     allocation.refresh_from_db()
     assert allocation.held == 0
@@ -1107,7 +1090,7 @@ def test_reserve_settles_a_pending_reservation(gate_off):
 
 @pytest.mark.django_db
 def test_settle_holds_pending_requests_in_order_until_the_units_run_out(gate_off):
-    allocation = _open(3, limit=2)
+    allocation = open_primed(3, limit=2)
     alice, bob, carol = UserFactory(), UserFactory(), UserFactory()
     # Pending rows as the gate would have let them through (the database decides).
     rows = [
@@ -1148,17 +1131,17 @@ def test_a_repeat_of_a_granted_request_replays_after_the_drop_sold_out_or_closed
 ):
     request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
-    allocation = _open(2)
+    allocation = open_primed(2)
     customer = UserFactory()
-    first = _settled(capture, customer.pk, allocation.pk, key="mine")
+    first = settled_hold(capture, customer.pk, allocation.pk, key="mine")
     if then == "sold_out":
-        _settled(capture, UserFactory().pk, allocation.pk, key="last")
+        settled_hold(capture, UserFactory().pk, allocation.pk, key="last")
     else:
         with capture(execute=True):
             services.allocation_close(allocation_id=allocation.pk)
     before = _snapshot()
 
-    again = _settled(capture, customer.pk, allocation.pk, key="mine")
+    again = settled_hold(capture, customer.pk, allocation.pk, key="mine")
 
     assert (again.pk, again.status) == (first.pk, Status.HELD)
     assert _snapshot() == before
@@ -1173,7 +1156,7 @@ def test_settling_announces_each_reservation_and_the_allocation_on_commit(
     gate_mode, request, django_capture_on_commit_callbacks
 ):
     request.getfixturevalue(gate_mode)
-    allocation = _open(1)
+    allocation = open_primed(1)
     winner, loser = UserFactory(), UserFactory()
     won = Reservation.objects.create(
         customer=winner,
