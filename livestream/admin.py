@@ -17,7 +17,18 @@ from livestream import services
 from livestream.models import Drop, Stream
 
 
-def _message_outcome(modeladmin, request, verb: str, done: list[str], failed: list[str]) -> None:
+def _apply_each(modeladmin, request, queryset, action, *, verb: str) -> None:
+    """Run a service on each selected object (pk order, as locks are taken), log the
+    successes and report both outcomes; a domain error skips that object only."""
+    done, failed = [], []
+    for obj in queryset.order_by("pk"):
+        try:
+            action(obj)
+        except DomainError as exc:
+            failed.append(f"{obj}: {exc.detail}")
+        else:
+            done.append(str(obj))
+            modeladmin.log_change(request, obj, verb.capitalize())
     if done:
         modeladmin.message_user(
             request, f"{verb.capitalize()}: {', '.join(done)}.", messages.SUCCESS
@@ -90,16 +101,13 @@ class StreamAdmin(admin.ModelAdmin):
 
     @admin.action(description="End stream (unpin, return unsold units)", permissions=["change"])
     def end_streams(self, request, queryset):
-        done, failed = [], []
-        for stream in queryset.order_by("pk"):
-            try:
-                services.stream_end(stream_id=stream.pk, actor=request.user)
-            except DomainError as exc:
-                failed.append(f"{stream}: {exc.detail}")
-            else:
-                done.append(str(stream))
-                self.log_change(request, stream, "Ended")
-        _message_outcome(self, request, "ended", done, failed)
+        _apply_each(
+            self,
+            request,
+            queryset,
+            lambda stream: services.stream_end(stream_id=stream.pk, actor=request.user),
+            verb="ended",
+        )
 
 
 @admin.register(Drop)
@@ -172,13 +180,10 @@ class DropAdmin(admin.ModelAdmin):
 
     @admin.action(description="Unpin selected drops", permissions=["unpin"])
     def unpin_drops(self, request, queryset):
-        done, failed = [], []
-        for drop in queryset.order_by("pk"):
-            try:
-                services.drop_unpin(drop_id=drop.pk, actor=request.user)
-            except DomainError as exc:
-                failed.append(f"{drop}: {exc.detail}")
-            else:
-                done.append(str(drop))
-                self.log_change(request, drop, "Unpinned")
-        _message_outcome(self, request, "unpinned", done, failed)
+        _apply_each(
+            self,
+            request,
+            queryset,
+            lambda drop: services.drop_unpin(drop_id=drop.pk, actor=request.user),
+            verb="unpinned",
+        )

@@ -222,29 +222,22 @@ class Coalescer:
 # --- the events ------------------------------------------------------------------------
 
 
-def stream_started(stream_id: int) -> None:
+# The event a stream's status change announces, and the moment it carries.
+_STATUS_EVENTS = {"live": ("stream.started", "started_at"), "ended": ("stream.ended", "ended_at")}
+
+
+def stream_status_changed(stream_id: int) -> None:
+    """``stream.started`` or ``stream.ended``, from the stream's status as committed."""
     from livestream.models import Stream
     from livestream.selectors import _iso
 
     stream = Stream.objects.get(pk=stream_id)
+    event_type, moment = _STATUS_EVENTS[stream.status]
     publish(
         stream_id,
-        "stream.started",
+        event_type,
         stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
-        started_at=_iso(stream.started_at),
-    )
-
-
-def stream_ended(stream_id: int) -> None:
-    from livestream.models import Stream
-    from livestream.selectors import _iso
-
-    stream = Stream.objects.get(pk=stream_id)
-    publish(
-        stream_id,
-        "stream.ended",
-        stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
-        ended_at=_iso(stream.ended_at),
+        **{moment: _iso(getattr(stream, moment))},
     )
 
 

@@ -244,7 +244,7 @@ def stream_start(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.LIVE
         stream.started_at = timezone.now()
         stream.save(update_fields=["status", "started_at", "updated_at"])
-        broadcast.on_commit(lambda: broadcast.stream_started(stream.pk))
+        broadcast.on_commit(lambda: broadcast.stream_status_changed(stream.pk))
     return stream
 
 
@@ -276,7 +276,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
-        broadcast.on_commit(lambda: broadcast.stream_ended(stream.pk))
+        broadcast.on_commit(lambda: broadcast.stream_status_changed(stream.pk))
     return stream
 
 
