@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 
+from django import db
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from django.views import defaults
+from redis import exceptions as redis_exceptions
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -38,9 +40,26 @@ def _code_for(exc: drf.APIException) -> str:
     return "error"
 
 
+# A dependency that cannot answer right now (no database connection free within the
+# pool's timeout under overload, Redis away): the request may well succeed again soon.
+UNAVAILABLE = (db.OperationalError, redis_exceptions.ConnectionError, redis_exceptions.TimeoutError)
+RETRY_AFTER_SECONDS = 1
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         return Response(exc.body(), status=exc.http_status)
+    if isinstance(exc, UNAVAILABLE):
+        logger.warning("answering 503 in %s: %s", context.get("view"), exc)
+        return Response(
+            {
+                "code": "unavailable",
+                "detail": "The service is busy or a dependency is unavailable; retry shortly.",
+                "retry_after": RETRY_AFTER_SECONDS,
+            },
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

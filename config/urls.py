@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -15,6 +16,24 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("shop.urls")),
     path("api/", include("livestream.urls")),
+    # Browser pages sign in with the session (the API also takes tokens). At Django's
+    # default LOGIN_URL; explicit templates, as the admin app ships its own
+    # registration/logged_out.html; without ?next= a viewer lands on the stream list.
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html",
+            redirect_authenticated_user=True,
+            next_page="pages:stream-list",
+        ),
+        name="login",
+    ),
+    path(
+        "accounts/logout/",
+        auth_views.LogoutView.as_view(template_name="registration/signed_out.html"),
+        name="logout",
+    ),
+    path("", include("livestream.page_urls")),
 ]
 
 handler400 = "config.errors.json_400"

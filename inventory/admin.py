@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.http import HttpResponseRedirect
@@ -19,18 +18,12 @@ from django.utils.html import format_html
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV
 
+from config.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
 from inventory import services
 from inventory.exceptions import DomainError
 from inventory.forms import StockAdjustForm
-from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.models import Allocation, Reservation, StockItem, StockMovement, WaitlistEntry
 from inventory.resources import StockLevelResource
-
-
-def _has_model_change_permission(request, opts) -> bool:
-    """The model's change permission, for admins whose forms are read-only but whose
-    actions (calling services) still change the rows."""
-    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
-
 
 # --- stock items -----------------------------------------------------------------------
 
@@ -184,7 +177,7 @@ class StockItemAdmin(ImportExportModelAdmin):
 
 
 @admin.register(StockMovement)
-class StockMovementAdmin(admin.ModelAdmin):
+class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The ledger is append-only: the services write it, nobody edits it."""
 
     list_display = [
@@ -204,15 +197,6 @@ class StockMovementAdmin(admin.ModelAdmin):
     list_select_related = ["stock_item__variant", "allocation", "reservation", "actor"]
     search_fields = ["stock_item__variant__sku", "reference", "note"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="sku", ordering="stock_item__variant__sku")
     def sku(self, obj):
@@ -270,42 +254,38 @@ class AllocationAdmin(admin.ModelAdmin):
     def remaining(self, obj):
         return obj.remaining
 
-    def _run_for_each(self, request, queryset, service, verb: str, **kwargs):
-        done, failed = [], []
-        for allocation in queryset.order_by("pk"):
-            try:
-                service(allocation_id=allocation.pk, **kwargs)
-            except DomainError as exc:
-                failed.append(f"{allocation}: {exc.detail}")
-            else:
-                done.append(str(allocation))
-                # The ledger records who moved units; opening moves none, so keep the
-                # who in the admin log as well.
-                self.log_change(request, allocation, verb.capitalize())
-        if done:
-            self.message_user(request, f"{verb.capitalize()}: {', '.join(done)}.", messages.SUCCESS)
-        if failed:
-            self.message_user(request, f"Not {verb}: {'; '.join(failed)}", messages.ERROR)
-
     @admin.action(description="Open selected allocations", permissions=["change"])
     def open_allocations(self, request, queryset):
         # allocation_open takes no actor (it moves no units, so writes no ledger entry).
-        self._run_for_each(request, queryset, services.allocation_open, "opened")
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda allocation: services.allocation_open(allocation_id=allocation.pk),
+            verb="opened",
+        )
 
     @admin.action(
         description="Close selected allocations (return unsold units)", permissions=["change"]
     )
     def close_allocations(self, request, queryset):
-        self._run_for_each(
-            request, queryset, services.allocation_close, "closed", actor=request.user
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda allocation: services.allocation_close(
+                allocation_id=allocation.pk, actor=request.user
+            ),
+            verb="closed",
         )
 
 
 # --- reservations ----------------------------------------------------------------------
 
 
+# Holds are made and ended by the services only.
 @admin.register(Reservation)
-class ReservationAdmin(admin.ModelAdmin):
+class ReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "customer",
@@ -322,19 +302,9 @@ class ReservationAdmin(admin.ModelAdmin):
     search_fields = ["customer__username", "idempotency_key"]
     actions = ["release_holds"]
 
-    # Holds are made and ended by the services only.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     def has_release_permission(self, request):
         # The form is read-only, but releasing a hold changes the reservation.
-        return _has_model_change_permission(request, self.opts)
+        return has_model_change_permission(request, self.opts)
 
     @admin.action(description="Release selected holds", permissions=["release"])
     def release_holds(self, request, queryset):
@@ -361,3 +331,27 @@ class ReservationAdmin(admin.ModelAdmin):
                 f"Skipped {len(skipped)} not held: {', '.join(skipped)}.",
                 messages.WARNING,
             )
+
+
+# --- the waitlist ----------------------------------------------------------------------
+
+
+@admin.register(WaitlistEntry)
+class WaitlistEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who waits for which sold-out allocation, in order, and what became of their
+    offers. Read-only: the line is kept by the services (ops act on the offer holds)."""
+
+    list_display = [
+        "id",
+        "allocation",
+        "customer",
+        "quantity",
+        "status",
+        "reservation",
+        "created_at",
+        "offered_at",
+    ]
+    list_filter = ["status", "allocation"]
+    list_select_related = ["customer", "allocation", "reservation"]
+    search_fields = ["customer__username"]
+    ordering = ["allocation_id", "id"]

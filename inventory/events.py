@@ -36,7 +36,19 @@ class AllocationChanged:
         return self.quantity - self.held - self.sold
 
 
-Event = ReservationChanged | AllocationChanged
+@dataclass(frozen=True)
+class WaitlistChanged:
+    """A customer's place in line changed: joined, moved up, offered, claimed, left..."""
+
+    entry_id: int
+    customer_id: int
+    allocation_id: int
+    status: str
+    position: int | None  # 1 = next in line; None once no longer waiting
+    reservation_id: int | None
+
+
+Event = ReservationChanged | AllocationChanged | WaitlistChanged
 Subscriber = Callable[[list[Event]], None]
 
 _subscribers: list[Subscriber] = []

@@ -97,3 +97,15 @@ class AllocationClosed(DomainError):
     code = "allocation_closed"
     http_status = 409
     default_detail = "The allocation is closed."
+
+
+class NotSoldOut(DomainError):
+    code = "not_sold_out"
+    http_status = 409
+    default_detail = "Units are still on sale: reserve one instead of queuing."
+
+
+class NotOnWaitlist(DomainError):
+    code = "not_on_waitlist"
+    http_status = 404
+    default_detail = "You are not in line for this drop."

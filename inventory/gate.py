@@ -12,7 +12,18 @@ Per allocation it keeps, in one hash slot (``{alloc:N}``):
   a repeat of an admitted request is told to replay the stored reservation instead of
   being counted again (or turned away after the sell-out it contributed to).
 
-One Lua script checks and takes units atomically; a rejection touches no database.
+Next to it, the demand the gate sees (``inventory.services.demand`` reads and flushes it):
+
+* ``gate:{alloc:N}:d`` hash: request counts per outcome (``attempts``, ``admitted``,
+  ``admitted_units``, ``sold_out``, ``limit``, ``not_live``) and an ``epoch`` token
+  that changes when Redis lost the counters;
+* sets of customer ids, exact: ``:dt`` tried, ``:da`` admitted, ``:ds`` turned away sold
+  out and never admitted (an admission takes the customer out), ``:dl`` turned away at
+  the limit. A set costs Redis about 50-70 bytes per customer (an intset, 4-8 bytes,
+  while under 512 members), so a drop with 100,000 distinct viewers costs a few MB.
+
+One Lua script checks and takes units atomically and counts the decision; a rejection
+touches no database.
 The database stays the source of truth: ``gate_rebuild`` recomputes all of it from the
 rows (on a missing gate, by the periodic reconcile task, after Redis data loss).
 """
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -51,13 +63,42 @@ _DECISIONS = {
     -4: GateDecision.RECLAIMABLE,
 }
 
-# KEYS: state hash, customers hash, expiry zset, idempotency key.
-# ARGV: customer id, quantity, now (epoch s), idempotency TTL (s).
-_ADMIT = """
+# Counts a final decision in the demand keys (KEYS[5..9]; ARGV[1] customer, ARGV[2]
+# quantity, ARGV[5] a fresh epoch token used only if the counters do not exist yet).
+_COUNT = """
+local function count(outcome)
+  redis.call('HSETNX', KEYS[5], 'epoch', ARGV[5])
+  redis.call('HINCRBY', KEYS[5], 'attempts', 1)
+  redis.call('SADD', KEYS[6], ARGV[1])
+  if outcome == 'admitted' then
+    redis.call('HINCRBY', KEYS[5], 'admitted', 1)
+    redis.call('HINCRBY', KEYS[5], 'admitted_units', tonumber(ARGV[2]))
+    redis.call('SADD', KEYS[7], ARGV[1])
+    redis.call('SREM', KEYS[8], ARGV[1])
+  elseif outcome == 'sold_out' then
+    redis.call('HINCRBY', KEYS[5], 'sold_out', 1)
+    if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 0 then
+      redis.call('SADD', KEYS[8], ARGV[1])
+    end
+  elseif outcome == 'limit' then
+    redis.call('HINCRBY', KEYS[5], 'limit', 1)
+    redis.call('SADD', KEYS[9], ARGV[1])
+  else
+    redis.call('HINCRBY', KEYS[5], 'not_live', 1)
+  end
+end
+"""
+
+# KEYS: state hash, customers hash, expiry zset, idempotency key, demand keys (5).
+# ARGV: customer id, quantity, now (epoch s), idempotency TTL (s), epoch token.
+# Replays, a missing gate and "reclaimable" are not decisions yet: not counted.
+_ADMIT = (
+    _COUNT
+    + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
 local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit')
 if not state[1] then return 0 end
-if state[1] ~= 'open' then return -1 end
+if state[1] ~= 'open' then count('not_live') return -1 end
 local qty = tonumber(ARGV[2])
 local limit = tonumber(state[3])
 local taken = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -66,14 +107,28 @@ if over_limit or tonumber(state[2]) < qty then
   -- Holds past their expiry (the customer's own, or anyone's) may free what is missing.
   local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, 1)
   if #due > 0 then return -4 end
-  if over_limit then return -3 end
+  if over_limit then count('limit') return -3 end
+  count('sold_out')
   return -2
 end
 redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 redis.call('SET', KEYS[4], qty, 'EX', ARGV[4])
+count('admitted')
 return 1
 """
+)
+
+# A decision reached outside the admission script (after a reclaim found nothing to
+# reclaim): counted the same way. KEYS: 4 unused, demand keys (5). ARGV: customer,
+# quantity, outcome, unused, epoch token.
+_RECORD = (
+    _COUNT
+    + """
+count(ARGV[3])
+return 1
+"""
+)
 
 # Give units back (hold rejected, released or expired, or a request that failed before
 # its row was written: then its idempotency key is forgotten too). A missing gate stays
@@ -129,6 +184,19 @@ def _keys(allocation_id: int) -> list[str]:
     return [base, f"{base}:c", f"{base}:exp"]
 
 
+DEMAND_SUFFIXES = (":d", ":dt", ":da", ":ds", ":dl")
+
+
+def demand_keys(allocation_id: int) -> list[str]:
+    """The demand hash, then the sets tried, admitted, turned away sold out, at limit."""
+    base = f"gate:{{alloc:{allocation_id}}}"
+    return [base + suffix for suffix in DEMAND_SUFFIXES]
+
+
+def _epoch_token() -> str:
+    return str(time.time_ns())
+
+
 def _idempotency_key(allocation_id: int, customer_id: int, key: str) -> str:
     return f"gate:{{alloc:{allocation_id}}}:k:{customer_id}:{key}"
 
@@ -147,15 +215,44 @@ def gate_admit(
 ) -> GateDecision:
     result = get_redis().eval(
         _ADMIT,
-        4,
+        9,
         *_keys(allocation_id),
         _idempotency_key(allocation_id, customer_id, idempotency_key),
+        *demand_keys(allocation_id),
         customer_id,
         quantity,
         now,
         IDEMPOTENCY_TTL_SECONDS,
+        _epoch_token(),
     )
     return _DECISIONS[int(result)]
+
+
+# The demand outcome each refusal counts as.
+DEMAND_OUTCOMES = {
+    GateDecision.ADMITTED: "admitted",
+    GateDecision.SOLD_OUT: "sold_out",
+    GateDecision.LIMIT_REACHED: "limit",
+    GateDecision.NOT_LIVE: "not_live",
+}
+
+
+def gate_record_demand(
+    *, allocation_id: int, customer_id: int, quantity: int, decision: GateDecision
+) -> None:
+    """Count a decision the admission script did not make itself."""
+    get_redis().eval(
+        _RECORD,
+        9,
+        *_keys(allocation_id),
+        _idempotency_key(allocation_id, customer_id, ""),  # unused; same hash slot
+        *demand_keys(allocation_id),
+        customer_id,
+        quantity,
+        DEMAND_OUTCOMES[decision],
+        "",
+        _epoch_token(),
+    )
 
 
 def gate_give_back(

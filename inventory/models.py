@@ -182,6 +182,7 @@ class StockMovement(models.Model):
         SALE = "sale"
         HOLD_REINSTATE = "hold_reinstate"
         SALE_REFUND = "sale_refund"
+        WAITLIST_OFFER = "waitlist_offer"
 
     stock_item = models.ForeignKey(StockItem, on_delete=models.PROTECT, related_name="movements")
     allocation = models.ForeignKey(
@@ -209,3 +210,98 @@ class StockMovement(models.Model):
         return (
             f"{self.reason} on {self.stock_item_id}: {self.on_hand_delta:+}/{self.reserved_delta:+}"
         )
+
+
+class WaitlistEntry(models.Model):
+    """A viewer in line for a sold-out allocation.
+
+    Units that come back (a hold released or expired, a sale refunded) go to the first
+    entry in line before anyone else can take them: an *offer*, which is a held
+    reservation with its own short window. Not taken in time, it passes to the next.
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting"
+        OFFERED = "offered"
+        CLAIMED = "claimed", "claimed (bought)"
+        LAPSED = "lapsed", "lapsed (offer not taken)"
+        LEFT = "left"
+        SKIPPED = "skipped", "skipped (at the per-viewer limit)"
+        CLOSED = "closed", "closed (the sale ended first)"
+
+    ACTIVE_STATUSES = (Status.WAITING, Status.OFFERED)
+
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, related_name="waitlist_entries"
+    )
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="waitlist_entries"
+    )
+    quantity = models.PositiveIntegerField(default=1)
+    # The price and currency an offer is made at (what the customer saw when queuing).
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
+    reservation = models.OneToOneField(
+        Reservation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="waitlist_entry",
+        help_text="The offer: a hold made for this entry.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    offered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "waitlist entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["allocation", "customer"],
+                condition=Q(status__in=["waiting", "offered"]),
+                name="waitlist_one_active_entry",
+            ),
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="waitlist_quantity_positive"),
+            models.CheckConstraint(
+                condition=~Q(status="offered") | Q(reservation__isnull=False),
+                name="waitlist_offer_has_hold",
+            ),
+        ]
+        indexes = [
+            # The line: waiting entries of an allocation, first come first served.
+            models.Index(
+                fields=["allocation", "id"],
+                condition=Q(status="waiting"),
+                name="waitlist_waiting_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"waitlist entry {self.pk} ({self.status})"
+
+
+class DemandViewer(models.Model):
+    """Per customer and allocation, how their reserve requests were decided: the
+    database path's demand counters (with the Redis gate on, the same figures are kept
+    next to the gate and no row is written here)."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    attempts = models.IntegerField(default=0)
+    admitted = models.IntegerField(default=0)
+    admitted_units = models.IntegerField(default=0)
+    sold_out = models.IntegerField(default=0)
+    at_limit = models.IntegerField(default=0)
+    not_live = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["allocation", "customer"], name="demand_viewer_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"demand of customer {self.customer_id} on allocation {self.allocation_id}"

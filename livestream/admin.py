@@ -8,36 +8,21 @@ API (a drop carves stock), and never deleted (drops carry sales).
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
+from django.contrib import admin
 from django.db import models
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from import_export.admin import ExportActionModelAdmin
+from import_export.formats.base_formats import CSV
 
-from inventory.exceptions import DomainError
-from livestream import services
-from livestream.models import Drop, Stream
-
-
-def _apply_each(modeladmin, request, queryset, action, *, verb: str) -> None:
-    """Run a service on each selected object (pk order, as locks are taken), log the
-    successes and report both outcomes; a domain error skips that object only."""
-    done, failed = [], []
-    for obj in queryset.order_by("pk"):
-        try:
-            action(obj)
-        except DomainError as exc:
-            failed.append(f"{obj}: {exc.detail}")
-        else:
-            done.append(str(obj))
-            modeladmin.log_change(request, obj, verb.capitalize())
-    if done:
-        modeladmin.message_user(
-            request, f"{verb.capitalize()}: {', '.join(done)}.", messages.SUCCESS
-        )
-    if failed:
-        modeladmin.message_user(request, f"Not {verb}: {'; '.join(failed)}", messages.ERROR)
+from config.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
+from livestream import readiness, services
+from livestream.models import Drop, DropDemand, Stream
+from livestream.resources import DropDemandResource
 
 
-class DropInline(admin.TabularInline):
+# Drops change through services only (the Drop admin's actions).
+class DropInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Drop
     extra = 0
     can_delete = False
@@ -47,16 +32,6 @@ class DropInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("variant__product", "allocation")
-
-    # Drops change through services only (the Drop admin's actions).
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="quantity")
     def quantity(self, obj):
@@ -71,10 +46,36 @@ class DropInline(admin.TabularInline):
         return obj.allocation.sold
 
 
+class ReadinessProblemFilter(admin.SimpleListFilter):
+    """Scheduled streams with a planned drop its stock will not cover (the same check as
+    ``manage.py check_readiness``)."""
+
+    title = "stock readiness"
+    parameter_name = "readiness"
+
+    def lookups(self, request, model_admin):
+        return [("problems", "drops short of stock")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "problems":
+            return queryset
+        found = readiness.streams_with_problems(now=timezone.now())
+        return queryset.filter(pk__in=[stream.pk for stream, _ in found])
+
+
 @admin.register(Stream)
 class StreamAdmin(admin.ModelAdmin):
-    list_display = ["title", "slug", "host", "status", "scheduled_start", "started_at", "ended_at"]
-    list_filter = ["status"]
+    list_display = [
+        "title",
+        "slug",
+        "host",
+        "status",
+        "scheduled_start",
+        "started_at",
+        "ended_at",
+        "readiness_warning",
+    ]
+    list_filter = ["status", ReadinessProblemFilter]
     list_select_related = ["host"]
     search_fields = ["title", "slug", "host__username"]
     date_hierarchy = "created_at"
@@ -91,6 +92,7 @@ class StreamAdmin(admin.ModelAdmin):
         "ended_at",
         "created_at",
         "updated_at",
+        "readiness_report",
     ]
 
     def has_add_permission(self, request):
@@ -99,9 +101,70 @@ class StreamAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="readiness")
+    def readiness_warning(self, obj):
+        # Only a stream still to come can be made ready.
+        if obj.status != Stream.Status.SCHEDULED:
+            return ""
+        problems = readiness.stream_readiness(stream=obj).problems
+        if not problems:
+            return "ok"
+        return format_html(
+            '<span style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px;">'
+            "{} drop(s) short</span>",
+            len({row.drop for row, _ in problems}),
+        )
+
+    @admin.display(description="readiness report")
+    def readiness_report(self, obj):
+        if obj is None or obj.pk is None:
+            return ""
+        report = readiness.stream_readiness(stream=obj)
+        if not report.drops:
+            return "No drops left to sell."
+        viewers, rate = report.viewers, report.rate
+        head = format_html(
+            "<p>Expected viewers: {} ({}). Demand per viewer: {} ({}-{}, {}, {} past "
+            "drops). Intervals at {} %. Method: docs/demand.md.</p>",
+            "unknown" if viewers.value is None else round(viewers.value),
+            viewers.basis,
+            f"{rate.value:.3f}",
+            f"{rate.low:.3f}",
+            f"{rate.high:.3f}",
+            rate.basis,
+            rate.drops,
+            round(readiness.CONFIDENCE * 100),
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>#{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row.drop,
+                    row.sku,
+                    row.quantity,
+                    row.stock_on_hand,
+                    row.stock_free,
+                    _demand_text(row.assessment.expected_units),
+                    row.assessment.verdict,
+                    row.assessment.message,
+                    row.assessment.cover,
+                )
+                for row in report.drops
+            ),
+        )
+        return format_html(
+            "{}<table><thead><tr><th>drop</th><th>sku</th><th>quantity</th>"
+            "<th>on hand</th><th>free</th><th>expected demand</th><th>verdict</th>"
+            "<th>report</th><th>to cover it</th></tr></thead><tbody>{}</tbody></table>",
+            head,
+            rows,
+        )
+
     @admin.action(description="End stream (unpin, return unsold units)", permissions=["change"])
     def end_streams(self, request, queryset):
-        _apply_each(
+        apply_each(
             self,
             request,
             queryset,
@@ -110,8 +173,9 @@ class StreamAdmin(admin.ModelAdmin):
         )
 
 
+# Creating a drop carves stock (drop_create); deleting one would orphan its sales.
 @admin.register(Drop)
-class DropAdmin(admin.ModelAdmin):
+class DropAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "stream",
@@ -147,20 +211,9 @@ class DropAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    # Creating a drop carves stock (drop_create); deleting one would orphan its sales.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     def has_unpin_permission(self, request):
         # The form is read-only, but unpinning changes the drop.
-        codename = get_permission_codename("change", self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+        return has_model_change_permission(request, self.opts)
 
     @admin.display(description="quantity")
     def quantity(self, obj):
@@ -180,10 +233,65 @@ class DropAdmin(admin.ModelAdmin):
 
     @admin.action(description="Unpin selected drops", permissions=["unpin"])
     def unpin_drops(self, request, queryset):
-        _apply_each(
+        apply_each(
             self,
             request,
             queryset,
             lambda drop: services.drop_unpin(drop_id=drop.pk, actor=request.user),
             verb="unpinned",
         )
+
+
+def _demand_text(estimate: readiness.Estimate) -> str:
+    if estimate.value is None:
+        return "unknown"
+    return f"{round(estimate.value)} ({round(estimate.low)}-{round(estimate.high)})"
+
+
+# Written by the demand flush only.
+@admin.register(DropDemand)
+class DropDemandAdmin(ReadOnlyAdminMixin, ExportActionModelAdmin):
+    """What demand each drop met (flushed by ``livestream.demand``): read-only, with a
+    CSV export of the selected rows (the same columns as the demand report API)."""
+
+    resource_classes = [DropDemandResource]
+    formats = [CSV]
+    # One format: the action downloads at once instead of asking which.
+    skip_export_form_from_action = True
+
+    list_display = [
+        "drop",
+        "stream",
+        "supply",
+        "sold",
+        "unmet",
+        "sell_out_time",
+        "viewers_at_pin",
+        "peak_viewers",
+        "final",
+    ]
+    list_filter = ["final", "drop__stream__status"]
+    list_select_related = ["drop__stream"]
+    search_fields = ["drop__stream__slug", "drop__variant__sku"]
+    readonly_fields = [f.name for f in DropDemand._meta.fields] + [
+        "unmet",
+        "total",
+        "sell_out_time",
+    ]
+
+    @admin.display(description="stream", ordering="drop__stream__slug")
+    def stream(self, obj):
+        return obj.drop.stream.slug
+
+    @admin.display(description="unmet demand")
+    def unmet(self, obj):
+        return obj.unmet_demand
+
+    @admin.display(description="total demand")
+    def total(self, obj):
+        return obj.total_demand
+
+    @admin.display(description="time to sell out")
+    def sell_out_time(self, obj):
+        seconds = obj.seconds_to_sell_out
+        return "" if seconds is None else readiness.human_duration(seconds)

@@ -21,6 +21,8 @@ from livestream.serializers import (
     StreamCreateSerializer,
     StreamSerializer,
     StreamSnapshotSerializer,
+    WaitlistEntrySerializer,
+    WaitlistJoinSerializer,
 )
 from shop.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempotent
 from shop.api.schema import error_responses
@@ -121,6 +123,8 @@ class DropCreateApi(APIView):
             price=data["price"],
             per_viewer_limit=data.get("per_viewer_limit"),
             starts_at=data.get("starts_at"),
+            ends_at=data.get("ends_at"),
+            duration_seconds=data.get("duration_seconds"),
             actor=request.user,
         )
         return Response(selectors.drop_snapshot(drop=drop), status=status.HTTP_201_CREATED)
@@ -199,6 +203,53 @@ class DropReserveApi(APIView):
             return Response(body, status=status.HTTP_202_ACCEPTED)
 
         return idempotent(request, key=key, answer=answer)
+
+
+class DropWaitlistApi(APIView):
+    """A viewer's place in line for a sold-out drop."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="drops_waitlist_join",
+        request=WaitlistJoinSerializer,
+        responses={
+            201: WaitlistEntrySerializer,
+            200: WaitlistEntrySerializer,
+            **error_responses(400, 401, 404, 409),
+        },
+        summary="Queue for a sold-out drop",
+        description="`201` with your new entry, `200` with the one you already have. A unit "
+        "that comes back goes to the first in line as a held reservation (an *offer*, "
+        "`status` `offered`, with `reservation` to check out) for a short window, then to "
+        "the next. Refusals: `409` `not_sold_out` (reserve instead), `drop_not_live`, "
+        "`limit_reached`.",
+    )
+    def post(self, request: Request, drop_id: int) -> Response:
+        data = _valid(WaitlistJoinSerializer, request)
+        entry, created = services.drop_waitlist_join(
+            drop_id=drop_id, customer_id=request.user.pk, quantity=data["quantity"]
+        )
+        body = WaitlistEntrySerializer(entry, context={"drop_id": drop_id}).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        operation_id="drops_waitlist_retrieve",
+        responses={200: WaitlistEntrySerializer, **error_responses(401, 404)},
+        summary="Your place in line for a drop (your latest entry)",
+    )
+    def get(self, request: Request, drop_id: int) -> Response:
+        entry = services.drop_waitlist_entry(drop_id=drop_id, customer_id=request.user.pk)
+        return Response(WaitlistEntrySerializer(entry, context={"drop_id": drop_id}).data)
+
+    @extend_schema(
+        operation_id="drops_waitlist_leave",
+        responses={204: OpenApiResponse(description="Left"), **error_responses(401, 404)},
+        summary="Leave the line (an outstanding offer is released to the next in line)",
+    )
+    def delete(self, request: Request, drop_id: int) -> Response:
+        services.drop_waitlist_leave(drop_id=drop_id, customer_id=request.user.pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ReservationListApi(generics.ListAPIView):

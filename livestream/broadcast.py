@@ -18,9 +18,11 @@ after a fresher one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from functools import lru_cache
 from typing import Any
@@ -73,8 +75,15 @@ def current_seq(stream_id: int) -> int:
 
 
 def publish(stream_id: int, event_type: str, **fields: Any) -> int:
-    """Number the event and send it to every viewer of the stream; returns its seq."""
-    body = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
+    """Number the event and send it to every viewer of the stream; returns its seq.
+
+    ``ts`` is the server's time of the event (epoch seconds), so a client can tell how
+    late it arrived (the benchmark measures delivery latency with it)."""
+    body = json.dumps(
+        {"type": event_type, **fields, "ts": round(time.time(), 6)},
+        separators=(",", ":"),
+        default=str,
+    )
     if redis_configured():
         return int(
             get_redis().eval(_PUBLISH, 1, _seq_key(stream_id), stream_channel(stream_id), body[1:])
@@ -90,13 +99,45 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
 
 def send_personal(user_id: int, event_type: str, **fields: Any) -> None:
     """A user's own event (not numbered): through the channel layer to their group."""
-    text = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
+    send_personal_many([(user_id, event_type, fields)])
+
+
+# Group sends in flight at once when many buyers hear at the same moment.
+PERSONAL_SEND_CONCURRENCY = 16
+
+
+def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+    """Several users' own events: one trip into the event loop with the group sends
+    overlapped, not one blocking round trip each (a settle batch tells dozens of buyers
+    at once)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    async_to_sync(layer.group_send)(
-        personal_group(user_id), {"type": "personal.event", "text": text}
-    )
+    messages = [
+        (
+            personal_group(user_id),
+            {
+                "type": "personal.event",
+                "text": json.dumps(
+                    {"type": event_type, **fields}, separators=(",", ":"), default=str
+                ),
+            },
+        )
+        for user_id, event_type, fields in events
+    ]
+    if not messages:
+        return
+
+    async def send_all() -> None:
+        slots = asyncio.Semaphore(PERSONAL_SEND_CONCURRENCY)
+
+        async def send_one(group: str, message: dict) -> None:
+            async with slots:
+                await layer.group_send(group, message)
+
+        await asyncio.gather(*(send_one(group, message) for group, message in messages))
+
+    async_to_sync(send_all)()
 
 
 def on_commit(action: Callable[[], None]) -> None:
@@ -142,16 +183,23 @@ class Coalescer:
     in Redis when configured, so every process (web, workers) shares them.
     """
 
-    def __init__(self, name: str, send: Callable[[Hashable], None]):
+    def __init__(
+        self,
+        name: str,
+        send: Callable[[Hashable], None],
+        *,
+        window_setting: str = "BROADCAST_COALESCE_MS",
+    ):
         self.name = name
         self.send = send
+        self.window_setting = window_setting
         self._lock = threading.Lock()
         self._windows: set[Hashable] = set()
         self._dirty: set[Hashable] = set()
 
     @property
     def window_ms(self) -> int:
-        return settings.BROADCAST_COALESCE_MS
+        return getattr(settings, self.window_setting)
 
     def _keys(self, key: Hashable) -> list[str]:
         base = f"stream:coalesce:{self.name}:{key}"
@@ -172,17 +220,18 @@ class Coalescer:
                     self._dirty.add(key)
         if lead:
             self._send(key)
-            self._arm(key)
+            self._arm(key, self.window_ms)
 
-    def _arm(self, key: Hashable) -> None:
-        timer = threading.Timer(self.window_ms / 1000, self._trail, args=(key,))
+    def _arm(self, key: Hashable, window_ms: int) -> None:
+        # The window it was opened with, even if the setting changes meanwhile.
+        timer = threading.Timer(window_ms / 1000, self._trail, args=(key, window_ms))
         timer.daemon = True
         timer.start()
 
-    def _trail(self, key: Hashable) -> None:
+    def _trail(self, key: Hashable, window_ms: int) -> None:
         try:
             if redis_configured():
-                again = get_redis().eval(_TRAIL, 2, *self._keys(key), self.window_ms) == 1
+                again = get_redis().eval(_TRAIL, 2, *self._keys(key), window_ms) == 1
             else:
                 with self._lock:
                     again = key in self._dirty
@@ -191,7 +240,7 @@ class Coalescer:
                         self._windows.discard(key)
             if again:
                 self._send(key)
-                self._arm(key)
+                self._arm(key, window_ms)
         finally:
             close_old_connections()  # this timer thread may have opened one
 
@@ -255,6 +304,22 @@ def drop_unpinned(drop_id: int) -> None:
     publish(stream_id, "drop.unpinned", drop=drop_id)
 
 
+def drop_opened(drop_id: int) -> None:
+    """A timed drop's sale opened by itself at its start."""
+    from livestream.selectors import drop_snapshot, drops_for_snapshot
+
+    drop = drops_for_snapshot().get(pk=drop_id)
+    publish(drop.stream_id, "drop.opened", drop=drop_snapshot(drop=drop))
+
+
+def drop_closed(drop_id: int) -> None:
+    """A drop's sale closed (its end time came, or the stream ended)."""
+    from livestream.selectors import drop_snapshot, drops_for_snapshot
+
+    drop = drops_for_snapshot().get(pk=drop_id)
+    publish(drop.stream_id, "drop.closed", drop=drop_snapshot(drop=drop))
+
+
 def _send_stock(drop_id: Hashable) -> None:
     from livestream.models import Drop
 
@@ -291,16 +356,22 @@ def _maybe_sold_out(stream_id: int, drop_id: int, remaining: int) -> None:
         _sold_out_local.add(drop_id)
     if first:
         publish(stream_id, "drop.sold_out", drop=drop_id)
+        from livestream.demand import demand_sold_out
+
+        demand_sold_out(drop_id=drop_id)
 
 
 def _send_viewers(stream_id: Hashable) -> None:
+    from livestream.demand import peak_viewers_seen
     from livestream.presence import presence_count
 
-    publish(stream_id, "viewers.changed", viewers=presence_count(stream_id))
+    viewers = presence_count(stream_id)
+    publish(stream_id, "viewers.changed", viewers=viewers)
+    peak_viewers_seen(stream_id, viewers)
 
 
-stock_coalescer = Coalescer("stock", _send_stock)
-viewers_coalescer = Coalescer("viewers", _send_viewers)
+stock_coalescer = Coalescer("stock", _send_stock, window_setting="BROADCAST_COALESCE_MS")
+viewers_coalescer = Coalescer("viewers", _send_viewers, window_setting="VIEWERS_COALESCE_MS")
 
 
 def stock_changed(drop_id: int) -> None:
@@ -330,12 +401,18 @@ def reservations_updated(reservation_ids: Iterable[int]) -> None:
     reservations = Reservation.objects.filter(pk__in=list(reservation_ids)).select_related(
         "allocation__drop"
     )
-    for reservation in reservations:
-        send_personal(
+    send_personal_many(
+        (
             reservation.customer_id,
             "reservation.updated",
-            reservation=ReservationSerializer(reservation).data,
+            {"reservation": ReservationSerializer(reservation).data},
         )
+        for reservation in reservations
+    )
+
+
+# From this many reservations changed in one commit, their buyers are told by a task.
+NOTIFY_IN_BACKGROUND_FROM = 10
 
 
 def on_inventory_events(batch: list[inventory_events.Event]) -> None:
@@ -343,10 +420,37 @@ def on_inventory_events(batch: list[inventory_events.Event]) -> None:
     reservation_ids = [
         e.reservation_id for e in batch if isinstance(e, inventory_events.ReservationChanged)
     ]
-    if reservation_ids:
+    if len(reservation_ids) >= NOTIFY_IN_BACKGROUND_FROM:
+        # A settle batch: its buyers are told by another worker process, so that this
+        # one settles the next batch at once (the holds are committed already).
+        from livestream.tasks import notify_reservations
+
+        notify_reservations.delay(reservation_ids)
+    elif reservation_ids:
         reservations_updated(reservation_ids)
     for event in batch:
         if isinstance(event, inventory_events.AllocationChanged):
             drop_id = _drop_of_allocation(event.allocation_id)
             if drop_id is not None:
                 stock_changed(drop_id)
+        elif isinstance(event, inventory_events.WaitlistChanged):
+            waitlist_updated(event)
+
+
+def waitlist_updated(event: inventory_events.WaitlistChanged) -> None:
+    """The viewer's own place in a drop's line: the waitlist entry's id, drop, status,
+    position and offer (a subset of what the REST API shows)."""
+    drop_id = _drop_of_allocation(event.allocation_id)
+    if drop_id is None:
+        return
+    send_personal(
+        event.customer_id,
+        "waitlist.updated",
+        waitlist={
+            "id": event.entry_id,
+            "drop": drop_id,
+            "status": event.status,
+            "position": event.position,
+            "reservation": event.reservation_id,
+        },
+    )

@@ -33,7 +33,7 @@ from django.conf import settings
 from inventory.exceptions import NotFound
 from livestream.broadcast import current_seq, personal_group
 from livestream.exceptions import NotStreamHost
-from livestream.hub import get_hub
+from livestream.hub import get_hub, seq_of
 from livestream.models import Stream
 from livestream.presence import presence_count, presence_join, presence_leave
 from livestream.selectors import host_stats, stream_get, stream_snapshot
@@ -65,10 +65,9 @@ def _error(code: str) -> str:
 
 def _seq_of(text: str) -> int | None:
     """The ``seq`` of an event text (the broadcast module writes it first)."""
-    if text.startswith('{"seq":'):
-        end = text.find(",", 7)
-        with contextlib.suppress(ValueError):
-            return int(text[7:end])
+    seq = seq_of(text)
+    if seq is not None:
+        return seq
     try:
         seq = json.loads(text).get("seq")
     except (ValueError, AttributeError):
@@ -76,11 +75,52 @@ def _seq_of(text: str) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
+# A connect storm (thousands of viewers joining one stream within seconds) must not
+# cost a query and a snapshot each: the stream behind a slug is remembered briefly, and
+# one snapshot build serves every viewer that joins while it is fresh (see
+# ``StreamConsumer._send_state`` for why that loses nothing).
+STREAM_LOOKUP_SECONDS = 5.0
+SNAPSHOT_SHARE_SECONDS = 1.0
+_streams_by_slug: dict[str, tuple[Stream, float]] = {}
+_snapshot_builds: dict[int, asyncio.Future] = {}
+
+
 def _find_stream(slug: str) -> Stream | None:
     try:
         return stream_get(slug=slug)
     except NotFound:
         return None
+
+
+async def _find_stream_cached(slug: str) -> Stream | None:
+    remembered = _streams_by_slug.get(slug)
+    if remembered is not None and time.monotonic() - remembered[1] < STREAM_LOOKUP_SECONDS:
+        return remembered[0]
+    stream = await database_sync_to_async(_find_stream)(slug)
+    if stream is not None:
+        if len(_streams_by_slug) > 10_000:  # bounded: slugs are the client's to invent
+            _streams_by_slug.clear()
+        _streams_by_slug[slug] = (stream, time.monotonic())
+    return stream
+
+
+def forget_cached_streams() -> None:
+    """Forget the streams remembered by slug and any snapshot build in flight."""
+    _streams_by_slug.clear()
+    _snapshot_builds.clear()
+
+
+async def _build_state_shared(stream_id: int, slug: str) -> tuple[int, str] | None:
+    """``_build_state``, with concurrent callers for one stream waiting on one build."""
+    build = _snapshot_builds.get(stream_id)
+    if build is None:
+        build = asyncio.ensure_future(database_sync_to_async(_build_state)(stream_id, slug))
+        _snapshot_builds[stream_id] = build
+        build.add_done_callback(lambda _: _snapshot_builds.pop(stream_id, None))
+    state = await asyncio.shield(build)
+    if state is not None:
+        get_hub().share_snapshot(stream_id, *state)
+    return state
 
 
 def _build_state(stream_id: int, slug: str) -> tuple[int, str] | None:
@@ -151,11 +191,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._floor_seq = 0
         self._closing = False
         self._sender: asyncio.Task | None = None
+        # A send that could not finish at once (backpressure), completing in the
+        # background; the sender task and the fast path wait for it.
+        self._in_flight: asyncio.Future | None = None
+        self._sender_busy = False
         self._joined = False
         self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
 
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
-        stream = await database_sync_to_async(_find_stream)(self.slug)
+        stream = await _find_stream_cached(self.slug)
         await self.accept()
         if stream is None:
             self._closing = True
@@ -168,6 +212,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._sender = asyncio.create_task(self._send_loop())
         self._pending = []  # buffer hub events until the snapshot is out
         self._joined = True
+        # Read right before joining, with no await in between: every event fanned out
+        # before this viewer was added has a seq of at most this; later ones are buffered.
+        self._pending_floor = get_hub().seen_seq(self.stream_id)
         await get_hub().join(self.stream_id, self)
         await presence_join(self.stream_id, self.conn_id)
         if user is not None and user.is_authenticated:
@@ -214,8 +261,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- outgoing -------------------------------------------------------------------------
 
-    def offer(self, text: str) -> bool:
-        """From the hub: queue a stream event (False: this viewer is too slow, closing)."""
+    def offer(self, text: str, seq: int | None = None) -> bool:
+        """From the hub: queue a stream event (False: this viewer is too slow, closing).
+        ``seq``: the event's, parsed once by the hub for all its viewers."""
         if self._closing:
             return False
         if self._pending is not None:
@@ -226,7 +274,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return True
         if self._floor_seq:
             # Already in the last snapshot (it arrived late, through Redis).
-            seq = _seq_of(text)
+            if seq is None:
+                seq = _seq_of(text)
             if seq is not None and seq <= self._floor_seq:
                 return True
         return self._enqueue(text)
@@ -234,6 +283,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def _enqueue(self, text: str) -> bool:
         if self._closing:
             return False
+        if (
+            self._queue.empty()
+            and not self._sender_busy
+            and (self._in_flight is None or self._in_flight.done())
+        ):
+            # Nothing ahead of it: write it now, without waking the sender task (a
+            # fan-out to thousands of viewers otherwise costs a task switch each).
+            return self._send_now(text)
         try:
             self._queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -254,11 +311,38 @@ class StreamConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):
             await self.close(code=code)
 
+    def _send_now(self, text: str) -> bool:
+        """Run the send coroutine by hand: when the socket is writable, uvicorn writes
+        the frame without ever suspending, so it completes here. If it does suspend
+        (the transport is paused: a slow reader), it is finished in the background and
+        what follows queues behind it."""
+        sending = self.send(text_data=text)
+        try:
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:  # the socket is gone; disconnect cleans up
+            logger.debug("stream %s: send failed: %s", self.stream_id, exc)
+            self._closing = True
+            return False
+        self._in_flight = asyncio.ensure_future(_resume(sending, waiting_on))
+        self._in_flight.add_done_callback(self._in_flight_done)
+        return True
+
+    def _in_flight_done(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.debug("stream %s: send failed: %s", self.stream_id, future.exception())
+            self._closing = True
+
     async def _send_loop(self):
         try:
             while True:
                 text = await self._queue.get()
+                self._sender_busy = True
+                if self._in_flight is not None and not self._in_flight.done():
+                    await self._in_flight
                 await self.send(text_data=text)
+                self._sender_busy = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket is gone; disconnect cleans up
@@ -270,10 +354,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         newer than it."""
         if self._pending is None:
             self._pending = []
+            self._pending_floor = get_hub().seen_seq(self.stream_id)
         try:
             for _ in range(SNAPSHOT_ATTEMPTS):
                 self._pending_overflow = False
-                state = await database_sync_to_async(_build_state)(self.stream_id, self.slug)
+                state = await self._state_since(self._pending_floor)
                 if state is None:
                     self._close_soon(CLOSE_NOT_FOUND)
                     return
@@ -294,6 +379,27 @@ class StreamConsumer(AsyncWebsocketConsumer):
             event_seq = _seq_of(event)
             if event_seq is None or event_seq > seq:
                 self._enqueue(event)
+
+    async def _state_since(self, floor: int | None) -> tuple[int, str] | None:
+        """A ``stream.state`` holding every event up to ``floor``: events fanned out
+        before buffering began have a seq of at most ``floor``, later ones are in the
+        buffer, so a snapshot (shared, or from a build already running) whose seq is at
+        least ``floor`` misses nothing. Without a floor (no confirmed subscription yet,
+        or events were lost) only a build started now will do."""
+        hub = get_hub()
+        if floor is not None:
+            shared = hub.shared_snapshot(
+                self.stream_id, floor=floor, max_age=SNAPSHOT_SHARE_SECONDS
+            )
+            if shared is not None:
+                return shared
+            state = await _build_state_shared(self.stream_id, self.slug)
+            if state is None or state[0] >= floor:
+                return state
+        state = await database_sync_to_async(_build_state)(self.stream_id, self.slug)
+        if state is not None:
+            hub.share_snapshot(self.stream_id, *state)
+        return state
 
     async def personal_event(self, message):
         """``reservation.updated`` and other personal events, from the channel layer."""
@@ -329,6 +435,24 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self._enqueue(_error("unavailable"))
         else:
             self._enqueue(_error("unknown_type"))
+
+
+async def _resume(coroutine, waiting_on) -> None:
+    """Finish a coroutine that was started by hand and suspended on ``waiting_on`` (a
+    future), stepping it as an asyncio task would."""
+    while True:
+        if waiting_on is None:
+            await asyncio.sleep(0)  # a bare yield: just let the loop run once
+        else:
+            # What a task does with a future a coroutine yields: clear its "blocking"
+            # mark, wait for it; the coroutine gets the outcome itself when resumed.
+            waiting_on._asyncio_future_blocking = False
+            with contextlib.suppress(Exception):
+                await waiting_on
+        try:
+            waiting_on = coroutine.send(None)
+        except StopIteration:
+            return
 
 
 def _can_control(stream: Stream, user) -> bool:

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class Connection(Protocol):
     conn_id: str
     is_host: bool
 
-    def offer(self, text: str) -> bool: ...
+    def offer(self, text: str, seq: int | None = None) -> bool: ...
 
 
 # --- the process's asyncio Redis client ------------------------------------------------
@@ -104,6 +105,16 @@ async def close_async_redis() -> None:
         await client.aclose(close_connection_pool=True)
 
 
+def seq_of(text: str) -> int | None:
+    """The ``seq`` of an event text (``broadcast.publish`` writes it first, so no JSON
+    parsing on the fan-out path); None for texts without one."""
+    if text.startswith('{"seq":'):
+        end = text.find(",", 7)
+        with contextlib.suppress(ValueError):
+            return int(text[7:end])
+    return None
+
+
 # --- the hub ---------------------------------------------------------------------------
 
 
@@ -116,6 +127,11 @@ class _Stream:
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     # A viewer built its snapshot before the subscription was confirmed.
     stale: bool = False
+    # The highest ``seq`` fanned out here: a snapshot at least this new misses nothing
+    # that reached this process (see ``Hub.seen_seq``).
+    last_seq: int = 0
+    # The latest ``stream.state`` built in this process: ``(seq, text, built at)``.
+    snapshot: tuple[int, str, float] | None = None
 
 
 class Hub:
@@ -225,14 +241,47 @@ class Hub:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._fanout, stream_id, text)
 
+    def seen_seq(self, stream_id: int) -> int | None:
+        """The highest ``seq`` of the stream fanned out to local viewers so far, or None
+        when this process has no confirmed, gap-free subscription to it (then nobody
+        can tell what it missed)."""
+        entry = self._streams.get(stream_id)
+        if entry is None or entry.stale:
+            return None
+        if entry.listener is not None and not entry.subscribed.is_set():
+            return None
+        return entry.last_seq
+
+    def shared_snapshot(
+        self, stream_id: int, *, floor: int, max_age: float
+    ) -> tuple[int, str] | None:
+        """A snapshot another local viewer built, if it holds every event up to
+        ``floor`` (the newest seq fanned out before the caller started buffering) and is
+        younger than ``max_age`` seconds."""
+        entry = self._streams.get(stream_id)
+        if entry is None or entry.snapshot is None or self.seen_seq(stream_id) is None:
+            return None
+        seq, text, built = entry.snapshot
+        if seq < floor or time.monotonic() - built > max_age:
+            return None
+        return seq, text
+
+    def share_snapshot(self, stream_id: int, seq: int, text: str) -> None:
+        entry = self._streams.get(stream_id)
+        if entry is not None and (entry.snapshot is None or seq >= entry.snapshot[0]):
+            entry.snapshot = (seq, text, time.monotonic())
+
     def _fanout(self, stream_id: int, text: str, entry: _Stream | None = None) -> None:
         entry = entry if entry is not None else self._streams.get(stream_id)
         if entry is None:
             return
+        seq = seq_of(text)
+        if seq is not None and seq > entry.last_seq:
+            entry.last_seq = seq
         slow = []
         for connection in list(entry.connections):
             try:
-                if not connection.offer(text):
+                if not connection.offer(text, seq):
                     slow.append(connection)
             except Exception:  # one broken connection must not starve the others
                 logger.exception("stream %s: offer failed", stream_id)
@@ -261,6 +310,10 @@ class Hub:
                         raise TimeoutError("no subscribe confirmation")
                     if message["type"] == "subscribe":
                         break
+                if failed or entry.stale:
+                    # Events published meanwhile never reached us: no snapshot from
+                    # before may be shared any more.
+                    entry.snapshot = None
                 entry.subscribed.set()
                 if failed or entry.stale:
                     entry.stale = False

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from inventory.exceptions import NotFound
 from inventory.models import Reservation
+from livestream import readiness
 from livestream.models import Drop, Stream
 
 
@@ -64,6 +65,7 @@ def drop_snapshot(*, drop: Drop) -> dict[str, Any]:
         "per_viewer_limit": drop.per_viewer_limit,
         "pinned": drop.is_pinned,
         "starts_at": _iso(drop.starts_at),
+        "ends_at": _iso(drop.ends_at),
         "status": allocation.status,
     }
 
@@ -108,8 +110,10 @@ RATE_WINDOW = timedelta(minutes=5)
 
 def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> dict[str, Any]:
     """What the host watches live: viewers, and per drop the sell-through, the units
-    taken per minute (held or bought, over the last few minutes of its sale) and the
-    projected time until it sells out at that rate (None when nothing moves)."""
+    taken per minute (held or bought, over the last few minutes of its sale), the live
+    rate (``livestream.readiness.live_rate``: weighted towards the last seconds) and
+    the projected time until it sells out at that live rate (None when nothing
+    moves)."""
     now = now or timezone.now()
     drops = list(drops_for_snapshot().filter(stream_id=stream.pk))
     since = now - RATE_WINDOW
@@ -123,6 +127,11 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
         .annotate(units=Sum("quantity"))
         .values_list("allocation_id", "units")
     )
+    # The projection is the readiness estimator's live rate (exponentially weighted
+    # towards the last seconds), so the console and the demand report agree.
+    live = readiness.live_taken_buckets(
+        allocation_ids=[d.allocation_id for d in drops if d.allocation.status == "open"], now=now
+    )
     rows = []
     for drop in drops:
         allocation = drop.allocation
@@ -130,6 +139,12 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
         minutes = max((now - max(opened, since)).total_seconds() / 60, 1 / 60)
         rate = taken.get(allocation.pk, 0) / minutes
         remaining = allocation.remaining
+        live_rate, projected = readiness.live_projection(
+            buckets=live.get(allocation.pk),
+            opened_at=allocation.opened_at,
+            now=now,
+            remaining=remaining,
+        )
         rows.append(
             {
                 "drop": drop.pk,
@@ -142,8 +157,9 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
                 if allocation.quantity
                 else 0.0,
                 "units_per_minute": round(rate, 2),
-                "projected_sold_out_seconds": round(remaining / rate * 60)
-                if rate > 0 and remaining > 0 and allocation.status == "open"
+                "live_units_per_minute": round(live_rate * 60, 2),
+                "projected_sold_out_seconds": round(projected)
+                if projected is not None and allocation.status == "open"
                 else None,
             }
         )

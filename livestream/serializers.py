@@ -23,6 +23,13 @@ class StreamCreateSerializer(serializers.Serializer):
     playback_url = StrictRegexField(
         PLAYBACK_URL_PATTERN, required=False, allow_blank=True, max_length=500
     )
+    expected_viewers = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_QUANTITY,
+        required=False,
+        allow_null=True,
+        help_text="Your estimate of the audience, for the readiness report.",
+    )
 
 
 class DropCreateSerializer(serializers.Serializer):
@@ -33,6 +40,10 @@ class DropCreateSerializer(serializers.Serializer):
         min_value=1, max_value=MAX_QUANTITY, required=False, allow_null=True
     )
     starts_at = serializers.DateTimeField(required=False, allow_null=True)
+    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    duration_seconds = StrictIntegerField(
+        min_value=1, max_value=24 * 3600, required=False, allow_null=True
+    )
 
 
 class ReserveSerializer(serializers.Serializer):
@@ -55,6 +66,7 @@ class DropSerializer(serializers.Serializer):
     per_viewer_limit = serializers.IntegerField(allow_null=True)
     pinned = serializers.BooleanField()
     starts_at = serializers.DateTimeField(allow_null=True)
+    ends_at = serializers.DateTimeField(allow_null=True)
     status = serializers.CharField()
 
 
@@ -110,3 +122,27 @@ class ReservationSerializer(serializers.ModelSerializer):
             return drop_id
         drop = getattr(reservation.allocation, "drop", None)
         return drop.pk if drop is not None else None
+
+
+class WaitlistJoinSerializer(serializers.Serializer):
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY, required=False, default=1)
+
+
+class WaitlistEntrySerializer(serializers.Serializer):
+    """A viewer's place in a drop's line (also the ``waitlist.updated`` event's body)."""
+
+    id = serializers.IntegerField()
+    drop = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    position = serializers.IntegerField(
+        allow_null=True, help_text="1 for the next in line; null once no longer waiting."
+    )
+    quantity = serializers.IntegerField()
+    reservation = serializers.IntegerField(
+        source="reservation_id", allow_null=True, help_text="The offer: a hold to check out."
+    )
+    created_at = serializers.DateTimeField()
+    offered_at = serializers.DateTimeField(allow_null=True)
+
+    def get_drop(self, entry) -> int:
+        return self.context["drop_id"]

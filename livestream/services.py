@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -25,8 +25,9 @@ from django.utils.text import slugify
 
 from inventory import services as inventory
 from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
-from inventory.models import Allocation, Reservation
+from inventory.models import Allocation, Reservation, WaitlistEntry
 from livestream import broadcast
+from livestream.demand import demand_flush, demand_on_pin
 from livestream.exceptions import (
     InvalidStreamTransition,
     NotStreamHost,
@@ -169,8 +170,10 @@ def stream_create(
     scheduled_start: datetime | None = None,
     playback_url: str = "",
     description: str = "",
+    expected_viewers: int | None = None,
 ) -> Stream:
-    """Schedule a stream hosted by ``host``.
+    """Schedule a stream hosted by ``host`` (``expected_viewers``: the host's estimate of
+    the audience, which the readiness report uses before any history).
 
     Guarantees: only a user who can host (staff or the "hosts" group) gets one
     (``NotStreamHost``); bad input raises ``InvalidInput`` naming the field; nothing is
@@ -189,12 +192,15 @@ def stream_create(
     ).strip()
     if playback_url and not PLAYBACK_URL_RE.match(playback_url):
         raise InvalidInput("playback_url must be an http(s) URL.", field="playback_url")
+    if expected_viewers is not None:
+        expected_viewers = _check_units(expected_viewers, field="expected_viewers")
     fields = {
         "host": host,
         "title": title,
         "description": description,
         "scheduled_start": scheduled_start,
         "playback_url": playback_url,
+        "expected_viewers": expected_viewers,
     }
     with transaction.atomic():
         if slug is not None:
@@ -273,6 +279,8 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         )
         for allocation_id in allocation_ids:  # pk order, as every lock is taken
             inventory.allocation_close(allocation_id=allocation_id, actor=actor)
+        for drop_id in Drop.objects.filter(stream_id=stream.pk).values_list("pk", flat=True):
+            broadcast.on_commit(lambda drop_id=drop_id: demand_flush(drop_id=drop_id, final=True))
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
@@ -292,8 +300,15 @@ def drop_create(
     per_viewer_limit: int | None,
     actor,
     starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    duration_seconds: int | None = None,
 ) -> Drop:
     """Put ``quantity`` units of a variant on the stream's stage at ``price``.
+
+    A timed drop: ``starts_at`` (its sale opens by itself then, pinned or not, once the
+    stream is live; pinning it earlier shows the countdown) and ``ends_at`` or
+    ``duration_seconds`` (counted from when the sale opens): its sale closes by itself,
+    unsold units going back to stock (``drops_run_schedule``).
 
     Guarantees: only the host or staff (``NotStreamHost``), never on an ended stream
     (``StreamEnded``); the units are carved from free stock by
@@ -312,6 +327,7 @@ def drop_create(
         if per_viewer_limit is not None:
             per_viewer_limit = _check_units(per_viewer_limit, field="per_viewer_limit")
         starts_at = _check_moment(starts_at, field="starts_at")
+        ends_at, duration = _check_sale_window(starts_at, ends_at, duration_seconds)
         variant = _sellable_variant(variant_id)
         try:
             stock_item_id = variant.stock.pk
@@ -332,9 +348,37 @@ def drop_create(
             currency=variant.currency,
             per_viewer_limit=per_viewer_limit,
             starts_at=starts_at,
+            ends_at=ends_at,
+            duration=duration,
         )
     drop_routing_forget(drop.pk)
     return drop
+
+
+# A timed sale lasts at most a day (flash sales run seconds to minutes).
+MAX_SALE_SECONDS = 24 * 3600
+
+
+def _check_sale_window(
+    starts_at: datetime | None, ends_at: object, duration_seconds: object
+) -> tuple[datetime | None, timedelta | None]:
+    ends_at = _check_moment(ends_at, field="ends_at")
+    if ends_at is not None and duration_seconds is not None:
+        raise InvalidInput("Give ends_at or duration_seconds, not both.", field="ends_at")
+    if ends_at is not None:
+        if ends_at <= (starts_at or timezone.now()):
+            raise InvalidInput("ends_at must be after the sale starts.", field="ends_at")
+        return ends_at, None
+    if duration_seconds is None:
+        return None, None
+    if isinstance(duration_seconds, bool) or not isinstance(duration_seconds, int):
+        raise InvalidInput("duration_seconds must be a whole number.", field="duration_seconds")
+    if not 1 <= duration_seconds <= MAX_SALE_SECONDS:
+        raise InvalidInput(
+            f"duration_seconds must be between 1 and {MAX_SALE_SECONDS}.",
+            field="duration_seconds",
+        )
+    return None, timedelta(seconds=duration_seconds)
 
 
 def _sellable_variant(variant_id: object) -> Variant:
@@ -388,9 +432,31 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
             for other in unpinned:
                 broadcast.on_commit(lambda other=other: broadcast.drop_unpinned(other))
             broadcast.on_commit(lambda: broadcast.drop_pinned(drop.pk))
-        if drop.allocation.status != Allocation.Status.OPEN:
-            drop.allocation = inventory.allocation_open(allocation_id=drop.allocation_id)
+            broadcast.on_commit(lambda: _remember_audience_at_pin(drop))
+        # A timed drop pinned before its start shows the countdown; it opens on time.
+        if drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
+            _open_sale(drop)
     return drop
+
+
+def _starts_later(drop: Drop, now: datetime | None = None) -> bool:
+    return drop.starts_at is not None and drop.starts_at > (now or timezone.now())
+
+
+def _open_sale(drop: Drop, now: datetime | None = None) -> None:
+    """Inside the stream's lock: open the drop's allocation; a duration starts now (the
+    scheduler's moment, never before the drop's start)."""
+    drop.allocation = inventory.allocation_open(allocation_id=drop.allocation_id)
+    if drop.duration is not None and drop.ends_at is None:
+        opened = max(filter(None, (now or timezone.now(), drop.starts_at)))
+        drop.ends_at = opened + drop.duration
+        Drop.objects.filter(pk=drop.pk).update(ends_at=drop.ends_at)
+
+
+def _remember_audience_at_pin(drop: Drop) -> None:
+    from livestream.presence import presence_count
+
+    demand_on_pin(drop=drop, viewers=presence_count(drop.stream_id))
 
 
 def drop_unpin(*, drop_id: int, actor) -> Drop:
@@ -425,3 +491,108 @@ def drop_reserve(
         unit_price=routing.price,
         currency=routing.currency,
     )
+
+
+# --- timed drops -----------------------------------------------------------------------
+
+
+def drops_run_schedule(*, now: datetime | None = None) -> dict[str, int]:
+    """Open timed drops whose start has come (on a live stream) and close those whose
+    end has come. Run every second by beat; idempotent, so a late or doubled run is
+    harmless. Returns how many opened and closed."""
+    now = now or timezone.now()
+    due_to_open = Drop.objects.filter(
+        starts_at__lte=now,
+        allocation__status=Allocation.Status.READY,
+        stream__status=Stream.Status.LIVE,
+    ).values_list("pk", flat=True)
+    due_to_close = (
+        Drop.objects.filter(ends_at__lte=now)
+        .exclude(allocation__status=Allocation.Status.CLOSED)
+        .values_list("pk", flat=True)
+    )
+    opened = sum(_open_timed(drop_id, now) for drop_id in list(due_to_open))
+    closed = sum(_close_timed(drop_id, now) for drop_id in list(due_to_close))
+    return {"opened": opened, "closed": closed}
+
+
+def _lock_drop_for_schedule(drop_id: int) -> tuple[Stream, Drop] | None:
+    stream_id = Drop.objects.filter(pk=drop_id).values_list("stream_id", flat=True).first()
+    if stream_id is None:
+        return None
+    stream = _lock_stream(stream_id)
+    return stream, drops_for_snapshot().get(pk=drop_id)
+
+
+def _open_timed(drop_id: int, now: datetime) -> bool:
+    with transaction.atomic():
+        locked = _lock_drop_for_schedule(drop_id)
+        if locked is None:
+            return False
+        stream, drop = locked
+        if (
+            stream.status != Stream.Status.LIVE
+            or drop.allocation.status != Allocation.Status.READY
+            or _starts_later(drop, now)
+        ):
+            return False  # changed since it was found due
+        if drop.ends_at is not None and drop.ends_at <= now:
+            return False  # its whole window passed before the stream went live
+        _open_sale(drop, now)
+        broadcast.on_commit(lambda: broadcast.drop_opened(drop.pk))
+    return True
+
+
+def _close_timed(drop_id: int, now: datetime) -> bool:
+    with transaction.atomic():
+        locked = _lock_drop_for_schedule(drop_id)
+        if locked is None:
+            return False
+        _stream, drop = locked
+        if (
+            drop.ends_at is None
+            or drop.ends_at > now
+            or drop.allocation.status == Allocation.Status.CLOSED
+        ):
+            return False
+        if drop.is_pinned:
+            Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
+            broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
+        # Unsold units go back to stock with a ledger entry; open holds keep theirs until
+        # checkout, release or expiry, then return to stock too.
+        inventory.allocation_close(allocation_id=drop.allocation_id)
+        broadcast.on_commit(lambda: broadcast.drop_closed(drop.pk))
+        broadcast.on_commit(lambda: demand_flush(drop_id=drop.pk, final=True))
+    return True
+
+
+# --- the waitlist ----------------------------------------------------------------------
+
+
+def drop_waitlist_join(
+    *, drop_id: int, customer_id: int, quantity: int = 1
+) -> tuple[WaitlistEntry, bool]:
+    """Queue for a sold-out drop at its price (``inventory.services.waitlist_join``:
+    ``NotSoldOut`` while a unit is free, ``DropNotLive``, ``LimitReached``). Returns the
+    entry, with its ``position``, and whether it is new."""
+    routing = drop_routing(drop_id)
+    return inventory.waitlist_join(
+        allocation_id=routing.allocation_id,
+        customer_id=customer_id,
+        quantity=quantity,
+        unit_price=routing.price,
+        currency=routing.currency,
+    )
+
+
+def drop_waitlist_entry(*, drop_id: int, customer_id: int) -> WaitlistEntry:
+    """The customer's latest entry for the drop (``NotOnWaitlist`` if none)."""
+    routing = drop_routing(drop_id)
+    return inventory.waitlist_entry_for(
+        allocation_id=routing.allocation_id, customer_id=customer_id
+    )
+
+
+def drop_waitlist_leave(*, drop_id: int, customer_id: int) -> WaitlistEntry:
+    routing = drop_routing(drop_id)
+    return inventory.waitlist_leave(allocation_id=routing.allocation_id, customer_id=customer_id)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from livestream import broadcast
+from livestream import broadcast, demand, services
 
 
 @shared_task(name="livestream.flush_counters", acks_late=True, ignore_result=True)
@@ -13,3 +13,22 @@ def flush_counters() -> dict[str, int]:
         "stock": broadcast.stock_coalescer.sweep(),
         "viewers": broadcast.viewers_coalescer.sweep(),
     }
+
+
+@shared_task(name="livestream.flush_demand", acks_late=True, ignore_result=True)
+def flush_demand() -> int:
+    """Write the demand counters of selling drops to the database (every few seconds)."""
+    return demand.demand_flush_selling()
+
+
+@shared_task(name="livestream.run_drop_schedule", ignore_result=True)
+def run_drop_schedule() -> dict[str, int]:
+    """Open and close timed drops on time (every second; idempotent)."""
+    return services.drops_run_schedule()
+
+
+@shared_task(name="livestream.notify_reservations", ignore_result=True)
+def notify_reservations(reservation_ids: list[int]) -> int:
+    """Tell each buyer of a settled batch about their reservation."""
+    broadcast.reservations_updated(reservation_ids)
+    return len(reservation_ids)

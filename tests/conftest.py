@@ -109,8 +109,11 @@ def celery_through_broker(settings):
 
 @pytest.fixture(autouse=True)
 def _forget_drop_routing():
-    """Drop routing is cached per process; ids are reused across tests."""
+    """Drop routing and streams by slug are cached per process; ids and slugs are
+    reused across tests."""
+    from livestream.consumers import forget_cached_streams
     from livestream.selectors import drop_routing_cache_clear
 
     drop_routing_cache_clear()
+    forget_cached_streams()
     yield

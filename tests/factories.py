@@ -66,3 +66,89 @@ def open_allocation(
         label=f"drop of {variant.sku}",
     )
     return services.allocation_open(allocation_id=allocation.pk)
+
+
+# --- streams, drops and their demand (the readiness report's inputs) --------------------
+
+
+class StreamFactory(factory.django.DjangoModelFactory):
+    """A scheduled stream, written directly (tests of reports, not of ``stream_create``)."""
+
+    class Meta:
+        model = "livestream.Stream"
+
+    host = factory.SubFactory(UserFactory)
+    title = factory.Sequence(lambda n: f"Stream {n}")
+    slug = factory.Sequence(lambda n: f"stream-{n}")
+
+
+def stream_drop(
+    *,
+    stream,
+    quantity: int,
+    on_hand: int | None = None,
+    per_viewer_limit: int | None = None,
+    price: Decimal = Decimal("9.99"),
+):
+    """A drop on ``stream`` carved from a new variant's stock (``on_hand`` defaults to the
+    quantity), through the service, as its host."""
+    from livestream import services as live
+
+    variant = stocked_variant(on_hand=quantity if on_hand is None else on_hand)
+    return live.drop_create(
+        stream_id=stream.pk,
+        variant_id=variant.pk,
+        quantity=quantity,
+        price=price,
+        per_viewer_limit=per_viewer_limit,
+        actor=stream.host,
+    )
+
+
+class DropDemandFactory(factory.django.DjangoModelFactory):
+    """Demand figures of a drop, as ``livestream.demand`` would have flushed them."""
+
+    class Meta:
+        model = "livestream.DropDemand"
+
+    drop = factory.LazyFunction(lambda: stream_drop(stream=StreamFactory(), quantity=10))
+    supply = 10
+    final = True
+
+
+def host_user(**fields):
+    """A user in the "hosts" group (who may create streams)."""
+    from django.contrib.auth.models import Group
+
+    user = UserFactory(**fields)
+    user.groups.add(Group.objects.get_or_create(name="hosts")[0])
+    return user
+
+
+def live_drop(
+    *,
+    quantity: int,
+    on_hand: int | None = None,
+    per_viewer_limit: int | None = None,
+    price: Decimal = Decimal("9.99"),
+    pin: bool = True,
+    title: str = "Live",
+):
+    """A drop on a live stream, through the services as its host (``drop.stream.host``),
+    carved from a new variant's stock (``on_hand`` defaults to the quantity); pinned,
+    so on sale, unless ``pin`` is False."""
+    from livestream import services as live
+
+    host = host_user()
+    stream = live.stream_create(host=host, title=title)
+    live.stream_start(stream_id=stream.pk, actor=host)
+    drop = stream_drop(
+        stream=stream,
+        quantity=quantity,
+        on_hand=on_hand,
+        per_viewer_limit=per_viewer_limit,
+        price=price,
+    )
+    if pin:
+        drop = live.drop_pin(drop_id=drop.pk, actor=host)
+    return drop

@@ -169,6 +169,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "livestream.flush_counters",
         "schedule": env.float("COUNTER_SWEEP_SECONDS", default=5.0),
     },
+    "flush-demand": {
+        "task": "livestream.flush_demand",
+        "schedule": env.float("DEMAND_FLUSH_SECONDS", default=10.0),
+    },
+    "drop-schedule": {
+        "task": "livestream.run_drop_schedule",
+        "schedule": env.float("DROP_SCHEDULE_SECONDS", default=1.0),
+    },
     "reconcile-payments": {
         "task": "shop.reconcile_payments",
         "schedule": env.float("PAYMENT_RECONCILE_SECONDS", default=60.0),
@@ -250,6 +258,12 @@ LOGGING = {
 # Counter events (stock.changed, viewers.changed) per drop or stream are sent at most
 # once per window, the last value always delivered; 0 sends every change.
 BROADCAST_COALESCE_MS = env.int("BROADCAST_COALESCE_MS", default=250)
+# The ASGI server's cyclic garbage collector thresholds (generations 0, 1, 2; Python's
+# default is 700, 10, 10): see config/asgi.py.
+ASGI_GC_THRESHOLDS = tuple(env.list("ASGI_GC_THRESHOLDS", cast=int, default=[7_000, 10, 1_000]))
+# The viewer count changes with every arrival: in a connect storm each of its events
+# goes to every viewer, so it is coalesced over a longer window (nobody needs it faster).
+VIEWERS_COALESCE_MS = env.int("VIEWERS_COALESCE_MS", default=1000)
 # Presence: each process refreshes its viewers this often; a viewer not refreshed for
 # the TTL (its process died) is no longer counted.
 PRESENCE_HEARTBEAT_SECONDS = env.int("PRESENCE_HEARTBEAT_SECONDS", default=10)
@@ -273,6 +287,8 @@ PAYMENT_WEBHOOK_TOLERANCE_SECONDS = env.int("PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
 INVENTORY_GATE_ENABLED = env.bool("INVENTORY_GATE_ENABLED", default=True)
 # How long a hold lasts before it expires and its units return.
 RESERVATION_HOLD_SECONDS = env.int("RESERVATION_HOLD_SECONDS", default=600)
+# A unit offered to the first viewer on a waitlist is theirs for this long.
+WAITLIST_OFFER_SECONDS = env.int("WAITLIST_OFFER_SECONDS", default=60)
 # Pending holds the reserve task settles in one transaction (the commit is the ceiling).
 RESERVATION_SETTLE_BATCH = env.int("RESERVATION_SETTLE_BATCH", default=50)
 # A hard cap of simultaneously active (pending or held) holds per customer.

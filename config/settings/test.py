@@ -28,3 +28,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Counter events go out on every change, synchronously (the coalescing tests and the
 # real server processes use a window).
 BROADCAST_COALESCE_MS = 0
+VIEWERS_COALESCE_MS = 0

@@ -29,6 +29,13 @@ from inventory.services.stock import (
     stock_restock,
     stock_set_on_hand,
 )
+from inventory.services.waitlist import (
+    offer_returned_units,
+    waitlist_entry_for,
+    waitlist_join,
+    waitlist_leave,
+    waitlist_position,
+)
 
 __all__ = [
     "MAX_QUANTITY",
@@ -38,6 +45,7 @@ __all__ = [
     "allocation_settle_pending",
     "gate_rebuild",
     "gate_reconcile",
+    "offer_returned_units",
     "reservation_confirm",
     "reservation_refund",
     "reservation_reinstate",
@@ -49,4 +57,8 @@ __all__ = [
     "stock_item_ensure",
     "stock_restock",
     "stock_set_on_hand",
+    "waitlist_entry_for",
+    "waitlist_join",
+    "waitlist_leave",
+    "waitlist_position",
 ]

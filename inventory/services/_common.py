@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db.models import Sum
+
 from inventory import events
 from inventory.exceptions import InvalidInput
 from inventory.models import Reservation
@@ -38,4 +40,23 @@ def reservation_changed_event(reservation: Reservation) -> events.ReservationCha
         customer_id=reservation.customer_id,
         allocation_id=reservation.allocation_id,
         status=reservation.status,
+    )
+
+
+def _units(**filters) -> int:
+    return Reservation.objects.filter(**filters).aggregate(t=Sum("quantity"))["t"] or 0
+
+
+def pending_units(allocation_id: int) -> int:
+    """Units admitted on the allocation and not settled yet (promised to requests)."""
+    return _units(allocation_id=allocation_id, status=Reservation.Status.PENDING)
+
+
+def customer_units(allocation_id: int, customer_id: int) -> int:
+    """Units the customer has pending, held or bought on the allocation (what the
+    per-customer limit counts)."""
+    return _units(
+        allocation_id=allocation_id,
+        customer_id=customer_id,
+        status__in=Reservation.ACTIVE_STATUSES,
     )

@@ -11,6 +11,7 @@ from inventory.exceptions import AllocationClosed, InsufficientStock, NotFound
 from inventory.models import Allocation, StockItem, StockMovement
 from inventory.services._common import validate_quantity
 from inventory.services.gate_sync import gate_rebuild
+from inventory.services.waitlist import waitlist_close
 
 Reason = StockMovement.Reason
 
@@ -118,6 +119,8 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
                 actor=actor,
                 reference=f"allocation:{allocation.pk}",
             )
+        # Whoever still waits in line is not served: the sale ended first.
+        waitlist_close(allocation_id=allocation_id)
         allocation.refresh_from_db()
         events.emit_on_commit([allocation_changed_event(allocation)])
         if gate.gate_enabled():

@@ -11,16 +11,14 @@ from django.utils import timezone
 
 from inventory import gate
 from inventory.models import Allocation, Reservation
+from inventory.services._common import pending_units
 
 logger = logging.getLogger(__name__)
 
 
 def _state_from_database(allocation: Allocation) -> gate.GateState:
     reservations = Reservation.objects.filter(allocation_id=allocation.pk)
-    pending = (
-        reservations.filter(status=Reservation.Status.PENDING).aggregate(t=Sum("quantity"))["t"]
-        or 0
-    )
+    pending = pending_units(allocation.pk)
     customers = dict(
         reservations.filter(status__in=Reservation.ACTIVE_STATUSES)
         .values("customer_id")

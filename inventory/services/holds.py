@@ -22,6 +22,7 @@ from inventory.exceptions import (
     SoldOut,
 )
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.services import waitlist
 from inventory.services._common import reservation_changed_event
 from inventory.services.allocations import allocation_changed_event
 from inventory.services.gate_sync import gate_rebuild
@@ -78,12 +79,15 @@ def _return_holds(
         actor=actor,
         reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
     )
+    waitlist.offers_returned(reservations=reservations, status=status)
+    # Units back on sale go to the first viewers in line before anyone else.
+    offered = 0 if closed else waitlist.offer_returned_units(allocation_id=allocation_id)
     allocation.refresh_from_db()
     events.emit_on_commit(
         [reservation_changed_event(r) for r in reservations]
         + [allocation_changed_event(allocation)]
     )
-    if gate.gate_enabled():
+    if gate.gate_enabled() and not offered:
         returned = [(r.customer_id, r.quantity, r.pk) for r in reservations]
         transaction.on_commit(lambda: _gate_give_back_all(allocation_id, returned))
 
@@ -195,6 +199,7 @@ def _sell(reservation: Reservation) -> None:
         status=Status.CONFIRMED, updated_at=timezone.now()
     )
     reservation.status = Status.CONFIRMED
+    waitlist.offer_claimed(reservation=reservation)
     StockMovement.objects.create(
         stock_item_id=allocation.stock_item_id,
         allocation_id=allocation.pk,
@@ -335,11 +340,12 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
             actor=actor,
             reference=f"reservation:{reservation.pk}",
         )
+        offered = waitlist.offer_returned_units(allocation_id=allocation.pk) if back_on_sale else 0
         allocation.refresh_from_db()
         events.emit_on_commit(
             [reservation_changed_event(reservation), allocation_changed_event(allocation)]
         )
-        if back_on_sale and gate.gate_enabled():
+        if back_on_sale and gate.gate_enabled() and not offered:
             returned = [(reservation.customer_id, units, reservation.pk)]
             transaction.on_commit(lambda: _gate_give_back_all(allocation.pk, returned))
     return reservation

@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory import gate
@@ -25,7 +25,8 @@ from inventory.exceptions import (
     TooManyHolds,
 )
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.services._common import validate_quantity
+from inventory.services import demand
+from inventory.services._common import customer_units, validate_quantity
 from inventory.services.gate_sync import gate_rebuild
 from inventory.services.holds import reservations_expire
 
@@ -123,6 +124,12 @@ def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_k
             # The due holds are being returned by another process right now: answer
             # with what is true this instant; their units reach the gate in moments.
             decision = _refusal_without_reclaim(allocation_id, customer_id, quantity)
+            gate.gate_record_demand(
+                allocation_id=allocation_id,
+                customer_id=customer_id,
+                quantity=quantity,
+                decision=decision,
+            )
     if decision is gate.GateDecision.REPLAY:
         return False
     if decision is not gate.GateDecision.ADMITTED:
@@ -210,7 +217,9 @@ def _request_without_gate(
     allocation = Allocation.objects.filter(pk=allocation_id).first()
     if allocation is None:
         raise NotFound("No such allocation.")
+    counted = {"allocation_id": allocation_id, "customer_id": customer_id, "quantity": quantity}
     if allocation.status != Allocation.Status.OPEN:
+        demand.demand_record(**counted, outcome=demand.NOT_LIVE)
         raise DropNotLive()
     refusal = _refusal_from_rows(allocation, customer_id=customer_id, quantity=quantity)
     if refusal is not None and reservations_expire(allocation_id=allocation_id):
@@ -218,6 +227,8 @@ def _request_without_gate(
         allocation.refresh_from_db()
         refusal = _refusal_from_rows(allocation, customer_id=customer_id, quantity=quantity)
     if refusal is not None:
+        outcome = demand.LIMIT if isinstance(refusal, LimitReached) else demand.SOLD_OUT
+        demand.demand_record(**counted, outcome=outcome)
         raise refusal
     try:
         reservation = _create_pending(
@@ -235,6 +246,7 @@ def _request_without_gate(
             quantity=quantity,
             idempotency_key=idempotency_key,
         )
+    demand.demand_record(**counted, outcome=demand.ADMITTED)
     return _after_request(reservation)
 
 
@@ -244,14 +256,7 @@ def _refusal_from_rows(
     if allocation.remaining < quantity:
         return SoldOut(remaining=allocation.remaining)
     if allocation.per_customer_limit is not None:
-        taken = (
-            Reservation.objects.filter(
-                allocation_id=allocation.pk,
-                customer_id=customer_id,
-                status__in=Reservation.ACTIVE_STATUSES,
-            ).aggregate(t=Sum("quantity"))["t"]
-            or 0
-        )
+        taken = customer_units(allocation.pk, customer_id)
         if taken + quantity > allocation.per_customer_limit:
             return LimitReached(limit=allocation.per_customer_limit)
     return None

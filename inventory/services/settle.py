@@ -19,6 +19,7 @@ from inventory.exceptions import (
     SoldOut,
 )
 from inventory.models import Allocation, Reservation, StockMovement
+from inventory.services import waitlist
 from inventory.services._common import reservation_changed_event
 from inventory.services.allocations import allocation_changed_event
 from inventory.services.holds import reservations_expire
@@ -137,12 +138,20 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
         Reservation.objects.bulk_update(
             pending, ["status", "expires_at", "reject_reason", "updated_at"]
         )
+        # A request turned down here for its own reason (the limit) leaves its units
+        # free: while viewers wait in line, those go to them first.
+        offered = (
+            waitlist.offer_returned_units(allocation_id=allocation_id)
+            if result.rejected and is_open
+            else 0
+        )
         events.emit_on_commit(
             [reservation_changed_event(r) for r in pending]
             + ([allocation_changed_event(allocation)] if units_held else [])
         )
         if gate.gate_enabled():
-            rejected = [r for r in pending if r.status == Status.REJECTED]
+            # After an offer the gate is rebuilt from the rows: no give-back on top.
+            rejected = [] if offered else [r for r in pending if r.status == Status.REJECTED]
             held = {r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD}
             transaction.on_commit(
                 lambda: _gate_after_settle(

@@ -50,3 +50,13 @@ def test_admin_static_files_are_served(server):
 
     assert response.status_code == 200
     assert "text/css" in response.headers["content-type"]
+
+
+def test_the_asgi_server_tunes_the_garbage_collector_for_a_big_heap(settings):
+    import gc
+
+    import config.asgi  # noqa: F401 (importing it applies the tuning)
+
+    assert gc.get_threshold() == tuple(settings.ASGI_GC_THRESHOLDS)
+    assert settings.ASGI_GC_THRESHOLDS[2] >= 100  # full collections made rare
+    assert gc.get_freeze_count() > 0  # the framework's objects are never walked again

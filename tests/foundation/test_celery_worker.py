@@ -34,3 +34,68 @@ def test_a_worker_process_runs_the_reserve_task(celery_through_broker, gate_off)
 
     allocation.refresh_from_db()
     assert allocation.held == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_counter_sent_after_the_task_that_armed_it_still_reaches_viewers(
+    celery_through_broker, gate_on
+):
+    """The coalesced trailing ``stock.changed`` runs in a worker thread after its task
+    ended, with the database pool on as in production."""
+    import json
+    from decimal import Decimal
+
+    from inventory.redis_conn import get_redis
+    from livestream import broadcast
+    from livestream import services as live
+    from tests.factories import live_drop
+
+    drop = live_drop(quantity=5, price=Decimal("1.00"), title="Trailing")
+    pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(broadcast.stream_channel(drop.stream_id))
+
+    def reserve(key: str) -> Reservation:
+        reservation = live.drop_reserve(
+            drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1, idempotency_key=key
+        )
+        wait_until(
+            lambda: Reservation.objects.get(pk=reservation.pk).status == Reservation.Status.HELD,
+            message="the worker never settled the hold",
+        )
+        return reservation
+
+    with celery_worker(DB_POOL_MAX_SIZE="4", BROADCAST_COALESCE_MS="1500"):
+        reserve("first")  # sent at once; opens a 1.5 s window in the worker
+        reserve("second")  # folded into the window: the worker's timer sends it later
+        remaining = wait_until(
+            lambda: next(
+                (
+                    event["remaining"]
+                    for message in iter(lambda: pubsub.get_message(timeout=0.2), None)
+                    if (event := json.loads(message["data"]))["type"] == "stock.changed"
+                    and event["remaining"] == 3
+                ),
+                None,
+            ),
+            timeout=10,
+            message="the trailing stock.changed never came",
+        )
+    pubsub.close()
+    assert remaining == 3
+
+
+def test_worker_processes_use_plain_database_connections(settings):
+    """Celery closes a prefork child's pool after every task, under any thread still
+    using it; workers therefore drop the pool when they start."""
+    from celery.signals import worker_init
+
+    settings.DATABASES = {
+        "default": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {"pool": {}}}
+    }
+
+    worker_init.send(sender=None)
+
+    assert "pool" not in settings.DATABASES["default"]["OPTIONS"]

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from django.db.models import Sum
 
-from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.models import Allocation, Reservation, StockItem, StockMovement, WaitlistEntry
 
 
 def _sums(field: str, by: str) -> dict[int, int]:
@@ -52,6 +52,16 @@ def assert_inventory_invariants() -> None:
             )
             for row in per_customer:
                 assert row["units"] <= a.per_customer_limit, f"{a}: limit exceeded {row}"
+
+        # First come, first served: no unit is free while anyone waits in line for it.
+        if (
+            a.status == Allocation.Status.OPEN
+            and WaitlistEntry.objects.filter(allocation=a, status="waiting").exists()
+        ):
+            pending = rows.filter(status=Reservation.Status.PENDING).aggregate(t=Sum("quantity"))[
+                "t"
+            ]
+            assert a.remaining - (pending or 0) <= 0, f"{a}: units free while viewers wait"
 
     for item in StockItem.objects.all():
         assert 0 <= item.reserved <= item.on_hand, f"{item}: {item.reserved}/{item.on_hand}"

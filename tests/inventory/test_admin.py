@@ -590,3 +590,23 @@ def test_reservation_admin_is_read_only_and_searchable(
     assert (add.status_code, change.status_code) == (403, 403)
     held.refresh_from_db()
     assert held.status == Reservation.Status.HELD
+
+
+@pytest.mark.django_db
+def test_ops_see_the_waitlist_read_only(admin_client, gate_off, django_capture_on_commit_callbacks):
+    allocation = open_allocation(quantity=1, on_hand=2)
+    _held_reservation(allocation, key="k1", capture=django_capture_on_commit_callbacks)
+    entry, _ = services.waitlist_join(
+        allocation_id=allocation.pk,
+        customer_id=UserFactory().pk,
+        unit_price=Decimal("1.00"),
+        currency="USD",
+    )
+
+    listed = admin_client.get(reverse("admin:inventory_waitlistentry_changelist"))
+    shown = admin_client.get(reverse("admin:inventory_waitlistentry_change", args=[entry.pk]))
+    added = admin_client.get(reverse("admin:inventory_waitlistentry_add"))
+
+    assert listed.status_code == 200 and listed.context["cl"].result_count == 1
+    assert shown.status_code == 200
+    assert added.status_code == 403

@@ -55,7 +55,14 @@ from inventory.exceptions import (
     SoldOut,
     TooManyHolds,
 )
-from inventory.models import Allocation, Reservation, StockItem, StockMovement
+from inventory.models import (
+    Allocation,
+    DemandViewer,
+    Reservation,
+    StockItem,
+    StockMovement,
+    WaitlistEntry,
+)
 from inventory.redis_conn import get_redis
 from inventory.services.stock import MANUAL_REASONS
 from shop.models import Product, Variant
@@ -147,7 +154,16 @@ LEDGER_FIELDS = (
 def _wipe_database() -> None:
     """Each example starts from empty tables, children first. Plain DELETEs: the ORM's
     delete would also visit every model that points at these (streams, drops, ...)."""
-    models = (StockMovement, Reservation, Allocation, StockItem, Variant, Product)
+    models = (
+        DemandViewer,
+        WaitlistEntry,
+        StockMovement,
+        Reservation,
+        Allocation,
+        StockItem,
+        Variant,
+        Product,
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         for model in (*models, get_user_model()):
             cursor.execute(f"DELETE FROM {connection.ops.quote_name(model._meta.db_table)}")

@@ -234,3 +234,34 @@ def test_the_reserve_endpoint_is_throttled_per_user(monkeypatch):
 
     assert codes == [202, 202, 429]
     assert Reservation.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param("database", id="no database connection free in time"),
+        pytest.param("redis", id="redis unreachable"),
+    ],
+)
+def test_an_unavailable_dependency_is_a_503_to_retry_not_a_500(failure, monkeypatch):
+    from django import db
+    from redis import exceptions as redis_exceptions
+
+    drop = _live_drop()
+    error = (
+        db.OperationalError("couldn't get a connection after 10.00 sec")
+        if failure == "database"
+        else redis_exceptions.ConnectionError("Connection refused")
+    )
+
+    def unavailable(**_kwargs):
+        raise error
+
+    monkeypatch.setattr(services, "drop_reserve", unavailable)
+
+    response = _reserve(_client(UserFactory()), drop.pk, {"quantity": 1})
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "unavailable"
+    assert not Reservation.objects.exists()

@@ -39,7 +39,11 @@ def test_events_are_numbered_per_stream_and_published_once_serialised():
     broadcast.publish(42, "viewers.changed", viewers=9)  # another stream, its own count
 
     assert (first, second) == (1, 2)
-    assert _events(pubsub) == [
+    events = _events(pubsub)
+    # Each carries the server's time of the event (clients measure delivery with it).
+    stamps = [event.pop("ts") for event in events]
+    assert all(abs(stamp - time.time()) < 5 for stamp in stamps)
+    assert events == [
         {"seq": 1, "type": "viewers.changed", "viewers": 3},
         {"seq": 2, "type": "viewers.changed", "viewers": 4},
     ]
@@ -118,6 +122,7 @@ def test_stock_changes_sold_out_and_pins_reach_the_stream_channel():
     stock = [e for e in events if e["type"] == "stock.changed"]
     assert stock[-1] == {
         "seq": stock[-1]["seq"],
+        "ts": stock[-1]["ts"],
         "type": "stock.changed",
         "drop": drop.pk,
         "remaining": 0,
@@ -159,6 +164,47 @@ def test_the_buyer_gets_a_personal_reservation_event():
     assert message["type"] == "personal.event"
     assert event["type"] == "reservation.updated"
     assert (event["reservation"]["id"], event["reservation"]["status"]) == (reservation.pk, "held")
+
+
+@pytest.mark.django_db
+def test_every_buyer_of_a_settled_batch_gets_their_own_event(django_capture_on_commit_callbacks):
+    """A batch this big is told by a task (eager here), one trip for all buyers."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from inventory.models import Reservation
+    from tests.factories import open_allocation
+
+    layer = get_channel_layer()
+    allocation = open_allocation(quantity=30)
+    buyers = [UserFactory() for _ in range(20)]
+    channels = {}
+    for buyer in buyers:
+        channels[buyer.pk] = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(broadcast.personal_group(buyer.pk), channels[buyer.pk])
+    rows = Reservation.objects.bulk_create(
+        [
+            Reservation(
+                customer=buyer,
+                allocation=allocation,
+                quantity=1,
+                unit_price=Decimal("5.00"),
+                currency="USD",
+                idempotency_key=f"batch-{buyer.pk}",
+            )
+            for buyer in buyers
+        ]
+    )
+
+    assert len(rows) >= broadcast.NOTIFY_IN_BACKGROUND_FROM
+
+    with django_capture_on_commit_callbacks(execute=True):
+        inventory.allocation_settle_pending(allocation_id=allocation.pk)
+
+    for buyer, row in zip(buyers, rows, strict=True):
+        event = json.loads(async_to_sync(layer.receive)(channels[buyer.pk])["text"])
+        assert event["type"] == "reservation.updated"
+        assert (event["reservation"]["id"], event["reservation"]["status"]) == (row.pk, "held")
 
 
 @pytest.mark.redis

@@ -337,7 +337,14 @@ async def test_a_viewer_whose_socket_stalls_is_closed_4008_and_the_others_keep_u
     async with viewer(stream.slug) as (stalled, _):
         [stalled_connection] = get_hub()._streams[stream.pk].connections
         async with viewer(stream.slug) as (fast, _):
-            stalled_connection._sender.cancel()  # its socket takes nothing any more
+            # Its socket takes nothing any more: a send never completes (as when the
+            # transport is paused for a reader that stopped reading).
+            stall = asyncio.get_running_loop().create_future()
+
+            async def stalled_send(text_data=None, bytes_data=None, close=False):
+                await stall
+
+            stalled_connection.send = stalled_send
 
             base, count = 10_000, consumers.SEND_QUEUE_SIZE + 10
             for n in range(count):
@@ -350,3 +357,34 @@ async def test_a_viewer_whose_socket_stalls_is_closed_4008_and_the_others_keep_u
             assert seqs == list(range(base, base + count))
             # The hub stopped writing to the slow one at once.
             assert get_hub().local_count(stream.pk) == 1
+
+
+async def test_a_send_that_has_to_wait_keeps_the_order_of_what_follows():
+    """Most sends complete at once (written without a task switch); one that must wait
+    (a paused transport) finishes in the background, and later events queue behind it."""
+    stream, _, _ = await make_stream()
+    async with viewer(stream.slug) as (communicator, _):
+        [connection] = get_hub()._streams[stream.pk].connections
+        real_send = connection.send
+        paused = asyncio.get_running_loop().create_future()
+        calls = 0
+
+        async def send_pausing_once(text_data=None, bytes_data=None, close=False):
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await paused  # the transport is paused for this one
+            await real_send(text_data=text_data)
+
+        connection.send = send_pausing_once
+        base = 20_000
+        for n in range(10):
+            get_hub().deliver(stream.pk, f'{{"seq":{base + n},"type":"stock.changed"}}')
+        await asyncio.sleep(0.05)
+        assert await communicator.receive_nothing(timeout=0.1)
+
+        paused.set_result(None)
+
+        seqs = [(await receive_type(communicator, "stock.changed"))["seq"] for _ in range(10)]
+        assert seqs == list(range(base, base + 10))
+        assert calls == 10

@@ -805,6 +805,7 @@ def test_stream_snapshot_is_the_api_shape(
         "per_viewer_limit": 2,
         "pinned": True,
         "starts_at": None,
+        "ends_at": None,
         "status": "open",
     }
     drop_b = {
@@ -821,6 +822,7 @@ def test_stream_snapshot_is_the_api_shape(
         "per_viewer_limit": None,
         "pinned": False,
         "starts_at": now,
+        "ends_at": None,
         "status": "ready",
     }
     assert snapshot == {

@@ -2,30 +2,18 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from inventory import services as inventory
 from inventory.models import Allocation
 from livestream import selectors, services
-from tests.factories import UserFactory, stocked_variant
+from tests.factories import UserFactory, live_drop, stocked_variant
 
 
 @pytest.mark.django_db(transaction=True)
 def test_host_stats_give_sell_through_rate_and_projected_sell_out():
-    host = UserFactory()
-    host.groups.add(Group.objects.get_or_create(name="hosts")[0])
-    stream = services.stream_create(host=host, title="Stats")
-    services.stream_start(stream_id=stream.pk, actor=host)
-    drop = services.drop_create(
-        stream_id=stream.pk,
-        variant_id=stocked_variant(on_hand=20).pk,
-        quantity=10,
-        price=Decimal("3.00"),
-        per_viewer_limit=None,
-        actor=host,
-    )
-    services.drop_pin(drop_id=drop.pk, actor=host)
+    drop = live_drop(quantity=10, on_hand=20, price=Decimal("3.00"), title="Stats")
+    stream = drop.stream
     now = timezone.now()
     Allocation.objects.filter(pk=drop.allocation_id).update(opened_at=now - timedelta(minutes=2))
     holds = [
@@ -49,7 +37,10 @@ def test_host_stats_give_sell_through_rate_and_projected_sell_out():
             "remaining": 4,
             "sell_through": 0.2,
             "units_per_minute": 3.0,  # 6 units taken in the 2 minutes since it opened
-            "projected_sold_out_seconds": 80,  # 4 left at 3 a minute
+            # All 6 in the last 10 s of the 120 open, weighted towards now (half-life
+            # 30 s): 6 / (10 * sum(2^(-k/3), k < 12)) = 0.132 a second.
+            "live_units_per_minute": 7.92,
+            "projected_sold_out_seconds": 30,  # 4 left at 0.132 a second
         }
     ]
 
@@ -69,8 +60,9 @@ def test_a_drop_nobody_buys_has_no_projection():
 
     row = selectors.host_stats(stream=stream, viewers=0)["drops"][0]
 
-    assert (row["drop"], row["units_per_minute"], row["projected_sold_out_seconds"]) == (
-        drop.pk,
-        0.0,
-        None,
-    )
+    assert (
+        row["drop"],
+        row["units_per_minute"],
+        row["live_units_per_minute"],
+        row["projected_sold_out_seconds"],
+    ) == (drop.pk, 0.0, 0.0, None)

@@ -46,9 +46,13 @@ async def test_two_viewers_count_two_and_one_leaving_leaves_one(mode):
 
     async with viewer(stream.slug) as (first, first_state):
         assert first_state["stream"]["viewers"] == 1
-        async with viewer(stream.slug) as (_, second_state):
-            assert second_state["stream"]["viewers"] == 2
+        async with viewer(stream.slug) as (second, second_state):
             assert await count(stream.pk) == 2
+            if second_state["stream"]["viewers"] != 2:
+                # Its snapshot was one the first viewer built a moment before (shared
+                # for a second): the count of its own arrival follows as an event.
+                assert second_state["stream"]["viewers"] == 1
+                assert (await receive_type(second, "viewers.changed"))["viewers"] == 2
             changed = await receive_type(first, "viewers.changed")
             assert changed["viewers"] == 2
         assert await count(stream.pk) == 1

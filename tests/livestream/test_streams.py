@@ -202,6 +202,8 @@ def test_an_explicit_slug_that_is_taken_is_refused_and_nothing_is_written():
         ({"playback_url": "not a url"}, "playback_url"),
         ({"playback_url": "ftp://video.example.com/x"}, "playback_url"),
         ({"description": None}, "description"),
+        ({"expected_viewers": 0}, "expected_viewers"),
+        ({"expected_viewers": "500"}, "expected_viewers"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_written(fields, field):
@@ -387,3 +389,10 @@ def test_stream_get_finds_by_slug_or_raises_not_found():
     assert selectors.stream_get(slug="spring-glow-sale") == stream
     with pytest.raises(NotFound):
         selectors.stream_get(slug="no-such-stream")
+
+
+@pytest.mark.django_db
+def test_the_host_may_say_how_many_viewers_they_expect():
+    stream = services.stream_create(host=_host(), title="Big one", expected_viewers=4000)
+
+    assert Stream.objects.get(pk=stream.pk).expected_viewers == 4000

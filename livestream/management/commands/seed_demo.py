@@ -1,16 +1,18 @@
 """Demo data for the embedded default: users whose credentials the README gives, and
 products with stock. Idempotent: running it again changes nothing that exists."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from inventory import services
 from livestream import services as live
-from livestream.models import Stream
+from livestream.models import DropDemand, Stream
 from shop.models import Product, Variant
 
 DEMO_PASSWORD = "demo-pass-123"
@@ -55,6 +57,24 @@ DEMO_DROPS = (
 )
 
 
+# The host's past: an ended stream whose drops' demand was recorded (as the flush would
+# have written it), and a scheduled one, so the readiness report has a history to read.
+DEMO_PAST_STREAM = "spring-preview"
+DEMO_PAST_DROPS = (
+    # sku, units, viewers at pin, buyers, turned away, waitlist only, seconds to sell out
+    ("SERUM-50ML", 10, 900, 10, 52, 6, 41),
+    ("HOODIE-S", 8, 1100, 8, 71, 9, 26),
+    ("WAFFLE-MINI", 30, 1000, 30, 38, 4, 95),
+)
+DEMO_NEXT_STREAM = "summer-drop"
+DEMO_NEXT_VIEWERS = 1500
+DEMO_NEXT_DROPS = (
+    # sku, units on stage, drop price, per-viewer limit
+    ("WAFFLE-MINI", 60, "14.99", 2),
+    ("HOODIE-L", 5, "35.00", 1),
+)
+
+
 class Command(BaseCommand):
     help = f"Create demo users (password: {DEMO_PASSWORD}) and products with stock."
 
@@ -78,6 +98,74 @@ class Command(BaseCommand):
             for sku, units, price, limit in DEMO_DROPS
         ]
         live.drop_pin(drop_id=drops[0].pk, actor=host)
+
+    def _seed_history(self) -> None:
+        if Stream.objects.filter(slug=DEMO_PAST_STREAM).exists():
+            return
+        host = get_user_model().objects.get(username="host")
+        past = live.stream_create(host=host, title="Spring preview", slug=DEMO_PAST_STREAM)
+        live.stream_start(stream_id=past.pk, actor=host)
+        drops = [
+            live.drop_create(
+                stream_id=past.pk,
+                variant_id=Variant.objects.get(sku=sku).pk,
+                quantity=units,
+                price=Variant.objects.get(sku=sku).price,
+                per_viewer_limit=1,
+                actor=host,
+            )
+            for sku, units, *_ in DEMO_PAST_DROPS
+        ]
+        live.stream_end(stream_id=past.pk, actor=host)
+        # Ending the stream flushes each drop's (empty) demand once the transaction
+        # commits: the recorded history is written after that, not overwritten by it.
+        transaction.on_commit(lambda: self._record_past_demand(drops))
+        upcoming = live.stream_create(
+            host=host,
+            title="Summer drop",
+            slug=DEMO_NEXT_STREAM,
+            scheduled_start=timezone.now() + timedelta(days=2),
+            expected_viewers=DEMO_NEXT_VIEWERS,
+        )
+        for sku, units, price, limit in DEMO_NEXT_DROPS:
+            live.drop_create(
+                stream_id=upcoming.pk,
+                variant_id=Variant.objects.get(sku=sku).pk,
+                quantity=units,
+                price=Decimal(price),
+                per_viewer_limit=limit,
+                actor=host,
+            )
+
+    @staticmethod
+    def _record_past_demand(drops) -> None:
+        pinned_at = timezone.now() - timedelta(days=14)
+        for drop, (_, units, viewers, buyers, away, waitlist_only, seconds) in zip(
+            drops, DEMO_PAST_DROPS, strict=True
+        ):
+            DropDemand.objects.update_or_create(
+                drop=drop,
+                defaults={
+                    "supply": units,
+                    "sold": units,
+                    "attempts": buyers + away * 2,
+                    "viewers_tried": buyers + away,
+                    "admitted": buyers,
+                    "admitted_units": units,
+                    "buyers": buyers,
+                    "turned_away_sold_out": away * 2,
+                    "viewers_turned_away": away,
+                    "waitlist_joined": waitlist_only + away // 4,
+                    "waitlist_only": waitlist_only,
+                    "viewers_at_pin": viewers,
+                    "peak_viewers": int(viewers * 1.3),
+                    "pinned_at": pinned_at,
+                    "opened_at": pinned_at,
+                    "sold_out_at": pinned_at + timedelta(seconds=seconds),
+                    "closed_at": pinned_at + timedelta(minutes=20),
+                    "final": True,
+                },
+            )
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -108,6 +196,7 @@ class Command(BaseCommand):
                         stock_item_id=item.pk, quantity=on_hand, note="demo data"
                     )
         self._seed_live_stream()
+        self._seed_history()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: users ops (staff), host, viewer; password {DEMO_PASSWORD}"
