@@ -1,0 +1,122 @@
+"""The fan-out ceiling: a broadcast server written with the ``websockets`` package only.
+
+    python bench/ceiling_ws_server.py --port 8790 --schedule schedule.json [--processes 2]
+
+Every client gets a small ``stream.state`` on connect; on SIGUSR1 each process replays
+the schedule (``[[seconds after start, event text], ...]``, the events one viewer of
+the real stack received in the fan-out phase) to all its clients with
+``websockets.broadcast``, stamping ``ts`` afresh on each, and finally sends ``final``
+(a text from the schedule file), so the same client code measures it the same way.
+With ``--processes N`` (as many as the real server's workers) the processes share the
+port with SO_REUSEPORT and the kernel spreads the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import signal
+import time
+
+
+def _restamp(text: str) -> str:
+    event = json.loads(text)
+    event["ts"] = round(time.time(), 6)
+    return json.dumps(event, separators=(",", ":"))
+
+
+async def _serve(port: int, schedule: dict) -> None:
+    from websockets.asyncio.server import broadcast, serve
+
+    clients = set()
+    state = json.dumps(schedule["state"], separators=(",", ":"))
+
+    async def handler(ws):
+        await ws.send(state)
+        clients.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+
+    async def replay():
+        started = time.monotonic()
+        for at, text in schedule["events"]:
+            delay = started + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            broadcast(clients, _restamp(text))
+        await asyncio.sleep(0.3)  # the real stack's trailing event comes a window later
+        broadcast(clients, _restamp(schedule["final"]))
+
+    loop = asyncio.get_running_loop()
+    tasks = set()
+
+    def start():
+        task = loop.create_task(replay())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, start)
+    stop = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, stop.set_result, None)
+    async with serve(
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        reuse_port=True,
+        backlog=8192,
+        max_queue=16,
+    ):
+        await stop
+
+
+def _run(port: int, schedule_path: str) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with open(schedule_path) as handle:
+        schedule = json.load(handle)
+    asyncio.run(_serve(port, schedule))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--schedule", required=True)
+    parser.add_argument("--processes", type=int, default=1)
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.processes == 1:
+        _run(args.port, args.schedule)
+        return
+    workers = [
+        multiprocessing.Process(target=_run, args=(args.port, args.schedule))
+        for _ in range(args.processes)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum, frame):
+        for worker in workers:
+            if worker.pid is not None:
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGUSR1, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for worker in workers:
+        worker.join()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,818 @@
+"""The benchmark: the spike and the fan-out on the full local stack, each figure beside
+the limit of the part it runs on, in one run.
+
+    .venv/bin/python bench/run.py                  # full size: 5,000 viewers
+    .venv/bin/python bench/run.py --viewers 10000  # the stretch
+    .venv/bin/python bench/run.py --smoke          # a few hundred viewers, well under 60 s
+
+Starts PostgreSQL's fresh database ``bench_live``, Redis db 4, uvicorn (``--web-workers``)
+and a Celery worker (``--celery``), or with ``--reuse`` uses the stack already serving
+``--port`` (seeding into its database). Then, from separate client processes:
+
+1. limits: ``GET /healthz`` (the framework's ceiling), the gate's Lua script in a loop
+   (``redis-benchmark``), the settle's conditional UPDATE on one hot row (``pgbench``);
+2. the spike (``bench/spike.py``);
+3. the fan-out: V viewers on one stream while buyers reserve at P per second, then the
+   coalescing check at ``--coalesce-rate`` per second;
+4. the fan-out ceiling: the same viewers on ``bench/ceiling_ws_server.py`` replaying
+   what one viewer received, at the same times.
+
+Prints one table (figure, limit, ratio, target) and writes it as markdown and JSON under
+``bench/results/``. Exits 1 when correctness fails (oversold, an unanswered request, a
+5xx, a viewer not connected or missing the final stock). Loopback only; every loop is
+bounded; every child process is stopped on exit, Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import limits  # noqa: E402
+import stack as stack_module  # noqa: E402
+from clients import BUCKET_S  # noqa: E402
+from spike import run_spike, wait_settled  # noqa: E402
+
+RESULTS = stack_module.RESULTS
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+class Progress:
+    """One line, rewritten in place on a terminal (a line per update elsewhere, at most
+    one a second, so a CI log stays short)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
+
+    def __call__(self, message: str, *, force: bool = True) -> None:
+        now = time.monotonic()
+        line = f"[{now - self.started:6.1f}s] {message}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif force or now - self.last_line >= 1:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+            self.last_line = now
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+# --- client processes --------------------------------------------------------------------
+
+
+class LineProcess:
+    """A client process speaking JSON lines; its stdout read by a thread into a queue."""
+
+    def __init__(self, role: str, job: dict, *, env: dict[str, str]):
+        self.process = stack_module.spawn(
+            [sys.executable, str(HERE / "clients.py"), role],
+            env=env,
+            log=f"client-{role}.log",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(stack_module.LOGS / f"client-{role}-{os.getpid()}.err", "a"),  # noqa: SIM115
+            text=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.send(job)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def send(self, obj: dict) -> None:
+        self.process.stdin.write(json.dumps(obj) + "\n")
+        self.process.stdin.flush()
+
+    def next(self, kind: str, timeout: float, on_progress=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"no {kind!r} from the client in {timeout:.0f} s") from None
+            if line is None:
+                raise RuntimeError(f"the client exited before {kind!r} (see bench/results/logs)")
+            if line["type"] == kind:
+                return line
+            if on_progress is not None:
+                on_progress(line)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.send({"cmd": "quit"})
+                self.process.stdin.close()
+                self.process.wait(10)
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                pass
+        stack_module.stop(self.process, timeout=5)
+
+
+def run_once(role: str, job: dict, *, env, timeout: float, progress, label: str) -> dict:
+    client = LineProcess(role, job, env=env)
+    client.process.stdin.close()
+
+    def show(line):
+        if "sent" in line:
+            progress(f"{label}: {line['sent']}/{line['of']} requests sent", force=False)
+
+    try:
+        return client.next("result", timeout, show)
+    finally:
+        stack_module.stop(client.process, timeout=5)
+
+
+class Viewers:
+    """V viewers spread over K client processes."""
+
+    def __init__(self, *, url: str, viewers: int, processes: int, env, progress, label: str):
+        self.label = label
+        self.progress = progress
+        shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
+        self.clients = [
+            LineProcess(
+                "viewers",
+                {
+                    "url": url,
+                    "count": share,
+                    "connect_concurrency": 48,
+                    "record_sample": i == 0,
+                },
+                env=env,
+            )
+            for i, share in enumerate(shares)
+            if share
+        ]
+        self.viewers = viewers
+
+    def wait_connected(self, timeout: float) -> dict:
+        """Until every client process reported its viewers connected (or gave up),
+        showing the sum of all of them meanwhile."""
+        counts = [0] * len(self.clients)
+        done: dict[int, dict] = {}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(self.clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"viewers not connected in {timeout:.0f} s")
+            for i, client in enumerate(self.clients):
+                while i not in done:
+                    try:
+                        line = client.lines.get_nowait()
+                    except queue.Empty:
+                        break
+                    if line is None:
+                        raise RuntimeError("a viewer client exited (see bench/results/logs)")
+                    counts[i] = line.get("connected", counts[i])
+                    if line["type"] == "connected":
+                        done[i] = line
+            self.progress(
+                f"{self.label}: {sum(counts)}/{self.viewers} viewers connected", force=False
+            )
+            time.sleep(0.2)
+        totals = Counter()
+        for line in done.values():
+            totals.update({k: line[k] for k in ("connected", "failed", "closed")})
+        self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
+        return dict(totals)
+
+    def phase(self, name: str) -> None:
+        for client in self.clients:
+            client.send({"cmd": "phase", "name": name})
+
+    def final(self, *, drop: int, remaining: int, timeout: float) -> dict:
+        for client in self.clients:
+            client.send({"cmd": "final", "drop": drop, "remaining": remaining, "timeout": timeout})
+        reports = [client.next("report", timeout + 30) for client in self.clients]
+        return merge_reports(reports)
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.stop()
+
+
+def _pct(histogram: Counter, q: float) -> float | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return bucket * BUCKET_S
+    return max(histogram) * BUCKET_S
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    latency, stock_latency, closes = Counter(), Counter(), Counter()
+    per_viewer: list[int] = []
+    for report in reports:
+        latency.update({int(k): v for k, v in report["latency"].items()})
+        stock_latency.update({int(k): v for k, v in report["stock_latency"].items()})
+        closes.update(report["closes"])
+        per_viewer += report["stock_per_viewer"]
+    firsts = [r["first"] for r in reports if r["first"]]
+    lasts = [r["last"] for r in reports if r["last"]]
+    messages = sum(r["messages"] for r in reports)
+    span = max(lasts) - min(firsts) if firsts and lasts else 0
+    return {
+        "viewers": sum(r["viewers"] for r in reports),
+        "open": sum(r["open"] for r in reports),
+        "saw_final": sum(r["saw_final"] for r in reports),
+        "messages": messages,
+        "span_s": span,
+        "deliveries_per_s": messages / span if span > 0 else 0.0,
+        "p50_ms": _ms(_pct(latency, 0.5)),
+        "p99_ms": _ms(_pct(latency, 0.99)),
+        "max_ms": _ms(max(latency) * BUCKET_S if latency else None),
+        "stock_p50_ms": _ms(_pct(stock_latency, 0.5)),
+        "stock_p99_ms": _ms(_pct(stock_latency, 0.99)),
+        "stock_messages_per_viewer": (sum(per_viewer) / len(per_viewer)) if per_viewer else 0,
+        "stock_messages_max_viewer": max(per_viewer, default=0),
+        "closes": dict(closes),
+        "sample": next((r["sample"] for r in reports if r["sample"]), []),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
+
+
+# --- scenarios ---------------------------------------------------------------------------
+
+
+def _post(url: str, token: str) -> None:
+    request = urllib.request.Request(
+        url, method="POST", data=b"", headers={"Authorization": f"Token {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, response.status
+
+
+def _allocation_of(drop_id: int):
+    from django.db import connection
+
+    from inventory.models import Allocation
+
+    allocation = Allocation.objects.get(drop__pk=drop_id)
+    connection.close()
+    return allocation
+
+
+def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
+    _post(f"{stack.base_url}/api/drops/{seed.fanout_drop}/pin/", seed.host_token)
+    server_pids = stack.server_pids()
+    rss_before = stack_module.rss_kb(server_pids)
+    viewers = Viewers(
+        url=f"{stack.ws_url}/ws/streams/{seed.stream_slug}/",
+        viewers=args.viewers,
+        processes=args.client_processes,
+        env=stack.env,
+        progress=progress,
+        label="fan-out",
+    )
+    result: dict = {"viewers_wanted": args.viewers, "server_processes": len(server_pids)}
+    try:
+        connect_started = time.monotonic()
+        result["connect"] = viewers.wait_connected(args.connect_timeout)
+        result["connect_s"] = round(time.monotonic() - connect_started, 1)
+        time.sleep(args.quiet_seconds)  # the join storm's presence and counter events end
+        rss_after = stack_module.rss_kb(server_pids)
+        connected = max(result["connect"]["connected"], 1)
+        result["rss_kb_before"], result["rss_kb_after"] = rss_before, rss_after
+        result["rss_kb_per_viewer"] = round((rss_after - rss_before) / connected, 1)
+
+        for name, rate, seconds in (
+            ("fanout", args.rate, args.seconds),
+            ("coalesce", args.coalesce_rate, args.coalesce_seconds),
+        ):
+            if seconds <= 0:
+                continue
+            viewers.phase(name)
+            buyers = run_once(
+                "buyers",
+                {
+                    "base_url": stack.base_url,
+                    "drop": seed.fanout_drop,
+                    "tokens": seed.buyer_tokens,
+                    "rate": rate,
+                    "seconds": seconds,
+                    "concurrency": args.concurrency,
+                    "tag": f"{name}-{time.time_ns()}",
+                },
+                env=stack.env,
+                timeout=seconds + 300,
+                progress=progress,
+                label=f"{name} ({rate}/s x {seconds}s, {args.viewers} viewers)",
+            )
+            progress(f"{name}: settling, then waiting for every viewer's final stock")
+            wait_settled()
+            allocation = _allocation_of(seed.fanout_drop)
+            report = viewers.final(
+                drop=seed.fanout_drop, remaining=allocation.remaining, timeout=args.final_timeout
+            )
+            report["buyers"] = buyers
+            report["final_remaining"] = allocation.remaining
+            report["final_sold"] = allocation.sold
+            report["held_plus_sold"] = allocation.held + allocation.sold
+            report["oversold"] = max(0, allocation.held + allocation.sold - allocation.quantity)
+            report["stock_per_viewer_per_s"] = round(
+                report["stock_messages_per_viewer"] / buyers["seconds"], 2
+            )
+            report["stock_max_viewer_per_s"] = round(
+                report["stock_messages_max_viewer"] / buyers["seconds"], 2
+            )
+            result[name] = report
+    except BaseException:
+        viewers.stop()
+        raise
+    return result, viewers
+
+
+def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
+    """The same clients, the same events at the same times, a plain websockets server."""
+    phase = fanout["fanout"]
+    sample = phase.pop("sample")
+    final = {
+        "seq": 10**9,
+        "type": "stock.changed",
+        "drop": seed.fanout_drop,
+        "remaining": -1,  # a value the replayed events never carry: the end marker
+        "sold": phase["final_sold"],
+        "ts": 0,
+    }
+    schedule = {
+        "state": {
+            "type": "stream.state",
+            "seq": 0,
+            "stream": {"drops": [{"id": seed.fanout_drop, "remaining": 0}]},
+        },
+        "events": sample,
+        "final": json.dumps(final),
+    }
+    path = stack_module.LOGS / "ceiling-schedule.json"
+    path.write_text(json.dumps(schedule))
+    port = args.port + 1
+    server = stack_module.spawn(
+        [
+            sys.executable,
+            str(HERE / "ceiling_ws_server.py"),
+            "--port",
+            str(port),
+            "--schedule",
+            str(path),
+            "--processes",
+            str(args.web_workers),
+        ],
+        env=stack.env,
+        log="ceiling.log",
+    )
+    try:
+        time.sleep(1.5)  # the processes bind the port
+        pids = [server.pid, *stack_module.descendants(server.pid)]
+        # The supervising parent holds no socket (with one process it is the server).
+        serving = pids[1:] if len(pids) > 1 else pids
+        rss_before = stack_module.rss_kb(serving)
+        viewers = Viewers(
+            url=f"ws://127.0.0.1:{port}/",
+            viewers=args.viewers,
+            processes=args.client_processes,
+            env=stack.env,
+            progress=progress,
+            label="ceiling",
+        )
+        try:
+            connect = viewers.wait_connected(args.connect_timeout)
+            time.sleep(args.quiet_seconds)
+            rss_after = stack_module.rss_kb(serving)
+            viewers.phase("ceiling")
+            os.kill(server.pid, signal.SIGUSR1)
+            length = sample[-1][0] if sample else 0
+            progress(f"ceiling: replaying {len(sample)} events over {length:.1f} s")
+            time.sleep(length + 0.5)
+            report = viewers.final(drop=seed.fanout_drop, remaining=-1, timeout=args.final_timeout)
+        finally:
+            viewers.stop()
+    finally:
+        stack_module.stop(server)
+    report.pop("sample", None)
+    report["connect"] = connect
+    report["events_replayed"] = len(sample) + 1
+    report["rss_kb_per_viewer"] = round((rss_after - rss_before) / max(connect["connected"], 1), 1)
+    return report
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def _ratio(a, b):
+    return round(a / b, 2) if a is not None and b else None
+
+
+def build_table(results: dict, args) -> list[dict]:
+    rows: list[dict] = []
+
+    def row(figure, value, limit_name="", limit=None, ratio=None, target="", met=None):
+        rows.append(
+            {
+                "figure": figure,
+                "value": value,
+                "limit": limit_name,
+                "limit_value": limit,
+                "ratio": ratio,
+                "target": target,
+                "met": met,
+            }
+        )
+
+    healthz = results.get("healthz")
+    spike = results.get("spike")
+    gate = results.get("gate")
+    pg = results.get("pgbench")
+    fan = results.get("fanout")
+    ceiling = results.get("ceiling")
+    settle = results.get("settle")
+    if settle:
+        r = _ratio(settle["holds_per_s"], pg and pg["tx_per_s"])
+        row(
+            f"pending -> held, holds/s ({settle['pending']} queued at once)",
+            settle["holds_per_s"],
+            "pgbench hot-row UPDATE tx/s",
+            pg and round(pg["tx_per_s"]),
+            r,
+            ">= 0.5x",
+            r is not None and r >= 0.5,
+        )
+    if spike:
+        r = _ratio(spike["decisions_per_s"], healthz and healthz["rps"])
+        row(
+            "spike: reserve decisions/s",
+            spike["decisions_per_s"],
+            "GET /healthz req/s",
+            healthz and round(healthz["rps"], 1),
+            r,
+            ">= 0.5x",
+            r is not None and r >= 0.5,
+        )
+        if gate:
+            row(
+                "spike: reserve decisions/s",
+                spike["decisions_per_s"],
+                "gate Lua admissions/s",
+                round(gate["admissions_per_s"]),
+                _ratio(spike["decisions_per_s"], gate["admissions_per_s"]),
+            )
+        row(
+            "spike: pending -> held, holds/s (bounded by arrivals)",
+            spike["held_per_s"],
+            "pgbench hot-row UPDATE tx/s",
+            pg and round(pg["tx_per_s"]),
+            _ratio(spike["held_per_s"], pg and pg["tx_per_s"]),
+        )
+        row(
+            "spike: decision p50 / p99 ms",
+            f"{spike['decision_p50_ms']} / {spike['decision_p99_ms']}",
+            "GET /healthz p50 / p99 ms",
+            healthz and f"{healthz['p50'] * 1000:.1f} / {healthz['p99'] * 1000:.1f}",
+        )
+        row("spike: to held p50 / p99 ms", f"{spike['to_held_p50_ms']} / {spike['to_held_p99_ms']}")
+        row("spike: sold out after s", spike["sold_out_after_s"])
+        r = spike["db_row_writes_per_unit"]
+        row("spike: DB row writes per unit sold", r, target="small constant", met=r <= 5)
+    if fan:
+        main = fan.get("fanout", {})
+        connected = fan["connect"]["connected"]
+        target_viewers = min(args.viewers, 5000)
+        row(
+            "fan-out: viewers connected",
+            connected,
+            "wanted",
+            args.viewers,
+            _ratio(connected, args.viewers),
+            f">= {target_viewers}",
+            connected >= target_viewers,
+        )
+        if main:
+            r = _ratio(main["deliveries_per_s"], ceiling and ceiling["deliveries_per_s"])
+            row(
+                "fan-out: deliveries/s",
+                round(main["deliveries_per_s"]),
+                "plain websockets server",
+                ceiling and round(ceiling["deliveries_per_s"]),
+                r,
+                ">= 0.5x",
+                r is not None and r >= 0.5,
+            )
+            r = _ratio(main["p99_ms"], ceiling and ceiling["p99_ms"])
+            row(
+                "fan-out: delivery p99 ms",
+                main["p99_ms"],
+                "plain websockets server",
+                ceiling and ceiling["p99_ms"],
+                r,
+                "<= 2x and < 1000 ms",
+                main["p99_ms"] is not None and main["p99_ms"] < 1000 and (r is None or r <= 2),
+            )
+            row(
+                "fan-out: delivery p50 ms",
+                main["p50_ms"],
+                "plain websockets server",
+                ceiling and ceiling["p50_ms"],
+                _ratio(main["p50_ms"], ceiling and ceiling["p50_ms"]),
+            )
+            row(
+                f"fan-out: stock.changed/viewer/s at {main['buyers']['rate_reached']:.0f} buys/s",
+                main["stock_per_viewer_per_s"],
+            )
+        r = fan["rss_kb_per_viewer"]
+        row(
+            "fan-out: server RSS KB per viewer",
+            r,
+            "plain websockets server",
+            ceiling and ceiling["rss_kb_per_viewer"],
+            _ratio(r, ceiling and ceiling["rss_kb_per_viewer"]),
+            "< 64 KB",
+            r < 64,
+        )
+        co = fan.get("coalesce")
+        if co:
+            reached = co["buyers"]["rate_reached"]
+            row(
+                f"coalescing: stock.changed/viewer/s at {reached:.0f} buys/s"
+                f" (asked {args.coalesce_rate})",
+                f"{co['stock_per_viewer_per_s']} (max {co['stock_max_viewer_per_s']})",
+                target="<= 5/s",
+                met=co["stock_max_viewer_per_s"] <= 5,
+            )
+    return rows
+
+
+def correctness(results: dict, args) -> tuple[bool, str]:
+    problems = []
+    spike = results.get("spike")
+    if spike:
+        if spike["oversold"]:
+            problems.append(f"spike oversold {spike['oversold']}")
+        if spike["answered"] != spike["requests"]:
+            problems.append(f"spike answered {spike['answered']}/{spike['requests']}")
+        if spike["status_5xx"]:
+            problems.append(f"spike 5xx {spike['status_5xx']}")
+    fan = results.get("fanout")
+    if fan:
+        if fan["connect"]["connected"] != args.viewers:
+            problems.append(f"viewers connected {fan['connect']['connected']}/{args.viewers}")
+        for name in ("fanout", "coalesce"):
+            phase = fan.get(name)
+            if not phase:
+                continue
+            buyers = phase["buyers"]
+            if buyers["answered"] != buyers["requests"]:
+                problems.append(f"{name} answered {buyers['answered']}/{buyers['requests']}")
+            fivexx = sum(v for k, v in buyers["codes"].items() if k.isdigit() and int(k) >= 500)
+            if fivexx:
+                problems.append(f"{name} 5xx {fivexx}")
+            if phase["oversold"]:
+                problems.append(f"{name} oversold {phase['oversold']}")
+            if phase["saw_final"] != args.viewers:
+                problems.append(f"{name}: {phase['saw_final']}/{args.viewers} saw the final stock")
+    line = (
+        "correctness: oversold 0, every request answered, no 5xx, every viewer connected"
+        " and saw the final stock"
+    )
+    return (not problems), (line if not problems else "CORRECTNESS FAILED: " + "; ".join(problems))
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(value):
+        if value is None or value == "":
+            return ""
+        if value is True:
+            return "yes"
+        if value is False:
+            return "**no**"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    lines = [
+        "| figure | value | limit | limit value | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['ratio']}x" if r["ratio"] is not None else ""
+        lines.append(
+            f"| {r['figure']} | {cell(r['value'])} | {r['limit']} | {cell(r['limit_value'])}"
+            f" | {ratio} | {r['target']} | {cell(r['met'])} |"
+        )
+    return "\n".join(lines)
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+SMOKE = {
+    "viewers": 200,
+    "buyers": 40,
+    "units": 20,
+    "attempts": 2,
+    "rate": 20,
+    "seconds": 3,
+    "coalesce_rate": 100,
+    "coalesce_seconds": 2,
+    "healthz_seconds": 1,
+    "gate_requests": 20000,
+    "pgbench_seconds": 1,
+    "concurrency": 16,
+    "quiet_seconds": 0.5,
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="the small size CI runs")
+    parser.add_argument("--only", choices=("all", "spike", "fanout", "limits"), default="all")
+    parser.add_argument("--viewers", type=int, default=5000)
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--buyers", type=int, default=1000, help="users seeded for buying")
+    parser.add_argument("--units", type=int, default=500, help="units of the spike's drop")
+    parser.add_argument("--attempts", type=int, default=2, help="spike attempts per buyer")
+    parser.add_argument("--rate", type=float, default=50, help="fan-out purchases per second")
+    parser.add_argument("--seconds", type=float, default=20, help="fan-out duration")
+    parser.add_argument("--coalesce-rate", type=float, default=500)
+    parser.add_argument("--coalesce-seconds", type=float, default=6)
+    parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
+    parser.add_argument("--healthz-seconds", type=float, default=3)
+    parser.add_argument("--gate-requests", type=int, default=200_000)
+    parser.add_argument("--pgbench-seconds", type=float, default=5)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--celery", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--connect-timeout", type=float, default=300)
+    parser.add_argument(
+        "--quiet-seconds", type=float, default=2, help="pause after connecting, before measuring"
+    )
+    parser.add_argument("--final-timeout", type=float, default=30)
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench_live")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/4")
+    parser.add_argument("--reuse", action="store_true", help="use the stack serving --port")
+    parser.add_argument("--results", default=str(RESULTS), help="where to write the results")
+    parser.add_argument("--label", default="", help="added to the result file names")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        explicit = {a.split("=")[0].lstrip("-").replace("-", "_") for a in (argv or sys.argv[1:])}
+        for key, value in SMOKE.items():
+            if key not in explicit:
+                setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    stack_module.install_cleanup()
+    stack_module.raise_fd_limit()
+    progress = Progress()
+    stack = stack_module.Stack(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        port=args.port,
+        web_workers=args.web_workers,
+        celery=args.celery,
+        reuse=args.reuse,
+    )
+    stack.prepare()
+    results: dict = {}
+    started = time.monotonic()
+    try:
+        if not args.reuse:
+            progress(f"fresh database {stack.database}, Redis {args.redis_url}")
+            stack.fresh_database()
+        progress(f"seeding {args.buyers} buyers, a live stream and its drops")
+        fanout_units = int(args.rate * args.seconds + args.coalesce_rate * args.coalesce_seconds)
+        seed = stack.seed(
+            buyers=args.buyers, spike_units=args.units, fanout_units=max(fanout_units * 2, 1000)
+        )
+        progress(f"starting uvicorn x{args.web_workers} and Celery x{args.celery}")
+        stack.start()
+        if args.only in ("all", "limits", "spike"):
+            progress("limit: GET /healthz")
+            results["healthz"] = run_once(
+                "healthz",
+                {
+                    "base_url": stack.base_url,
+                    "concurrency": args.concurrency,
+                    "seconds": args.healthz_seconds,
+                },
+                env=stack.env,
+                timeout=args.healthz_seconds + 60,
+                progress=progress,
+                label="healthz",
+            )
+        if args.only in ("all", "limits"):
+            progress("limit: the gate's Lua script (redis-benchmark)")
+            results["gate"] = limits.gate_admissions_per_second(
+                redis_url=args.redis_url, requests=args.gate_requests
+            )
+            progress("limit: the hot-row UPDATE (pgbench)")
+            results["pgbench"] = limits.pgbench_hot_row(
+                database=stack.database,
+                allocation_id=seed.hot_allocation,
+                seconds=args.pgbench_seconds,
+            )
+        if args.only in ("all", "limits"):
+            progress(f"pending -> held: {len(seed.backlog_customers)} holds queued at once")
+            results["settle"] = limits.settle_backlog(
+                allocation_id=seed.backlog_allocation, customer_ids=seed.backlog_customers
+            )
+        if args.only in ("all", "spike"):
+            results["spike"] = run_spike(
+                base_url=stack.base_url,
+                host_token=seed.host_token,
+                drop_id=seed.spike_drop,
+                units=args.units,
+                tokens=seed.buyer_tokens,
+                attempts=args.attempts,
+                concurrency=args.concurrency,
+                progress=progress,
+            )
+        if args.only in ("all", "fanout"):
+            fanout, viewers = run_fanout(stack, seed, args, progress)
+            viewers.stop()
+            results["fanout"] = fanout
+            # The real stack idles meanwhile (its viewers are gone), as in a fair match.
+            results["ceiling"] = run_ceiling(stack, seed, args, fanout, progress)
+    finally:
+        progress("stopping the stack")
+        stack.stop()
+        stack_module.stop_all()
+        progress.done()
+
+    ok, line = correctness(results, args)
+    rows = build_table(results, args)
+    when = datetime.now(UTC)
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "smoke",
+            "viewers",
+            "client_processes",
+            "buyers",
+            "units",
+            "attempts",
+            "rate",
+            "seconds",
+            "coalesce_rate",
+            "coalesce_seconds",
+            "concurrency",
+            "web_workers",
+            "celery",
+            "reuse",
+        )
+    }
+    document = {
+        "when": when.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "config": config,
+        "correct": ok,
+        "table": rows,
+        "results": results,
+    }
+    table = markdown(rows)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"bench-{when.strftime('%Y%m%dT%H%M%SZ')}{'-' + args.label if args.label else ''}"
+    (out / f"{name}.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    settings_line = ", ".join(f"{k}={v}" for k, v in config.items())
+    (out / f"{name}.md").write_text(
+        f"# Benchmark, {document['when']}\n\n{settings_line}\n\n{table}\n\n{line}\n"
+    )
+    print(table)
+    print(line)
+    print(f"written: {out / name}.md and .json")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
