@@ -74,6 +74,8 @@ async def _serve(port: int, schedule: dict) -> None:
         backlog=8192,
         max_queue=16,
     ):
+        # The benchmark waits for one such line per process before it connects clients.
+        print(f"ready {os.getpid()}", flush=True)
         await stop
 
 

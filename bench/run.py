@@ -375,7 +375,7 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
     }
     path = stack_module.LOGS / "ceiling-schedule.json"
     path.write_text(json.dumps(schedule))
-    port = args.port + 1
+    port = stack_module.free_port()
     server = stack_module.spawn(
         [
             sys.executable,
@@ -391,7 +391,7 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
         log="ceiling.log",
     )
     try:
-        time.sleep(1.5)  # the processes bind the port
+        stack_module.wait_log_lines(server, "ceiling.log", "ready ", args.web_workers)
         pids = [server.pid, *stack_module.descendants(server.pid)]
         # The supervising parent holds no socket (with one process it is the server).
         serving = pids[1:] if len(pids) > 1 else pids

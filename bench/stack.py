@@ -12,6 +12,7 @@ import contextlib
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,38 @@ def wait_http(url: str, seconds: float = 60, process: subprocess.Popen | None = 
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer")
+
+
+def wait_log_lines(
+    process: subprocess.Popen, log: str, prefix: str, count: int, seconds: float = 60
+) -> None:
+    """Wait until the child's log holds ``count`` lines starting with ``prefix`` (each of
+    its processes announcing it is ready): a fixed sleep is too short on a loaded box."""
+    deadline = time.monotonic() + seconds
+    path = LOGS / log
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:4]} exited early: {_tail(path)}")
+        with contextlib.suppress(OSError):
+            lines = path.read_text().splitlines()
+            if sum(line.startswith(prefix) for line in lines) >= count:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.args[:4]} not ready after {seconds:.0f} s: {_tail(path)}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def free_port() -> int:
+    """A port nobody listens on now (the kernel's pick), for a helper server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def rss_kb(pids: list[int]) -> int:

@@ -79,7 +79,9 @@ def test_the_smoke_run_sells_no_unit_twice_answers_everyone_and_reaches_every_vi
         assert fanout[phase]["buyers"]["answered"] == fanout[phase]["buyers"]["requests"]
         assert fanout[phase]["saw_final"] == viewers
         assert fanout[phase]["closes"] == {}  # nobody was dropped as too slow
-    assert results["ceiling"]["saw_final"] == viewers
+    ceiling = results["ceiling"]
+    assert ceiling["connect"]["connected"] == viewers, ceiling["connect"]
+    assert ceiling["saw_final"] == viewers
     # Every figure was measured and set beside its limit.
     for limit in ("healthz", "gate", "pgbench"):
         assert results[limit]
