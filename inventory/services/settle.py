@@ -135,9 +135,7 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
                 held_delta=units_held,
                 reference=f"holds:{','.join(map(str, result.held))}"[:200],
             )
-        Reservation.objects.bulk_update(
-            pending, ["status", "expires_at", "reject_reason", "updated_at"]
-        )
+        _write_decisions(pending, now=now, expires_at=expires_at)
         # A request turned down here for its own reason (the limit) leaves its units
         # free: while viewers wait in line, those go to them first.
         offered = (
@@ -159,6 +157,22 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
                 )
             )
     return result
+
+
+def _write_decisions(pending: list[Reservation], *, now, expires_at) -> None:
+    """One ``UPDATE`` for the batch's holds and one per rejection reason. (``bulk_update``
+    would write the same in one statement, but builds a ``CASE`` per row and field: it
+    was three quarters of a batch's time.)"""
+    by_outcome: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for reservation in pending:
+        by_outcome[reservation.status, reservation.reject_reason].append(reservation.pk)
+    for (status, reason), ids in by_outcome.items():
+        fields = {"status": status, "updated_at": now}
+        if status == Status.HELD:
+            fields["expires_at"] = expires_at
+        else:
+            fields["reject_reason"] = reason
+        Reservation.objects.filter(pk__in=ids).update(**fields)
 
 
 def _gate_after_settle(
