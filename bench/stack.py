@@ -192,10 +192,15 @@ class Stack:
     redis_url: str
     port: int = 8765
     web_workers: int = 2
+    # With ws_workers > 0, websockets get their own uvicorn processes on ws_port (as a
+    # proxy would route /ws/ in production) and HTTP keeps web_workers processes.
+    ws_workers: int = 0
+    ws_port: int = 0
     celery: int = 2
     reuse: bool = False
     env: dict[str, str] = field(default_factory=dict)
     web: subprocess.Popen | None = None
+    ws: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
 
     @property
@@ -204,7 +209,7 @@ class Stack:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://127.0.0.1:{self.ws_port if self.ws_workers else self.port}"
 
     @property
     def database(self) -> str:
@@ -309,29 +314,10 @@ class Stack:
         if self.reuse:
             wait_http(f"{self.base_url}/healthz", 5)
             return
-        self.web = spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.web_workers),
-                "--log-level",
-                "warning",
-                "--lifespan",
-                "off",
-                # Room for the connect storm of thousands of viewers.
-                "--backlog",
-                "8192",
-            ],
-            env=self.env,
-            log="web.log",
-        )
+        self.web = self._uvicorn(self.port, self.web_workers, "web.log")
+        if self.ws_workers:
+            self.ws_port = self.ws_port or free_port()
+            self.ws = self._uvicorn(self.ws_port, self.ws_workers, "ws.log")
         self.worker = spawn(
             [
                 sys.executable,
@@ -353,6 +339,8 @@ class Stack:
             log="worker.log",
         )
         wait_http(f"{self.base_url}/healthz", 60, self.web)
+        if self.ws is not None:
+            wait_http(f"http://127.0.0.1:{self.ws_port}/healthz", 60, self.ws)
         from config.celery import app
 
         deadline = time.monotonic() + 60
@@ -360,16 +348,42 @@ class Stack:
             if time.monotonic() > deadline or self.worker.poll() is not None:
                 raise RuntimeError(f"the Celery worker did not answer (see {LOGS})")
 
+    def _uvicorn(self, port: int, workers: int, log: str) -> subprocess.Popen:
+        return spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--lifespan",
+                "off",
+                # Room for the connect storm of thousands of viewers.
+                "--backlog",
+                "8192",
+            ],
+            env=self.env,
+            log=log,
+        )
+
     def server_pids(self) -> list[int]:
         """The uvicorn processes serving websockets (the workers, or the one process)."""
-        if self.web is None:
-            return listening_server_pids(self.port)
-        workers = descendants(self.web.pid)
+        server = self.ws if self.ws_workers else self.web
+        if server is None:
+            return listening_server_pids(self.ws_port if self.ws_workers else self.port)
+        workers = descendants(server.pid)
         # With --workers, the master only supervises: its workers hold the sockets.
-        return workers or [self.web.pid]
+        return workers or [server.pid]
 
     def stop(self) -> None:
-        for process in (self.web, self.worker):
+        for process in (self.web, self.ws, self.worker):
             if process is not None:
                 stop(process)
-        self.web = self.worker = None
+        self.web = self.ws = self.worker = None

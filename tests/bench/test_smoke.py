@@ -74,7 +74,7 @@ def test_the_smoke_run_sells_no_unit_twice_answers_everyone_and_reaches_every_vi
     fanout = results["fanout"]
     viewers = document["config"]["viewers"]
     assert fanout["connect"]["connected"] == viewers
-    for phase in ("fanout", "coalesce"):
+    for phase in ("fanout", "coalesce", "coalesce_direct"):
         assert fanout[phase]["oversold"] == 0
         assert fanout[phase]["buyers"]["answered"] == fanout[phase]["buyers"]["requests"]
         assert fanout[phase]["saw_final"] == viewers
