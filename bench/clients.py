@@ -117,10 +117,15 @@ async def _viewers(job: dict) -> None:
     async def hold(viewer: Viewer, gate: asyncio.Semaphore, connected: asyncio.Event) -> None:
         try:
             async with gate:
-                # No compression (the ceiling server gets the same clients) and no
-                # keepalive pings: the run is bounded and every frame is a delivery.
+                # No compression unless asked (browsers offer permessage-deflate; the
+                # ceiling server never accepts it) and no keepalive pings: the run is
+                # bounded and every frame is a delivery.
                 viewer.ws = await connect(
-                    url, compression=None, ping_interval=None, open_timeout=120, max_queue=None
+                    url,
+                    compression=job.get("compression"),
+                    ping_interval=None,
+                    open_timeout=120,
+                    max_queue=None,
                 )
         except Exception:
             state["failed"] += 1

@@ -151,7 +151,17 @@ def run_once(role: str, job: dict, *, env, timeout: float, progress, label: str)
 class Viewers:
     """V viewers spread over K client processes."""
 
-    def __init__(self, *, url: str, viewers: int, processes: int, env, progress, label: str):
+    def __init__(
+        self,
+        *,
+        url: str,
+        viewers: int,
+        processes: int,
+        env,
+        progress,
+        label: str,
+        compression: str | None = None,
+    ):
         self.label = label
         self.progress = progress
         shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
@@ -163,6 +173,7 @@ class Viewers:
                     "count": share,
                     "connect_concurrency": 48,
                     "record_sample": i == 0,
+                    "compression": compression,
                 },
                 env=env,
             )
@@ -345,6 +356,7 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
         env=stack.env,
         progress=progress,
         label="fan-out",
+        compression=None if args.viewer_compression == "none" else args.viewer_compression,
     )
     result: dict = {"viewers_wanted": args.viewers, "server_processes": len(server_pids)}
     try:
@@ -734,6 +746,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pgbench-seconds", type=float, default=5)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument(
+        "--viewer-compression",
+        choices=("none", "deflate"),
+        default="none",
+        help="what the fan-out's viewers offer (browsers offer deflate); the ceiling: none",
+    )
+    parser.add_argument(
         "--ws-workers",
         type=int,
         default=0,
@@ -865,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency",
             "web_workers",
             "ws_workers",
+            "viewer_compression",
             "celery",
             "reuse",
         )

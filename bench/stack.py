@@ -368,6 +368,9 @@ class Stack:
                 # Room for the connect storm of thousands of viewers.
                 "--backlog",
                 "8192",
+                # As the service runs: browsers offer compression, we decline it.
+                "--ws-per-message-deflate",
+                "false",
             ],
             env=self.env,
             log=log,

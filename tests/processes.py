@@ -111,6 +111,9 @@ def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
             str(workers),
             "--log-level",
             "warning",
+            # As the service runs (scripts/run, the image).
+            "--ws-per-message-deflate",
+            "false",
         ],
         cwd=ROOT,
         env=child_env(**env),

@@ -113,6 +113,7 @@ def test_web_runs_uvicorn_on_the_asgi_application(services):
     assert "--host 0.0.0.0" in command
     assert "--port 8000" in command
     assert "--proxy-headers" in command
+    assert "--ws-per-message-deflate false" in command
     # $$ so that the container's shell, not compose, expands the worker count.
     assert "--workers $${WEB_CONCURRENCY:-2}" in command
     assert services["web"]["ports"] == ["8000:8000"]
@@ -264,6 +265,7 @@ def test_dockerfile_cmd_runs_uvicorn_on_the_asgi_application():
     assert tokens[tokens.index("--port") + 1] == "8000"
     assert tokens[tokens.index("--workers") + 1] == "${WEB_CONCURRENCY:-2}"
     assert "--proxy-headers" in tokens
+    assert tokens[tokens.index("--ws-per-message-deflate") + 1] == "false"
 
 
 def test_dockerfile_runs_as_a_non_root_user():
@@ -309,3 +311,10 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
     }
     assert expected <= entries
     assert "__pycache__" in entries or "**/__pycache__" in entries
+
+
+def test_the_run_script_declines_websocket_compression_too():
+    run = (Path(__file__).resolve().parents[2] / "scripts" / "run").read_text()
+    lines = run.replace("\\\n", " ").splitlines()  # continued lines joined
+    [command] = [line for line in lines if line.startswith("exec uvicorn")]
+    assert "--ws-per-message-deflate false" in command
