@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import sys
 import time
 
 
@@ -74,8 +75,11 @@ async def _serve(port: int, schedule: dict) -> None:
         backlog=8192,
         max_queue=16,
     ):
-        # The benchmark waits for one such line per process before it connects clients.
-        print(f"ready {os.getpid()}", flush=True)
+        # The benchmark waits for one such word per process before it connects clients.
+        # One write each: unbuffered, print() writes the text and its newline apart, and
+        # the processes share the log.
+        sys.stdout.write(f"ready {os.getpid()}\n")
+        sys.stdout.flush()
         await stop
 
 

@@ -467,7 +467,7 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
         log="ceiling.log",
     )
     try:
-        stack_module.wait_log_lines(server, "ceiling.log", "ready ", ceiling_processes)
+        stack_module.wait_log_words(server, "ceiling.log", "ready ", ceiling_processes)
         pids = [server.pid, *stack_module.descendants(server.pid)]
         # The supervising parent holds no socket (with one process it is the server).
         serving = pids[1:] if len(pids) > 1 else pids

@@ -100,19 +100,19 @@ def wait_http(url: str, seconds: float = 60, process: subprocess.Popen | None = 
     raise RuntimeError(f"{url} did not answer")
 
 
-def wait_log_lines(
-    process: subprocess.Popen, log: str, prefix: str, count: int, seconds: float = 60
+def wait_log_words(
+    process: subprocess.Popen, log: str, word: str, count: int, seconds: float = 60
 ) -> None:
-    """Wait until the child's log holds ``count`` lines starting with ``prefix`` (each of
-    its processes announcing it is ready): a fixed sleep is too short on a loaded box."""
+    """Wait until the child's log holds ``word`` ``count`` times (each of its processes
+    announcing it is ready): a fixed sleep is too short on a loaded box. Counted
+    anywhere, not per line: processes sharing a log may interleave their lines."""
     deadline = time.monotonic() + seconds
     path = LOGS / log
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args[:4]} exited early: {_tail(path)}")
         with contextlib.suppress(OSError):
-            lines = path.read_text().splitlines()
-            if sum(line.startswith(prefix) for line in lines) >= count:
+            if path.read_text().count(word) >= count:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{process.args[:4]} not ready after {seconds:.0f} s: {_tail(path)}")
