@@ -122,6 +122,28 @@ def pgbench_hot_row(*, database: str, allocation_id: int, seconds: float, client
     }
 
 
+def write_pending_holds(*, allocation_id: int, holds: list[tuple[int, str]]) -> list:
+    """Pending holds of one unit each, as an admitted reserve request leaves them: one
+    per ``(customer id, idempotency key)``, written in one statement."""
+    from decimal import Decimal
+
+    from inventory.models import Reservation
+
+    return Reservation.objects.bulk_create(
+        [
+            Reservation(
+                customer_id=customer,
+                allocation_id=allocation_id,
+                quantity=1,
+                unit_price=Decimal("10.00"),
+                currency="USD",
+                idempotency_key=key,
+            )
+            for customer, key in holds
+        ]
+    )
+
+
 def settle_backlog(*, allocation_id: int, customer_ids: list[int], seconds: float = 120) -> dict:
     """The pending-to-held path's own capacity: as many pending holds as there are
     customers written at once (as admitted requests leave them), then ONE reserve task
@@ -130,25 +152,15 @@ def settle_backlog(*, allocation_id: int, customer_ids: list[int], seconds: floa
     comparable with the hot-row ceiling (the spike's holds/s is bounded by how fast
     requests arrive, not by this path)."""
     import time
-    from decimal import Decimal
 
     from django.db import connection
 
     from inventory.models import Reservation
     from inventory.tasks import reserve
 
-    rows = Reservation.objects.bulk_create(
-        [
-            Reservation(
-                customer_id=customer,
-                allocation_id=allocation_id,
-                quantity=1,
-                unit_price=Decimal("10.00"),
-                currency="USD",
-                idempotency_key=f"backlog-{allocation_id}-{customer}",
-            )
-            for customer in customer_ids
-        ]
+    rows = write_pending_holds(
+        allocation_id=allocation_id,
+        holds=[(customer, f"backlog-{allocation_id}-{customer}") for customer in customer_ids],
     )
     started = time.perf_counter()
     reserve.delay(rows[-1].pk)

@@ -302,32 +302,22 @@ def holds_at_rate(*, drop_id: int, customer_ids: list[int], rate: float, seconds
     events. It reaches rates the HTTP path cannot on this box (the coalescing check is
     about the events, not the requests). The gate is not told: its count is repaired by
     the reconcile task, and this phase runs last."""
-    from decimal import Decimal
-
     from django.db import connection
 
-    from inventory.models import Reservation
     from inventory.tasks import reserve
 
     allocation = _allocation_of(drop_id)
-    tick, written, n = 0.1, 0, 0
+    tick, written = 0.1, 0
     started = time.perf_counter()
     for step in range(int(seconds / tick)):
         due = int(rate * tick * (step + 1)) - written
-        rows = Reservation.objects.bulk_create(
-            [
-                Reservation(
-                    customer_id=customer_ids[(n + i) % len(customer_ids)],
-                    allocation_id=allocation.pk,
-                    quantity=1,
-                    unit_price=Decimal("10.00"),
-                    currency="USD",
-                    idempotency_key=f"direct-{time.time_ns()}-{n + i}",
-                )
-                for i in range(due)
-            ]
+        rows = limits.write_pending_holds(
+            allocation_id=allocation.pk,
+            holds=[
+                (customer_ids[n % len(customer_ids)], f"direct-{time.time_ns()}-{n}")
+                for n in range(written, written + due)
+            ],
         )
-        n += due
         written += len(rows)
         if rows:
             reserve.delay(rows[-1].pk)
