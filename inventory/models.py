@@ -122,7 +122,10 @@ class Reservation(models.Model):
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     reject_reason = models.CharField(max_length=32, blank=True)
-    idempotency_key = models.CharField(max_length=255)
+    # The client's Idempotency-Key. Holds the system makes itself (waitlist offers) have
+    # none: a value the system makes never shares a namespace a client can write into.
+    # NULL, not "", so that the unique (customer, key) constraint never compares them.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -130,6 +133,7 @@ class Reservation(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
+            # NULL keys (system-made holds) never collide: NULLs are distinct.
             models.UniqueConstraint(
                 fields=["customer", "idempotency_key"], name="reservation_idempotency_per_customer"
             ),

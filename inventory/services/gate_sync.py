@@ -46,7 +46,7 @@ def _remembered_keys(allocation_id: int) -> list[gate.RememberedKey]:
     now = timezone.now()
     window = timedelta(seconds=gate.IDEMPOTENCY_TTL_SECONDS)
     rows = Reservation.objects.filter(
-        allocation_id=allocation_id, created_at__gt=now - window
+        allocation_id=allocation_id, created_at__gt=now - window, idempotency_key__isnull=False
     ).values_list("customer_id", "idempotency_key", "quantity", "created_at")
     return [
         gate.RememberedKey(

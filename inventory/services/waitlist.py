@@ -239,7 +239,8 @@ def offer_returned_units(*, allocation_id: int) -> int:
             currency=entry.currency,
             status=Reservation.Status.HELD,
             expires_at=expires_at,
-            idempotency_key=f"waitlist-offer:{entry.pk}",
+            # No key: the entry links its offer; a client's key can never collide.
+            idempotency_key=None,
         )
         StockMovement.objects.create(
             stock_item_id=allocation.stock_item_id,
