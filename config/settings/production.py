@@ -4,6 +4,8 @@
 characters), ALLOWED_HOSTS, DATABASE_URL and REDIS_URL are set.
 """
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *
 from .base import STORAGES, env
 
