@@ -184,6 +184,12 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Auth, API ------------------------------------------------------------------------
+# Django's model backend, with the password hash run off the database connection and
+# a few at a time (shop/passwords.py): a sign-in surge never waits on the pool.
+AUTHENTICATION_BACKENDS = ["shop.passwords.PasswordBackend"]
+# Password hashes run at once per process (CPU-bound; the rest queue holding no
+# database connection). 0: one per core this process may use.
+PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=0)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
@@ -18,6 +17,7 @@ from shop.api.authentication import token_forget
 from shop.api.fields import StrictCharField
 from shop.api.schema import error_responses
 from shop.api.throttles import AuthIPThrottle
+from shop.services.accounts import UsernameTaken, account_register
 
 
 class InvalidCredentials(DomainError):
@@ -69,12 +69,8 @@ class RegisterApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            with transaction.atomic():
-                user = get_user_model().objects.create_user(
-                    username=data["username"], password=data["password"]
-                )
-                token = Token.objects.create(user=user)
-        except IntegrityError as exc:  # the same name registered concurrently
+            token = account_register(username=data["username"], password=data["password"])
+        except UsernameTaken as exc:  # the same name registered concurrently
             raise serializers.ValidationError({"username": ["This username is taken."]}) from exc
         return Response({"token": token.key}, status=status.HTTP_201_CREATED)
 
@@ -94,6 +90,8 @@ class TokenApi(APIView):
     def post(self, request: Request) -> Response:
         serializer = CredentialsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # The password is verified with no database connection held (shop.passwords,
+        # the configured backend): a sign-in surge waits for CPU, never for the pool.
         user = authenticate(
             request._request,
             username=serializer.validated_data["username"],
