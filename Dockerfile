@@ -38,5 +38,6 @@ EXPOSE 8000
 # sh -c so ${WEB_CONCURRENCY} expands at run time; exec so uvicorn is PID 1 and gets
 # SIGTERM. Behind a reverse proxy, set FORWARDED_ALLOW_IPS to the proxy's address so
 # --proxy-headers trusts its X-Forwarded-* headers (uvicorn reads that variable).
-# No permessage-deflate: see "Why uvicorn" in README.md.
-CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2} --proxy-headers --ws-per-message-deflate false"]
+# No permessage-deflate: see "Why uvicorn" in README.md. --ws-max-size: a websocket
+# message is capped before it is buffered (the consumers allow 4 KB).
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2} --proxy-headers --ws-per-message-deflate false --ws-max-size 16384"]

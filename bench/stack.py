@@ -368,9 +368,12 @@ class Stack:
                 # Room for the connect storm of thousands of viewers.
                 "--backlog",
                 "8192",
-                # As the service runs: browsers offer compression, we decline it.
+                # As the service runs: browsers offer compression, we decline it, and a
+                # client's websocket message is capped before it is buffered.
                 "--ws-per-message-deflate",
                 "false",
+                "--ws-max-size",
+                "16384",
             ],
             env=self.env,
             log=log,

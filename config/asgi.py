@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from config.body_limit import BodySizeLimit  # noqa: E402
 from config.health import HealthConsumer  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
@@ -32,7 +33,8 @@ gc.set_threshold(*settings.ASGI_GC_THRESHOLDS)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Bodies over the cap are refused before Django reads them (config/body_limit.py).
+        "http": BodySizeLimit(django_asgi_app),
         # Browser origins checked, then the session or ?token= user (see ws_auth).
         "websocket": websocket_stack(
             URLRouter([path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns])

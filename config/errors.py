@@ -9,6 +9,7 @@ from django import db
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from redis import exceptions as redis_exceptions
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -99,3 +100,10 @@ json_400 = _api_or_page(400, "invalid", "Bad request.", defaults.bad_request)
 json_403 = _api_or_page(403, "permission_denied", "Forbidden.", defaults.permission_denied)
 json_404 = _api_or_page(404, "not_found", "Not found.", defaults.page_not_found)
 json_500 = _api_or_page(500, "server_error", "Internal error.", defaults.server_error)
+
+
+@csrf_exempt  # any method: a POST to no route is a 404, not a CSRF failure page
+def api_not_found(request, unmatched: str = ""):
+    """The last route under /api/: with DEBUG on, Django answers an unknown URL with its
+    HTML debug page instead of calling ``handler404``; the API answers JSON in every mode."""
+    return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)

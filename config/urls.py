@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path, register_converter
+from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health
+from config import errors, health
 from config.converters import IdConverter
 
 register_converter(IdConverter, "id")
@@ -16,6 +16,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("shop.urls")),
     path("api/", include("livestream.urls")),
+    # After every API route: the rest of /api/ is a JSON 404, with DEBUG on too.
+    re_path(r"^api/(?P<unmatched>.*)$", errors.api_not_found),
     # Browser pages sign in with the session (the API also takes tokens). At Django's
     # default LOGIN_URL; explicit templates, as the admin app ships its own
     # registration/logged_out.html; without ?next= a viewer lands on the stream list.

@@ -114,6 +114,8 @@ def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
             # As the service runs (scripts/run, the image).
             "--ws-per-message-deflate",
             "false",
+            "--ws-max-size",
+            "16384",
         ],
         cwd=ROOT,
         env=child_env(**env),

@@ -204,7 +204,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with limits on nesting and text (see shop/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["shop.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "shop.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -233,6 +234,11 @@ SPECTACULAR_SETTINGS = {
         "ReservationStatusEnum": "inventory.models.Reservation.Status",
     },
 }
+
+# Request bodies are capped by the server before Django reads them (config/body_limit.py):
+# 413 past these sizes. No API body comes near 64 KiB; admin imports may be bigger.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
 
 # --- I18N, static ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -114,6 +114,8 @@ def test_web_runs_uvicorn_on_the_asgi_application(services):
     assert "--port 8000" in command
     assert "--proxy-headers" in command
     assert "--ws-per-message-deflate false" in command
+    # A websocket message is capped by the server before it is buffered.
+    assert "--ws-max-size 16384" in command
     # $$ so that the container's shell, not compose, expands the worker count.
     assert "--workers $${WEB_CONCURRENCY:-2}" in command
     assert services["web"]["ports"] == ["8000:8000"]
@@ -266,6 +268,7 @@ def test_dockerfile_cmd_runs_uvicorn_on_the_asgi_application():
     assert tokens[tokens.index("--workers") + 1] == "${WEB_CONCURRENCY:-2}"
     assert "--proxy-headers" in tokens
     assert tokens[tokens.index("--ws-per-message-deflate") + 1] == "false"
+    assert tokens[tokens.index("--ws-max-size") + 1] == "16384"
 
 
 def test_dockerfile_runs_as_a_non_root_user():
@@ -313,8 +316,9 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
     assert "__pycache__" in entries or "**/__pycache__" in entries
 
 
-def test_the_run_script_declines_websocket_compression_too():
+def test_the_run_script_declines_websocket_compression_and_caps_frames_too():
     run = (Path(__file__).resolve().parents[2] / "scripts" / "run").read_text()
     lines = run.replace("\\\n", " ").splitlines()  # continued lines joined
     [command] = [line for line in lines if line.startswith("exec uvicorn")]
     assert "--ws-per-message-deflate false" in command
+    assert "--ws-max-size 16384" in command
