@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "OrderNotCancellable",
     "PaymentFailed",
+    "PaymentMismatch",
     "PaymentProviderError",
     "RefundFailed",
     "ReservationNotHeld",
@@ -51,6 +52,15 @@ class InvalidWebhookPayload(DomainError):
     code = "invalid_payload"
     http_status = 400
     default_detail = "The webhook body is not a valid event."
+
+
+class PaymentMismatch(DomainError):
+    """A signed event about a payment says another amount or currency was charged than
+    the payment is for: believing it would ship units for money that is not there."""
+
+    code = "payment_mismatch"
+    http_status = 409
+    default_detail = "The event's amount or currency does not match the payment."
 
 
 class PaymentProviderError(Exception):

@@ -10,7 +10,9 @@ What every provider must promise:
   same reference, it charges once and answers the same;
 * ``refund`` is idempotent per payment: asked twice, it refunds once;
 * ``parse_webhook`` accepts only events the provider signed, recently, and raises
-  ``InvalidWebhookSignature`` otherwise (before anything is parsed or written).
+  ``InvalidWebhookSignature`` otherwise (before anything is parsed or written); an
+  event about a charge carries the charge's ``amount`` and ``currency`` as the
+  provider has them, which the shop checks against the payment before believing it.
 
 Signed webhooks of the test provider (the same scheme Stripe uses)::
 
@@ -30,6 +32,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -87,6 +90,9 @@ class WebhookEventData:
     payment_reference: str
     raw: Mapping[str, Any] = field(default_factory=dict)
     failure_reason: str = ""
+    # What the provider says was charged; None / "" when the event does not say.
+    amount: Decimal | None = None
+    currency: str = ""
 
 
 class PaymentProvider(Protocol):
@@ -198,8 +204,12 @@ class TestPaymentProvider:
     * ``"pending"``: stays pending; a signed ``payment.succeeded`` or ``payment.failed``
       webhook settles it later (see ``build_test_webhook``).
 
-    Refunds always succeed. Webhook bodies are JSON:
-    ``{"id": "evt_1", "type": "payment.succeeded", "data": {"payment_reference": "..."}}``.
+    Refunds always succeed. Webhook bodies are JSON::
+
+        {"id": "evt_1", "type": "payment.succeeded",
+         "data": {"payment_reference": "...", "amount": "19.99", "currency": "USD"}}
+
+    ``amount`` is a decimal string, as everywhere in the API.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -235,9 +245,11 @@ class TestPaymentProvider:
             data = raw.get("data") or {}
             event_id, event_type = raw["id"], raw["type"]
             reference = data.get("payment_reference", "")
+            amount, currency = data.get("amount"), data.get("currency", "")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise InvalidWebhookPayload() from None
-        if not all(isinstance(v, str) for v in (event_id, event_type, reference)) or not event_id:
+        texts = (event_id, event_type, reference, currency)
+        if not all(isinstance(v, str) for v in texts) or not event_id:
             raise InvalidWebhookPayload()
         return WebhookEventData(
             event_id=event_id,
@@ -245,7 +257,24 @@ class TestPaymentProvider:
             payment_reference=reference,
             raw=raw,
             failure_reason=str(data.get("failure_reason", ""))[:200],
+            amount=_decimal_or_none(amount),
+            currency=currency,
         )
+
+
+def _decimal_or_none(value: object) -> Decimal | None:
+    """A decimal string as a ``Decimal``; a float, an int or NaN is not an amount."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 32:
+        raise InvalidWebhookPayload("The event's amount must be a decimal string.")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise InvalidWebhookPayload("The event's amount must be a decimal string.") from None
+    if not amount.is_finite():
+        raise InvalidWebhookPayload("The event's amount must be a decimal string.")
+    return amount
 
 
 def build_test_webhook(
@@ -256,12 +285,18 @@ def build_test_webhook(
     secret: str | None = None,
     timestamp: int | None = None,
     failure_reason: str = "",
+    amount: Decimal | str | None = None,
+    currency: str | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """A signed test-provider event: ``(body, headers)`` ready for
     ``payment_webhook_handle`` or an HTTP POST. The secret defaults to the setting."""
     data = {"payment_reference": payment_reference}
     if failure_reason:
         data["failure_reason"] = failure_reason
+    if amount is not None:
+        data["amount"] = str(amount)
+    if currency is not None:
+        data["currency"] = currency
     body = json.dumps({"id": event_id, "type": type, "data": data}).encode()
     if secret is None:
         secret = getattr(settings, "PAYMENT_WEBHOOK_SECRET", "")

@@ -120,6 +120,10 @@ class PaymentWebhookApi(APIView):
         responses={
             200: WebhookResultSerializer,
             400: OpenApiResponse(description="`invalid_signature` or `invalid_payload`"),
+            409: OpenApiResponse(
+                description="`payment_mismatch`: a success for another amount or currency "
+                "than the payment's; nothing is confirmed"
+            ),
         },
         summary="Payment events from the provider (signed; each event id is processed once)",
     )

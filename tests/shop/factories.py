@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from inventory import services as inventory
 from inventory.models import Allocation, Reservation
+from shop.models import Payment
 from shop.payments import build_test_webhook
 from tests.factories import UserFactory, open_allocation
 
@@ -51,7 +52,12 @@ def expire(reservation: Reservation) -> None:
 def webhook(
     type: str, payment_reference: str, *, event_id: str | None = None, **kwargs
 ) -> tuple[bytes, dict[str, str]]:
-    """A test-provider event signed with ``WEBHOOK_SECRET``."""
+    """A test-provider event signed with ``WEBHOOK_SECRET``. Unless told otherwise, it
+    states the amount and currency of the payment it is about, as a provider does."""
+    payment = Payment.objects.filter(reference=payment_reference).first()
+    if payment is not None:
+        kwargs.setdefault("amount", payment.amount)
+        kwargs.setdefault("currency", payment.currency)
     return build_test_webhook(
         event_id=event_id or f"evt_{next(_events)}",
         type=type,

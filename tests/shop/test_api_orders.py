@@ -143,7 +143,11 @@ def test_a_pending_payment_is_confirmed_by_a_signed_webhook_once(settings):
     assert order["status"] == "pending_payment"
     payment = Payment.objects.get()
     body, headers = build_test_webhook(
-        event_id="evt_1", type="payment.succeeded", payment_reference=payment.reference
+        event_id="evt_1",
+        type="payment.succeeded",
+        payment_reference=payment.reference,
+        amount=payment.amount,
+        currency=payment.currency,
     )
     anonymous = APIClient()
 
@@ -164,6 +168,41 @@ def test_a_pending_payment_is_confirmed_by_a_signed_webhook_once(settings):
     hold.allocation.refresh_from_db()
     assert hold.allocation.sold == 2
     assert_inventory_invariants()
+
+
+def test_a_webhook_for_another_amount_is_answered_409_and_pays_nothing(settings):
+    settings.PAYMENT_TEST_MODE = "pending"
+    buyer = UserFactory()
+    hold = _held(buyer)
+    _client(buyer).post(f"/api/reservations/{hold.pk}/checkout/")
+    payment = Payment.objects.get()
+    assert (payment.amount, payment.currency) == (Decimal("24.00"), "USD")
+    body, headers = build_test_webhook(
+        event_id="evt_cheap",
+        type="payment.succeeded",
+        payment_reference=payment.reference,
+        amount="2.40",
+        currency="USD",
+    )
+
+    response = APIClient().post(
+        "/api/payments/webhook/",
+        body,
+        content_type="application/json",
+        headers={SIGNATURE_HEADER: headers[SIGNATURE_HEADER]},
+    )
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "code": "payment_mismatch",
+        "detail": "expects 24.00 USD; the event says 2.40 USD",
+    }
+    assert Order.objects.get().status == "pending_payment"
+    assert Payment.objects.get().status == "pending"
+    assert Reservation.objects.get(pk=hold.pk).status == "held"
+    hold.allocation.refresh_from_db()
+    assert (hold.allocation.held, hold.allocation.sold) == (2, 0)
+    assert WebhookEvent.objects.get().result == "mismatch"
 
 
 def test_a_webhook_with_a_bad_signature_is_refused_and_recorded_nowhere():

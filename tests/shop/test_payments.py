@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import json
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -237,3 +238,31 @@ def test_a_signed_body_that_is_not_an_event_is_refused(body):
         TestPaymentProvider().parse_webhook(body=body, headers=headers)
 
     assert (raised.value.code, raised.value.http_status) == ("invalid_payload", 400)
+
+
+def test_an_event_states_the_amount_and_currency_charged():
+    body, headers = build_test_webhook(
+        event_id="evt_7",
+        type="payment.succeeded",
+        payment_reference="pay_7",
+        amount=Decimal("19.99"),
+        currency="USD",
+        secret=SECRET,
+    )
+
+    event = TestPaymentProvider().parse_webhook(body=body, headers=headers)
+
+    assert (event.amount, event.currency) == (Decimal("19.99"), "USD")
+
+
+@pytest.mark.parametrize("amount", [19.99, 1999, "NaN", "Infinity", "19,99", "", "1" * 40])
+def test_an_amount_that_is_not_a_decimal_string_is_an_invalid_payload(amount):
+    body = json.dumps(
+        {"id": "evt_8", "type": "payment.succeeded", "data": {"amount": amount}}
+    ).encode()
+    headers = {"Payment-Signature": sign_test_webhook(body, secret=SECRET)}
+
+    with pytest.raises(InvalidWebhookPayload) as refused:
+        TestPaymentProvider().parse_webhook(body=body, headers=headers)
+
+    assert refused.value.detail == "The event's amount must be a decimal string."

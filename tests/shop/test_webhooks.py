@@ -1,14 +1,15 @@
 """payment_webhook_handle: signed events, processed once, in any order."""
 
 import time
+from decimal import Decimal
 
 import pytest
 
 from inventory.models import Reservation, StockMovement
 from shop import services
-from shop.exceptions import InvalidWebhookPayload, InvalidWebhookSignature
+from shop.exceptions import InvalidWebhookPayload, InvalidWebhookSignature, PaymentMismatch
 from shop.models import Order, Payment, WebhookEvent
-from shop.payments import sign_test_webhook
+from shop.payments import build_test_webhook, sign_test_webhook
 from shop.services import webhooks
 from tests.concurrency import run_together
 from tests.factories import open_allocation
@@ -63,7 +64,11 @@ def test_a_signed_success_pays_a_pending_order():
     assert (allocation.held, allocation.sold) == (0, 2)
     event = WebhookEvent.objects.get()
     assert (event.provider, event.event_id, event.event_type) == ("test", "evt_ok", SUCCEEDED)
-    assert event.payload["data"] == {"payment_reference": payment.reference}
+    assert event.payload["data"] == {
+        "payment_reference": payment.reference,
+        "amount": "25.00",
+        "currency": "USD",
+    }
     assert (event.result, event.processed_at is not None) == ("processed", True)
     assert_inventory_invariants()
 
@@ -342,3 +347,94 @@ def test_concurrent_deliveries_of_one_event_sell_once():
     order.refresh_from_db()
     assert order.status == Order.Status.PAID
     assert_inventory_invariants()
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        ("12.49", "USD"),  # a cent short
+        ("1250.00", "USD"),  # minor units mistaken for major ones
+        ("12.50", "EUR"),
+        (None, "USD"),  # an amount not stated cannot be checked
+        ("12.50", None),
+    ],
+)
+def test_a_success_for_another_amount_or_currency_confirms_nothing(amount, currency, caplog):
+    allocation = open_allocation(quantity=3)
+    order, payment, reservation = _pending_order(allocation)
+    assert (payment.amount, payment.currency) == (Decimal("12.50"), "USD")
+    body_and_headers = build_test_webhook(
+        event_id="evt_short",
+        type=SUCCEEDED,
+        payment_reference=payment.reference,
+        amount=amount,
+        currency=currency,
+        secret=WEBHOOK_SECRET,
+    )
+
+    with pytest.raises(PaymentMismatch) as refused:
+        _handle(body_and_headers)
+
+    assert (refused.value.code, refused.value.http_status) == ("payment_mismatch", 409)
+    assert refused.value.detail.startswith("expects 12.50 USD; the event ")
+    order.refresh_from_db()
+    assert (order.status, order.paid_at) == (Order.Status.PENDING_PAYMENT, None)
+    payment.refresh_from_db()
+    assert (payment.status, payment.refund_reason) == (Payment.Status.PENDING, "")
+    reservation.refresh_from_db()
+    assert reservation.status == Reservation.Status.HELD
+    allocation.refresh_from_db()
+    assert (allocation.held, allocation.sold) == (1, 0)
+    assert _sales() == 0
+    event = WebhookEvent.objects.get()
+    assert (event.event_id, event.result, event.processed_at is not None) == (
+        "evt_short",
+        "mismatch",
+        True,
+    )
+    assert [r.levelname for r in caplog.records if "evt_short" in r.getMessage()] == ["ERROR"]
+    assert_inventory_invariants()
+
+
+def test_a_mismatch_is_refused_again_when_redelivered_and_the_right_event_still_pays():
+    order, payment, _ = _pending_order()
+    wrong = webhook(SUCCEEDED, payment.reference, event_id="evt_wrong", amount="0.01")
+    with pytest.raises(PaymentMismatch):
+        _handle(wrong)
+
+    with pytest.raises(PaymentMismatch):
+        _handle(wrong)
+    order.refresh_from_db()
+    assert order.status == Order.Status.PENDING_PAYMENT
+
+    assert _handle(webhook(SUCCEEDED, payment.reference, event_id="evt_right")) == "processed"
+    order.refresh_from_db()
+    assert order.status == Order.Status.PAID
+    assert dict(WebhookEvent.objects.values_list("event_id", "result")) == {
+        "evt_wrong": "mismatch",
+        "evt_right": "processed",
+    }
+    assert _sales() == 1
+
+
+def test_the_amount_is_compared_as_a_decimal_and_the_currency_whatever_its_case():
+    order, payment, _ = _pending_order()
+
+    result = _handle(webhook(SUCCEEDED, payment.reference, amount="12.5", currency="usd"))
+
+    assert result == "processed"
+    order.refresh_from_db()
+    assert order.status == Order.Status.PAID
+
+
+def test_a_failure_is_not_checked_against_the_amount():
+    # A failure moves no money: it fails the attempt whatever it says was asked.
+    order, payment, reservation = _pending_order()
+
+    result = _handle(webhook(FAILED, payment.reference, amount="99.00", currency="EUR"))
+
+    assert result == "processed"
+    order.refresh_from_db()
+    assert order.status == Order.Status.PAYMENT_FAILED
+    reservation.refresh_from_db()
+    assert reservation.status == Reservation.Status.HELD
