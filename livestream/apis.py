@@ -38,6 +38,12 @@ class StreamListCreateApi(generics.ListAPIView):
     def get_queryset(self):
         return selectors.stream_list()
 
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        # The page at once (not a snapshot per stream): the same few reads for 200 streams
+        # as for one (see stream_snapshots).
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(selectors.stream_snapshots(streams=page))
+
     @extend_schema(
         operation_id="streams_list",
         responses={200: StreamSnapshotSerializer(many=True), **error_responses(400)},

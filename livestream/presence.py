@@ -4,8 +4,10 @@ With Redis, a sorted set per stream: member = one websocket connection's id, sco
 last heartbeat (epoch seconds). Joining adds, leaving removes, and each process's hub
 refreshes its local members every ``PRESENCE_HEARTBEAT_SECONDS``. A process that dies
 without saying goodbye leaves members that stop being refreshed: the count only takes
-members seen within ``PRESENCE_TTL_SECONDS`` (and prunes older ones), so it heals by
-itself instead of drifting upwards forever, as an INCR/DECR counter would.
+members seen within ``PRESENCE_TTL_SECONDS``, so it heals by itself instead of drifting
+upwards forever, as an INCR/DECR counter would. Older members are pruned by the
+heartbeat, a write that runs anyway: counting (every snapshot, every stream listed)
+only reads.
 
 Without Redis (the embedded default, one process) the count is this process's own set.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -55,8 +57,9 @@ async def _notify(stream_id: int) -> None:
     await sync_to_async(broadcast.viewers_changed, thread_sensitive=False)(stream_id)
 
 
-async def presence_add(stream_id: int, conn_ids: Iterable[str]) -> None:
-    """Mark connections present now (join and heartbeat), without notifying."""
+async def presence_add(stream_id: int, conn_ids: Iterable[str], *, prune: bool = False) -> None:
+    """Mark connections present now (join and heartbeat), without notifying; ``prune``
+    also drops members older than the TTL (their process died)."""
     conn_ids = list(conn_ids)
     if not conn_ids:
         return
@@ -65,6 +68,8 @@ async def presence_add(stream_id: int, conn_ids: Iterable[str]) -> None:
         key = presence_key(stream_id)
         async with async_redis().pipeline(transaction=False) as pipe:
             pipe.zadd(key, dict.fromkeys(conn_ids, now))
+            if prune:
+                pipe.zremrangebyscore(key, "-inf", f"({now - ttl_seconds()}")
             pipe.expire(key, _key_lifetime())
             await pipe.execute()
     else:
@@ -101,22 +106,26 @@ async def presence_leave(stream_id: int, conn_id: str) -> None:
 
 
 async def presence_heartbeat(stream_id: int, conn_ids: Iterable[str]) -> None:
-    """Refresh this process's viewers of a stream, in one ZADD."""
-    await presence_add(stream_id, conn_ids)
+    """Refresh this process's viewers of a stream and prune the dead, in one round trip."""
+    await presence_add(stream_id, conn_ids, prune=True)
 
 
 def presence_count(stream_id: int) -> int:
-    """Viewers of the stream across every process (sync: snapshots and host stats).
+    """Viewers of the stream across every process (sync: snapshots and host stats)."""
+    return presence_counts([stream_id])[stream_id]
 
-    With Redis: members refreshed within the TTL; older ones (their process died) are
-    pruned first, in the same transaction."""
+
+def presence_counts(stream_ids: Sequence[int]) -> dict[int, int]:
+    """Viewers of each stream, read only, in one Redis round trip.
+
+    With Redis: the members refreshed within the TTL, whatever older ones linger."""
     if not redis_configured():
         with _local_lock:
-            return len(_local.get(stream_id, ()))
-    now = time.time()
-    key = presence_key(stream_id)
-    oldest = now - ttl_seconds()
-    pipe = get_redis().pipeline(transaction=True)
-    pipe.zremrangebyscore(key, "-inf", f"({oldest}")
-    pipe.zcount(key, oldest, "+inf")
-    return int(pipe.execute()[1])
+            return {sid: len(_local.get(sid, ())) for sid in stream_ids}
+    if not stream_ids:
+        return {}
+    oldest = time.time() - ttl_seconds()
+    pipe = get_redis().pipeline(transaction=False)
+    for stream_id in stream_ids:
+        pipe.zcount(presence_key(stream_id), oldest, "+inf")
+    return {sid: int(n) for sid, n in zip(stream_ids, pipe.execute(), strict=True)}

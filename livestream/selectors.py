@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -77,10 +78,32 @@ def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
     ``stream_get`` does); ``viewers`` and ``seq`` come from presence and the broadcast
     counter (Redis when configured).
     """
-    from livestream.broadcast import current_seq
-    from livestream.presence import presence_count
+    return stream_snapshots(streams=[stream])[0]
 
-    drops = [drop_snapshot(drop=d) for d in drops_for_snapshot().filter(stream_id=stream.pk)]
+
+def stream_snapshots(*, streams: Sequence[Stream]) -> list[dict[str, Any]]:
+    """``stream_snapshot`` of each stream, for a whole page at once: one query for the
+    drops of all of them, one Redis read for their viewers and one for their ``seq``,
+    however many streams (load hosts with ``stream_list()``). Reads only: listing
+    streams writes nothing anywhere."""
+    from livestream.broadcast import current_seqs
+    from livestream.presence import presence_counts
+
+    ids = [stream.pk for stream in streams]
+    drops: dict[int, list[dict[str, Any]]] = {pk: [] for pk in ids}
+    for drop in drops_for_snapshot().filter(stream_id__in=ids):
+        drops[drop.stream_id].append(drop_snapshot(drop=drop))
+    viewers = presence_counts(ids)
+    seqs = current_seqs(ids)
+    return [
+        _stream_dict(stream, drops[stream.pk], viewers=viewers[stream.pk], seq=seqs[stream.pk])
+        for stream in streams
+    ]
+
+
+def _stream_dict(
+    stream: Stream, drops: list[dict[str, Any]], *, viewers: int, seq: int
+) -> dict[str, Any]:
     pinned = next((d for d in drops if d["pinned"]), None)
     return {
         "id": stream.pk,
@@ -96,8 +119,8 @@ def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
         # A copy: a caller editing one must not edit the other.
         "pinned_drop": dict(pinned) if pinned is not None else None,
         "drops": drops,
-        "viewers": presence_count(stream.pk),
-        "seq": current_seq(stream.pk),
+        "viewers": viewers,
+        "seq": seq,
     }
 
 
