@@ -3,7 +3,9 @@
 Per allocation it keeps, in one hash slot (``{alloc:N}``):
 
 * ``gate:{alloc:N}`` hash: ``status`` (open/closed), ``remaining`` (units neither held,
-  sold nor pending), ``limit`` (per-customer limit, 0 for none);
+  sold nor pending), ``limit`` (per-customer limit, 0 for none), and what orders its
+  updates: ``version`` (the allocation's ``gate_version`` the last rebuild read),
+  ``seen`` (the highest version applied since) and ``gen`` (rebuilds so far);
 * ``gate:{alloc:N}:c`` hash: units each customer has pending, held or bought;
 * ``gate:{alloc:N}:exp`` sorted set: held reservation ids scored by expiry time, so
   that a sold-out answer can tell, without SQL, whether expired holds could be
@@ -26,6 +28,16 @@ One Lua script checks and takes units atomically and counts the decision; a reje
 touches no database.
 The database stays the source of truth: ``gate_rebuild`` recomputes all of it from the
 rows (on a missing gate, by the periodic reconcile task, after Redis data loss).
+
+Updates from the database side are ordered by the allocation's ``gate_version``, which
+every transaction that changes what the gate mirrors bumps under the allocation's lock
+(``inventory.services.gate_sync``, the only writer). A rebuild carries the version it
+read; a change carries its transaction's version and is applied only if the last
+rebuild did not already read it; a rebuild older than a change already applied is
+refused (its writer reads again). Changes commute with each other (they add and
+subtract), so their order among themselves does not matter. A request admitted here
+whose row was never written is undone only if no rebuild ran since (``gen``): a rebuild
+already forgot it.
 """
 
 from __future__ import annotations
@@ -96,7 +108,7 @@ _ADMIT = (
     _COUNT
     + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
-local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit')
+local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit', 'gen')
 if not state[1] then return 0 end
 if state[1] ~= 'open' then count('not_live') return -1 end
 local qty = tonumber(ARGV[2])
@@ -115,7 +127,7 @@ redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
 redis.call('SET', KEYS[4], qty, 'EX', ARGV[4])
 count('admitted')
-return 1
+return {1, tonumber(state[4] or '0')}
 """
 )
 
@@ -134,10 +146,14 @@ return 1
 # its row was written: then its idempotency key is forgotten too). A missing gate stays
 # missing: the next admission rebuilds it from the database, which counts the return.
 # KEYS: state hash, customers hash, expiry zset, idempotency key (or a dummy).
-# ARGV: customer id, quantity, reservation id, forget key ('1' or '').
+# ARGV: customer id, quantity, reservation id, forget key ('1' or ''), the admission's
+# gen ('' for none: apply whatever the gate's history).
 _GIVE_BACK = """
 if ARGV[4] == '1' then redis.call('DEL', KEYS[4]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[5] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') ~= tonumber(ARGV[5]) then
+  return -1
+end
 local qty = tonumber(ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'remaining', qty)
 local left = redis.call('HINCRBY', KEYS[2], ARGV[1], -qty)
@@ -146,20 +162,58 @@ if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end
 return 1
 """
 
-# Replace the whole gate atomically (the remembered idempotency keys are re-set, not
-# cleared: keys of requests that left no row behind expire by themselves).
+# One committed transaction's changes, stamped with its version: applied only if the
+# last rebuild did not read that version already. Returns 1 applied, 0 no gate, -1 seen.
 # KEYS: state, customers, expiry.
-# ARGV: status, remaining, limit, n_customers, n_expiries, (customer, units)*,
-#       (reservation, expiry)*, (idempotency redis key, units, ttl)*
-_REBUILD = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'remaining', ARGV[2], 'limit', ARGV[3])
+# ARGV: version, status ('' unchanged), n_returns, n_tracked, n_forgotten,
+#       (customer, units, reservation or '')*, (reservation, expiry)*, reservation*
+_APPLY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local v = tonumber(ARGV[1])
+local marks = redis.call('HMGET', KEYS[1], 'version', 'seen')
+if v <= tonumber(marks[1] or '0') then return -1 end
+if v > tonumber(marks[2] or '0') then redis.call('HSET', KEYS[1], 'seen', v) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
 local i = 6
+for _ = 1, tonumber(ARGV[3]) do
+  local qty = tonumber(ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], 'remaining', qty)
+  local left = redis.call('HINCRBY', KEYS[2], ARGV[i], -qty)
+  if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
+  if ARGV[i + 2] ~= '' then redis.call('ZREM', KEYS[3], ARGV[i + 2]) end
+  i = i + 3
+end
 for _ = 1, tonumber(ARGV[4]) do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
   i = i + 2
 end
 for _ = 1, tonumber(ARGV[5]) do
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  i = i + 1
+end
+return 1
+"""
+
+# Replace the whole gate atomically (the remembered idempotency keys are re-set, not
+# cleared: keys of requests that left no row behind expire by themselves). Refused (0)
+# when a change newer than the version read was applied already.
+# KEYS: state, customers, expiry.
+# ARGV: version ('' to write whatever is there), status, remaining, limit, n_customers,
+#       n_expiries, (customer, units)*, (reservation, expiry)*,
+#       (idempotency redis key, units, ttl)*
+_REBUILD = """
+local old = redis.call('HMGET', KEYS[1], 'seen', 'gen')
+local v = tonumber(ARGV[1] ~= '' and ARGV[1] or '0')
+if ARGV[1] ~= '' and old[1] and tonumber(old[1]) > v then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'remaining', ARGV[3], 'limit', ARGV[4],
+  'version', v, 'seen', v, 'gen', tonumber(old[2] or '0') + 1)
+local i = 7
+for _ = 1, tonumber(ARGV[5]) do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, tonumber(ARGV[6]) do
   redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
   i = i + 2
 end
@@ -213,6 +267,20 @@ class GateState:
 def gate_admit(
     *, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str, now: float
 ) -> GateDecision:
+    return gate_admit_stamped(
+        allocation_id=allocation_id,
+        customer_id=customer_id,
+        quantity=quantity,
+        idempotency_key=idempotency_key,
+        now=now,
+    )[0]
+
+
+def gate_admit_stamped(
+    *, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str, now: float
+) -> tuple[GateDecision, int | None]:
+    """The decision and, for an admission, the gate's ``gen`` it was made in (what
+    ``gate_give_back(admitted_in=...)`` needs to undo it)."""
     result = get_redis().eval(
         _ADMIT,
         9,
@@ -225,7 +293,9 @@ def gate_admit(
         IDEMPOTENCY_TTL_SECONDS,
         _epoch_token(),
     )
-    return _DECISIONS[int(result)]
+    if isinstance(result, list):
+        return _DECISIONS[int(result[0])], int(result[1])
+    return _DECISIONS[int(result)], None
 
 
 # The demand outcome each refusal counts as.
@@ -262,10 +332,13 @@ def gate_give_back(
     quantity: int,
     reservation_id: int | None = None,
     forget_idempotency_key: str | None = None,
-) -> None:
-    """Return units to the gate. ``forget_idempotency_key``: the admitted request left
-    no reservation behind, so a retry with that key must be admitted afresh."""
-    get_redis().eval(
+    admitted_in: int | None = None,
+) -> bool:
+    """Return units to the gate; True when applied. ``forget_idempotency_key``: the
+    admitted request left no reservation behind, so a retry with that key must be
+    admitted afresh. ``admitted_in``: undo an admission only if no rebuild ran since
+    (a rebuild counted from the rows, which never had this request)."""
+    result = get_redis().eval(
         _GIVE_BACK,
         4,
         *_keys(allocation_id),
@@ -274,7 +347,50 @@ def gate_give_back(
         quantity,
         reservation_id or "",
         "1" if forget_idempotency_key else "",
+        "" if admitted_in is None else admitted_in,
     )
+    return int(result) == 1
+
+
+@dataclass(frozen=True)
+class GateReturn:
+    customer_id: int
+    units: int
+    reservation_id: int | None = None
+
+
+class Applied(enum.Enum):
+    APPLIED = 1
+    NO_GATE = 0
+    ALREADY_READ = -1  # the last rebuild read this version: it counted the change
+
+
+def gate_apply(
+    *,
+    allocation_id: int,
+    version: int,
+    status: str | None = None,
+    returns: Iterable[GateReturn] = (),
+    tracked: dict[int, float] | None = None,
+    forgotten: Iterable[int] = (),
+) -> Applied:
+    """Apply one committed transaction's changes (``version``: the allocation's
+    ``gate_version`` that transaction wrote): a status, units returned, holds whose
+    expiry to track or forget."""
+    returns, tracked, forgotten = list(returns), dict(tracked or {}), list(forgotten)
+    args: list = [
+        version,
+        status or "",
+        len(returns),
+        len(tracked),
+        len(forgotten),
+    ]
+    for item in returns:
+        args += [item.customer_id, item.units, item.reservation_id or ""]
+    for reservation_id, expires_at in tracked.items():
+        args += [reservation_id, expires_at]
+    args += forgotten
+    return Applied(int(get_redis().eval(_APPLY, 3, *_keys(allocation_id), *args)))
 
 
 def gate_track_expiries(*, allocation_id: int, expiries: dict[int, float]) -> None:
@@ -314,9 +430,16 @@ def gate_due_holds(*, allocation_id: int, now: float) -> list[int]:
 
 
 def gate_write(
-    *, allocation_id: int, state: GateState, remembered: Iterable[RememberedKey] = ()
-) -> None:
+    *,
+    allocation_id: int,
+    state: GateState,
+    remembered: Iterable[RememberedKey] = (),
+    version: int | None = None,
+) -> bool:
+    """Replace the gate with ``state`` read at ``version``; False (nothing written) when
+    a newer change was applied already. No version: written whatever is there."""
     args: list = [
+        "" if version is None else version,
         state.status,
         state.remaining,
         state.limit,
@@ -333,19 +456,7 @@ def gate_write(
             item.units,
             max(1, item.ttl_seconds),
         ]
-    get_redis().eval(_REBUILD, 3, *_keys(allocation_id), *args)
-
-
-def gate_set_status(*, allocation_id: int, status: str) -> None:
-    state_key = _keys(allocation_id)[0]
-    # Only an existing gate changes status; a missing one is rebuilt with the right one.
-    get_redis().eval(
-        "if redis.call('EXISTS', KEYS[1]) == 1 then "
-        "redis.call('HSET', KEYS[1], 'status', ARGV[1]) end return 1",
-        1,
-        state_key,
-        status,
-    )
+    return bool(get_redis().eval(_REBUILD, 3, *_keys(allocation_id), *args))
 
 
 def gate_read(*, allocation_id: int) -> GateState | None:
@@ -368,3 +479,11 @@ def gate_read(*, allocation_id: int) -> GateState | None:
 
 def gate_delete(*, allocation_id: int) -> None:
     get_redis().delete(*_keys(allocation_id))
+
+
+def gate_marks(*, allocation_id: int) -> dict[str, int] | None:
+    """The gate's ordering marks (``version``, ``seen``, ``gen``), None without a gate."""
+    values = get_redis().hmget(_keys(allocation_id)[0], "version", "seen", "gen")
+    if values[0] is None:
+        return None
+    return dict(zip(("version", "seen", "gen"), (int(v or 0) for v in values), strict=True))

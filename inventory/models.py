@@ -66,6 +66,9 @@ class Allocation(models.Model):
     held = models.IntegerField(default=0)
     sold = models.IntegerField(default=0)
     per_customer_limit = models.PositiveIntegerField(null=True, blank=True)
+    # Bumped, under this row's lock, by every transaction whose change the Redis gate
+    # mirrors: it orders the gate's updates (see inventory.gate).
+    gate_version = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)

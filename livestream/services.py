@@ -272,13 +272,13 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
         for drop_id in unpinned:
             broadcast.on_commit(lambda drop_id=drop_id: broadcast.drop_unpinned(drop_id))
-        allocation_ids = (
-            Drop.objects.filter(stream_id=stream.pk)
-            .order_by("allocation_id")
-            .values_list("allocation_id", flat=True)
+        # All at once: every allocation, then every stock item, in the lock order.
+        inventory.allocations_close(
+            allocation_ids=list(
+                Drop.objects.filter(stream_id=stream.pk).values_list("allocation_id", flat=True)
+            ),
+            actor=actor,
         )
-        for allocation_id in allocation_ids:  # pk order, as every lock is taken
-            inventory.allocation_close(allocation_id=allocation_id, actor=actor)
         for drop_id in Drop.objects.filter(stream_id=stream.pk).values_list("pk", flat=True):
             broadcast.on_commit(lambda drop_id=drop_id: demand_flush(drop_id=drop_id, final=True))
         stream.status = Stream.Status.ENDED

@@ -1,18 +1,18 @@
 """Inventory services: every write to stock, allocations, holds and the ledger.
 
-Lock order, everywhere: reservation rows, then the allocation row, then the stock item.
-The settle path locks the allocation and then only *pending* rows, which no other path
-locks, so no cycle can form.
-
-Rows are locked ``FOR NO KEY UPDATE`` (``no_key=True``): that still serialises writers
-of the same row, but does not block the ``FOR KEY SHARE`` lock PostgreSQL takes on a
-referenced row when a new reservation or ledger entry is inserted. A plain ``FOR
-UPDATE`` on the allocation would make every incoming request wait for the settle in
-progress.
+Rows are locked through ``inventory.locks``, which owns the lock order (customer,
+reservations, allocations, stock items) and checks it; the Redis gate is written from
+the database side only through ``gate_sync.gate_after_commit``.
 """
 
 from inventory.services._common import MAX_QUANTITY
-from inventory.services.allocations import allocation_close, allocation_create, allocation_open
+from inventory.services.allocations import (
+    allocation_close,
+    allocation_create,
+    allocation_open,
+    allocation_set_label,
+    allocations_close,
+)
 from inventory.services.gate_sync import gate_rebuild, gate_reconcile
 from inventory.services.holds import (
     reservation_confirm,
@@ -26,6 +26,7 @@ from inventory.services.settle import allocation_settle_pending, reservation_res
 from inventory.services.stock import (
     stock_adjust,
     stock_item_ensure,
+    stock_item_set_threshold,
     stock_restock,
     stock_set_on_hand,
 )
@@ -42,7 +43,9 @@ __all__ = [
     "allocation_close",
     "allocation_create",
     "allocation_open",
+    "allocation_set_label",
     "allocation_settle_pending",
+    "allocations_close",
     "gate_rebuild",
     "gate_reconcile",
     "offer_returned_units",
@@ -55,6 +58,7 @@ __all__ = [
     "reservations_expire",
     "stock_adjust",
     "stock_item_ensure",
+    "stock_item_set_threshold",
     "stock_restock",
     "stock_set_on_hand",
     "waitlist_entry_for",

@@ -6,11 +6,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory import events, gate
-from inventory.exceptions import AllocationClosed, InsufficientStock, NotFound
+from inventory import events, locks
+from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
 from inventory.models import Allocation, StockItem, StockMovement
 from inventory.services._common import validate_quantity
-from inventory.services.gate_sync import gate_rebuild
+from inventory.services.gate_sync import gate_after_commit
 from inventory.services.waitlist import waitlist_close
 
 Reason = StockMovement.Reason
@@ -26,7 +26,6 @@ def allocation_changed_event(allocation: Allocation) -> events.AllocationChanged
     )
 
 
-@transaction.atomic
 def allocation_create(
     *,
     stock_item_id: int,
@@ -43,47 +42,48 @@ def allocation_create(
     validate_quantity(quantity)
     if per_customer_limit is not None:
         validate_quantity(per_customer_limit, field="per_customer_limit")
-    carved = StockItem.objects.filter(
-        pk=stock_item_id, on_hand__gte=F("reserved") + quantity
-    ).update(reserved=F("reserved") + quantity)
-    if not carved:
-        item = StockItem.objects.filter(pk=stock_item_id).first()
-        if item is None:
-            raise NotFound("No such stock item.")
-        raise InsufficientStock(
-            f"Only {item.available} units are free to allocate.", available=item.available
+    with transaction.atomic():
+        locks.claim_stock_item(stock_item_id)
+        carved = StockItem.objects.filter(
+            pk=stock_item_id, on_hand__gte=F("reserved") + quantity
+        ).update(reserved=F("reserved") + quantity)
+        if not carved:
+            item = StockItem.objects.filter(pk=stock_item_id).first()
+            if item is None:
+                raise NotFound("No such stock item.")
+            raise InsufficientStock(
+                f"Only {item.available} units are free to allocate.", available=item.available
+            )
+        allocation = Allocation.objects.create(
+            stock_item_id=stock_item_id,
+            quantity=quantity,
+            per_customer_limit=per_customer_limit,
+            label=label,
         )
-    allocation = Allocation.objects.create(
-        stock_item_id=stock_item_id,
-        quantity=quantity,
-        per_customer_limit=per_customer_limit,
-        label=label,
-    )
-    StockMovement.objects.create(
-        stock_item_id=stock_item_id,
-        allocation=allocation,
-        reason=Reason.ALLOCATION_CARVE,
-        reserved_delta=quantity,
-        actor=actor,
-        reference=f"allocation:{allocation.pk}",
-    )
+        StockMovement.objects.create(
+            stock_item_id=stock_item_id,
+            allocation=allocation,
+            reason=Reason.ALLOCATION_CARVE,
+            reserved_delta=quantity,
+            actor=actor,
+            reference=f"allocation:{allocation.pk}",
+        )
     return allocation
 
 
 def allocation_open(*, allocation_id: int) -> Allocation:
     """Put the allocation on sale (idempotent) and prime its gate from the database."""
     with transaction.atomic():
-        opened = Allocation.objects.filter(pk=allocation_id, status=Allocation.Status.READY).update(
-            status=Allocation.Status.OPEN, opened_at=timezone.now()
-        )
-        allocation = Allocation.objects.filter(pk=allocation_id).first()
+        allocation = locks.lock_allocation(allocation_id)
         if allocation is None:
             raise NotFound("No such allocation.")
         if allocation.status == Allocation.Status.CLOSED:
             raise AllocationClosed()
-        if opened:
+        if allocation.status == Allocation.Status.READY:
+            allocation.status, allocation.opened_at = Allocation.Status.OPEN, timezone.now()
+            allocation.save(update_fields=["status", "opened_at"])
             events.emit_on_commit([allocation_changed_event(allocation)])
-        transaction.on_commit(lambda: gate_rebuild(allocation_id=allocation_id))
+        gate_after_commit(allocation_id=allocation_id, rebuild=True)
     return allocation
 
 
@@ -94,13 +94,12 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
     then go straight back to stock, since the allocation no longer sells.
     """
     with transaction.atomic():
-        allocation = (
-            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
-        )
+        allocation = locks.lock_allocation(allocation_id)
         if allocation is None:
             raise NotFound("No such allocation.")
         if allocation.status == Allocation.Status.CLOSED:
             return allocation
+        locks.claim_stock_item(allocation.stock_item_id)
         unsold = allocation.remaining
         Allocation.objects.filter(pk=allocation_id).update(
             status=Allocation.Status.CLOSED,
@@ -123,8 +122,28 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
         waitlist_close(allocation_id=allocation_id)
         allocation.refresh_from_db()
         events.emit_on_commit([allocation_changed_event(allocation)])
-        if gate.gate_enabled():
-            transaction.on_commit(
-                lambda: gate.gate_set_status(allocation_id=allocation_id, status="closed")
-            )
+        # Closed is final, so this change commutes with any other.
+        gate_after_commit(allocation_id=allocation_id, status="closed")
     return allocation
+
+
+def allocations_close(*, allocation_ids: list[int], actor=None) -> list[Allocation]:
+    """Close several allocations in one transaction (a stream ending): every allocation
+    is locked first, then every stock item, each in pk order, so that two of them
+    sharing a stock item can never lock against another transaction."""
+    with transaction.atomic():
+        allocations = locks.lock_allocations(allocation_ids)
+        locks.lock_stock_items(a.stock_item_id for a in allocations.values())
+        return [allocation_close(allocation_id=pk, actor=actor) for pk in sorted(allocations)]
+
+
+def allocation_set_label(*, allocation_id: int, label: str) -> Allocation:
+    """Rename an allocation (ops' admin): writes the label and nothing else, so no
+    counter read earlier is ever written back."""
+    max_length = Allocation._meta.get_field("label").max_length
+    if not isinstance(label, str) or len(label) > max_length:
+        raise InvalidInput(f"label must be text of at most {max_length} characters.", field="label")
+    with transaction.atomic():
+        if not Allocation.objects.filter(pk=allocation_id).update(label=label):
+            raise NotFound("No such allocation.")
+        return Allocation.objects.get(pk=allocation_id)

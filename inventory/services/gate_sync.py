@@ -1,19 +1,145 @@
-"""Keeping the Redis gate in step with the database, the source of truth."""
+"""Keeping the Redis gate in step with the database, the source of truth: the only
+module that writes the gate from the database side.
+
+A transaction that changes what the gate mirrors says so here (``gate_after_commit``)
+while it holds the allocation's lock. The first such call of a transaction bumps the
+allocation's ``gate_version``; after commit, everything the transaction said is applied
+in one script call stamped with that version, or, when it asked for one, a rebuild reads
+the rows afresh. The versions make the order of those updates irrelevant (see
+``inventory.gate``): a return that commits while a rebuild reads is counted exactly once.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+import redis
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from inventory import gate
+from inventory import gate, locks
 from inventory.models import Allocation, Reservation
 from inventory.services._common import pending_units
 
 logger = logging.getLogger(__name__)
+
+# A rebuild refused as stale (a newer change was applied while it read) reads again.
+REBUILD_ATTEMPTS = 5
+
+
+@dataclass
+class _Changes:
+    """What one transaction changed in one allocation's gate."""
+
+    version: int
+    status: str | None = None
+    returns: list[gate.GateReturn] = field(default_factory=list)
+    tracked: dict[int, float] = field(default_factory=dict)
+    forgotten: list[int] = field(default_factory=list)
+    rebuild: bool = False
+
+
+def _bump_version(allocation_id: int) -> int:
+    locks.claim_allocation(allocation_id)
+    table = connection.ops.quote_name(Allocation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET gate_version = gate_version + 1 WHERE id = %s "
+            "RETURNING gate_version",
+            [allocation_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def gate_after_commit(
+    *,
+    allocation_id: int,
+    returns: list[gate.GateReturn] | None = None,
+    tracked: dict[int, float] | None = None,
+    forgotten: list[int] | None = None,
+    status: str | None = None,
+    rebuild: bool = False,
+) -> None:
+    """Inside a transaction holding the allocation's lock: once it commits, the gate
+    gets these changes (units returned, holds' expiries to track or forget, a new
+    status), or a rebuild from the rows. Nothing happens if the transaction rolls back.
+    """
+    if not gate.gate_enabled():
+        return
+    pending: dict[int, _Changes] = locks.transaction_state().setdefault("gate", {})
+    changes = pending.get(allocation_id)
+    if changes is None:
+        changes = pending[allocation_id] = _Changes(version=_bump_version(allocation_id))
+    # Registered by every call and run once: a callback registered inside a savepoint
+    # that rolled back is dropped, the later ones are not.
+    transaction.on_commit(lambda: _apply_all(pending))
+    changes.returns += returns or []
+    changes.tracked.update(tracked or {})
+    changes.forgotten += forgotten or []
+    changes.status = status or changes.status
+    changes.rebuild = changes.rebuild or rebuild
+
+
+def _apply_all(pending: dict[int, _Changes]) -> None:
+    if not pending:
+        return  # applied by an earlier callback of the same transaction
+    todo = sorted(pending.items())
+    pending.clear()
+    for allocation_id, changes in todo:
+        try:
+            if changes.rebuild:
+                gate_rebuild(allocation_id=allocation_id)
+                continue
+            gate.gate_apply(
+                allocation_id=allocation_id,
+                version=changes.version,
+                status=changes.status,
+                returns=changes.returns,
+                tracked=changes.tracked,
+                forgotten=changes.forgotten,
+            )
+        except redis.RedisError:
+            # Committed all the same; the gate is an accelerator. The reconcile task
+            # rebuilds a gate that drifted or went missing.
+            logger.exception("gate of allocation %s not updated after commit", allocation_id)
+
+
+def gate_undo_admission(
+    *,
+    allocation_id: int,
+    customer_id: int,
+    quantity: int,
+    admitted_in: int | None,
+    forget_key: str | None = None,
+) -> None:
+    """A request the gate admitted left no row behind: give its units back, unless a
+    rebuild since already forgot it; ``forget_key``: a retry must be admitted afresh."""
+    gate.gate_give_back(
+        allocation_id=allocation_id,
+        customer_id=customer_id,
+        quantity=quantity,
+        forget_idempotency_key=forget_key,
+        admitted_in=admitted_in,
+    )
+
+
+def gate_forget_stale_expiries(*, allocation_id: int, due: list[int]) -> None:
+    """Of the holds the gate believes due, forget those that are no longer held, so
+    they stop sending sold-out answers to the database."""
+    still_held = set(
+        Reservation.objects.filter(pk__in=due, status=Reservation.Status.HELD).values_list(
+            "pk", flat=True
+        )
+    )
+    gate.gate_forget_holds(
+        allocation_id=allocation_id, reservation_ids=[r for r in due if r not in still_held]
+    )
+
+
+# --- rebuilding from the rows ------------------------------------------------------------
 
 
 def _state_from_database(allocation: Allocation) -> gate.GateState:
@@ -62,23 +188,31 @@ def _remembered_keys(allocation_id: int) -> list[gate.RememberedKey]:
 def gate_rebuild(*, allocation_id: int) -> gate.GateState | None:
     """Rewrite the allocation's gate from the database.
 
-    The allocation row is locked while its figures are read, so no settle interleaves.
-    Requests admitted by the old gate but not yet committed are not seen: the rebuilt
+    The figures and their ``gate_version`` are read under the allocation's lock, so
+    they are one consistent moment; the write is refused if a change newer than that
+    moment reached the gate meanwhile, and then the rows are read again. Requests
+    admitted by the old gate whose rows are not committed yet are not seen: the rebuilt
     gate may then admit a few too many, which the database rejects (never an oversell),
     and the next quiet reconcile corrects it.
     """
     if not gate.gate_enabled():
         return None
-    with transaction.atomic():
-        allocation = (
-            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
-        )
-        if allocation is None:
-            gate.gate_delete(allocation_id=allocation_id)
-            return None
-        state = _state_from_database(allocation)
-        remembered = _remembered_keys(allocation_id)
-    gate.gate_write(allocation_id=allocation_id, state=state, remembered=remembered)
+    for _ in range(REBUILD_ATTEMPTS):
+        with transaction.atomic():
+            allocation = locks.lock_allocation(allocation_id)
+            if allocation is None:
+                gate.gate_delete(allocation_id=allocation_id)
+                return None
+            state = _state_from_database(allocation)
+            remembered = _remembered_keys(allocation_id)
+        if gate.gate_write(
+            allocation_id=allocation_id,
+            state=state,
+            remembered=remembered,
+            version=allocation.gate_version,
+        ):
+            return state
+    logger.warning("gate of allocation %s: rebuild kept losing to newer changes", allocation_id)
     return state
 
 

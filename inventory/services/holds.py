@@ -4,8 +4,6 @@ refunds. Every change returns or takes units with a ledger entry."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -13,7 +11,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from inventory import events, gate
+from inventory import events, locks
 from inventory.exceptions import (
     HoldExpired,
     LimitReached,
@@ -21,11 +19,12 @@ from inventory.exceptions import (
     ReservationNotHeld,
     SoldOut,
 )
+from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services import waitlist
 from inventory.services._common import reservation_changed_event
 from inventory.services.allocations import allocation_changed_event
-from inventory.services.gate_sync import gate_rebuild
+from inventory.services.gate_sync import gate_after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +34,7 @@ Reason = StockMovement.Reason
 
 def _lock_reservation(reservation_id: int, *, customer_id: int | None = None) -> Reservation:
     """The reservation, locked for this transaction (``customer_id``: only theirs)."""
-    queryset = Reservation.objects.select_for_update(no_key=True).filter(pk=reservation_id)
-    if customer_id is not None:
-        queryset = queryset.filter(customer_id=customer_id)
-    reservation = queryset.first()
+    reservation = locks.lock_reservation(reservation_id, customer_id=customer_id)
     if reservation is None:
         raise NotFound("No such reservation.")
     return reservation
@@ -53,10 +49,11 @@ def _return_holds(
     """Inside a transaction, with the reservation rows locked: mark them ``status`` and
     move their units back to the allocation, or to stock if the allocation is closed."""
     units = sum(r.quantity for r in reservations)
-    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=allocation_id)
+    allocation = locks.lock_allocation(allocation_id)
     closed = allocation.status == Allocation.Status.CLOSED
     if closed:
         # The allocation no longer sells: the units go back to stock.
+        locks.claim_stock_item(allocation.stock_item_id)
         Allocation.objects.filter(pk=allocation_id).update(
             held=F("held") - units, quantity=F("quantity") - units
         )
@@ -80,26 +77,20 @@ def _return_holds(
         reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
     )
     waitlist.offers_returned(reservations=reservations, status=status)
+    # The gate gets the units back (when some go to the line instead, the offer asks
+    # for a rebuild, which counts everything from the rows).
+    gate_after_commit(
+        allocation_id=allocation_id,
+        returns=[GateReturn(r.customer_id, r.quantity, r.pk) for r in reservations],
+    )
     # Units back on sale go to the first viewers in line before anyone else.
-    offered = 0 if closed else waitlist.offer_returned_units(allocation_id=allocation_id)
+    if not closed:
+        waitlist.offer_returned_units(allocation_id=allocation_id)
     allocation.refresh_from_db()
     events.emit_on_commit(
         [reservation_changed_event(r) for r in reservations]
         + [allocation_changed_event(allocation)]
     )
-    if gate.gate_enabled() and not offered:
-        returned = [(r.customer_id, r.quantity, r.pk) for r in reservations]
-        transaction.on_commit(lambda: _gate_give_back_all(allocation_id, returned))
-
-
-def _gate_give_back_all(allocation_id: int, returned: Iterable[tuple[int, int, int]]) -> None:
-    for customer_id, quantity, reservation_id in returned:
-        gate.gate_give_back(
-            allocation_id=allocation_id,
-            customer_id=customer_id,
-            quantity=quantity,
-            reservation_id=reservation_id,
-        )
 
 
 def reservation_release(
@@ -129,28 +120,33 @@ def reservations_expire(
     """Expire held reservations past their time and return their units. Returns how
     many expired. Rows another transaction holds are skipped, never waited for."""
     now = now or timezone.now()
+    if allocation_id is None:
+        allocation_ids = sorted(
+            Reservation.objects.filter(status=Status.HELD, expires_at__lte=now)
+            .order_by()  # the model's default ordering would make DISTINCT per row
+            .values_list("allocation_id", flat=True)
+            .distinct()
+        )
+    else:
+        allocation_ids = [allocation_id]
     expired = 0
-    while True:
-        with transaction.atomic():
-            due = Reservation.objects.select_for_update(skip_locked=True, no_key=True).filter(
-                status=Status.HELD, expires_at__lte=now
-            )
-            if allocation_id is not None:
-                due = due.filter(allocation_id=allocation_id)
-            rows = list(due.order_by("allocation_id", "id")[:limit])
-            by_allocation: dict[int, list[Reservation]] = defaultdict(list)
-            for reservation in rows:
-                by_allocation[reservation.allocation_id].append(reservation)
-            for alloc_id in sorted(by_allocation):
-                _return_holds(
-                    allocation_id=alloc_id,
-                    reservations=by_allocation[alloc_id],
-                    status=Status.EXPIRED,
-                    reason=Reason.HOLD_EXPIRE,
-                )
-        expired += len(rows)
-        if len(rows) < limit:
-            return expired
+    # One allocation per transaction: reservations, then their allocation (then its
+    # stock item), as every path locks them.
+    for alloc_id in allocation_ids:
+        while True:
+            with transaction.atomic():
+                rows = locks.lock_due_holds(allocation_id=alloc_id, now=now, limit=limit)
+                if rows:
+                    _return_holds(
+                        allocation_id=alloc_id,
+                        reservations=rows,
+                        status=Status.EXPIRED,
+                        reason=Reason.HOLD_EXPIRE,
+                    )
+            expired += len(rows)
+            if len(rows) < limit:
+                break
+    return expired
 
 
 # --- confirm ---------------------------------------------------------------------------
@@ -188,7 +184,8 @@ def reservation_confirm(*, reservation_id: int, now: datetime | None = None) -> 
 
 def _sell(reservation: Reservation) -> None:
     units = reservation.quantity
-    allocation = Allocation.objects.select_for_update(no_key=True).get(pk=reservation.allocation_id)
+    allocation = locks.lock_allocation(reservation.allocation_id)
+    locks.claim_stock_item(allocation.stock_item_id)
     Allocation.objects.filter(pk=allocation.pk).update(
         held=F("held") - units, sold=F("sold") + units
     )
@@ -215,13 +212,8 @@ def _sell(reservation: Reservation) -> None:
     events.emit_on_commit(
         [reservation_changed_event(reservation), allocation_changed_event(allocation)]
     )
-    if gate.gate_enabled():
-        allocation_id, reservation_id = allocation.pk, reservation.pk
-        transaction.on_commit(
-            lambda: gate.gate_forget_holds(
-                allocation_id=allocation_id, reservation_ids=[reservation_id]
-            )
-        )
+    # Sold units stay taken; only the hold's expiry no longer matters.
+    gate_after_commit(allocation_id=allocation.pk, forgotten=[reservation.pk])
 
 
 # --- late payment, refund --------------------------------------------------------------
@@ -242,9 +234,7 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
         if reservation.status != Status.EXPIRED:
             raise ReservationNotHeld(status=reservation.status)
         units = reservation.quantity
-        allocation = Allocation.objects.select_for_update(no_key=True).get(
-            pk=reservation.allocation_id
-        )
+        allocation = locks.lock_allocation(reservation.allocation_id)
         limit = allocation.per_customer_limit
         if limit is not None:
             taken = (
@@ -258,6 +248,7 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
             if taken + units > limit:
                 raise LimitReached(limit=limit)
         if allocation.status == Allocation.Status.CLOSED:
+            locks.claim_stock_item(allocation.stock_item_id)
             carved = StockItem.objects.filter(
                 pk=allocation.stock_item_id, on_hand__gte=F("reserved") + units
             ).update(reserved=F("reserved") + units)
@@ -292,10 +283,9 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
         events.emit_on_commit(
             [reservation_changed_event(reservation), allocation_changed_event(allocation)]
         )
-        if gate.gate_enabled():
-            # The gate did not count these units as taken any more: take them again
-            # (a rebuild would count them from the rows all the same).
-            transaction.on_commit(lambda: gate_rebuild(allocation_id=allocation.pk))
+        # The gate no longer counted these units as taken: a rebuild counts them from
+        # the rows (a late payment is rare).
+        gate_after_commit(allocation_id=allocation.pk, rebuild=True)
     return reservation
 
 
@@ -309,9 +299,8 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
         if reservation.status != Status.CONFIRMED:
             raise ReservationNotHeld(status=reservation.status)
         units = reservation.quantity
-        allocation = Allocation.objects.select_for_update(no_key=True).get(
-            pk=reservation.allocation_id
-        )
+        allocation = locks.lock_allocation(reservation.allocation_id)
+        locks.claim_stock_item(allocation.stock_item_id)
         back_on_sale = allocation.status != Allocation.Status.CLOSED
         if back_on_sale:
             Allocation.objects.filter(pk=allocation.pk).update(sold=F("sold") - units)
@@ -340,12 +329,14 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
             actor=actor,
             reference=f"reservation:{reservation.pk}",
         )
-        offered = waitlist.offer_returned_units(allocation_id=allocation.pk) if back_on_sale else 0
+        if back_on_sale:
+            gate_after_commit(
+                allocation_id=allocation.pk,
+                returns=[GateReturn(reservation.customer_id, units, reservation.pk)],
+            )
+            waitlist.offer_returned_units(allocation_id=allocation.pk)
         allocation.refresh_from_db()
         events.emit_on_commit(
             [reservation_changed_event(reservation), allocation_changed_event(allocation)]
         )
-        if back_on_sale and gate.gate_enabled() and not offered:
-            returned = [(reservation.customer_id, units, reservation.pk)]
-            transaction.on_commit(lambda: _gate_give_back_all(allocation.pk, returned))
     return reservation

@@ -8,12 +8,11 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from inventory import gate
+from inventory import gate, locks
 from inventory.exceptions import (
     DropNotLive,
     IdempotencyKeyReused,
@@ -27,7 +26,11 @@ from inventory.exceptions import (
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import demand
 from inventory.services._common import customer_units, validate_quantity
-from inventory.services.gate_sync import gate_rebuild
+from inventory.services.gate_sync import (
+    gate_forget_stale_expiries,
+    gate_rebuild,
+    gate_undo_admission,
+)
 from inventory.services.holds import reservations_expire
 
 logger = logging.getLogger(__name__)
@@ -95,19 +98,25 @@ def reservation_request(
     )
 
 
-def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str) -> bool:
-    """Take units at the gate or raise the rejection; False when this key was admitted
-    before (the caller replays). Rebuilds a missing gate, and reclaims expired holds
-    once when they stand between a buyer and the units."""
+def _admit(
+    *, allocation_id: int, customer_id: int, quantity: int, idempotency_key: str
+) -> tuple[bool, int | None]:
+    """Take units at the gate or raise the rejection. Returns whether this request was
+    admitted now (False: its key was admitted before, the caller replays) and the gate's
+    generation it was admitted in (to undo it). Rebuilds a missing gate, and reclaims
+    expired holds once when they stand between a buyer and the units."""
+    admitted_in: int | None = None
 
     def ask() -> gate.GateDecision:
-        return gate.gate_admit(
+        nonlocal admitted_in
+        decision, admitted_in = gate.gate_admit_stamped(
             allocation_id=allocation_id,
             customer_id=customer_id,
             quantity=quantity,
             idempotency_key=idempotency_key,
             now=time.time(),
         )
+        return decision
 
     decision = ask()
     if decision is gate.GateDecision.MISSING:
@@ -118,7 +127,10 @@ def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_k
         reservations_expire(allocation_id=allocation_id)
         decision = ask()
         if decision is gate.GateDecision.RECLAIMABLE:
-            _forget_stale_expiries(allocation_id)
+            gate_forget_stale_expiries(
+                allocation_id=allocation_id,
+                due=gate.gate_due_holds(allocation_id=allocation_id, now=time.time()),
+            )
             decision = ask()
         if decision is gate.GateDecision.RECLAIMABLE:
             # The due holds are being returned by another process right now: answer
@@ -131,22 +143,10 @@ def _admit(*, allocation_id: int, customer_id: int, quantity: int, idempotency_k
                 decision=decision,
             )
     if decision is gate.GateDecision.REPLAY:
-        return False
+        return False, None
     if decision is not gate.GateDecision.ADMITTED:
         raise _GATE_ERRORS.get(decision, SoldOut)()
-    return True
-
-
-def _forget_stale_expiries(allocation_id: int) -> None:
-    """Drop expiry entries of holds that are no longer held (a return whose gate update
-    was lost), so they stop sending sold-out answers to the database."""
-    due = gate.gate_due_holds(allocation_id=allocation_id, now=time.time())
-    still_held = set(
-        Reservation.objects.filter(pk__in=due, status=Status.HELD).values_list("pk", flat=True)
-    )
-    gate.gate_forget_holds(
-        allocation_id=allocation_id, reservation_ids=[r for r in due if r not in still_held]
-    )
+    return True, admitted_in
 
 
 def _refusal_without_reclaim(
@@ -173,23 +173,25 @@ def _request_through_gate(
         "quantity": quantity,
         "idempotency_key": idempotency_key,
     }
-    if not _admit(**identity):
+    admitted, admitted_in = _admit(**identity)
+    if not admitted:
         # A twin request may still be writing its row: give it a moment.
         return _replay(**identity, wait_seconds=REPLAY_WAIT_SECONDS)
+    undo = {
+        "allocation_id": allocation_id,
+        "customer_id": customer_id,
+        "quantity": quantity,
+        "admitted_in": admitted_in,
+    }
     try:
         reservation = _create_pending(**identity, unit_price=unit_price, currency=currency)
     except IntegrityError:
         # The key was used before (Redis forgot it, or on another allocation): no second
         # hold. The gate keeps remembering the key, which is right either way.
-        gate.gate_give_back(allocation_id=allocation_id, customer_id=customer_id, quantity=quantity)
+        gate_undo_admission(**undo)
         return _replay(**identity)
     except BaseException:
-        gate.gate_give_back(
-            allocation_id=allocation_id,
-            customer_id=customer_id,
-            quantity=quantity,
-            forget_idempotency_key=idempotency_key,
-        )
+        gate_undo_admission(**undo, forget_key=idempotency_key)
         raise
     return _after_request(reservation)
 
@@ -277,12 +279,7 @@ def _create_pending(
         # The customer's row is the lock that makes the cap exact: one customer's
         # requests queue here, everyone else's pass (and the insert's own FK check
         # takes a share lock that this one does not block).
-        list(
-            get_user_model()
-            .objects.select_for_update(no_key=True)
-            .filter(pk=customer_id)
-            .values_list("pk")
-        )
+        locks.lock_customer(customer_id)
         # Holds past their expiry no longer count, swept or not.
         active = Reservation.objects.filter(
             Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),

@@ -12,16 +12,18 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from inventory import events, gate
+from inventory import events, locks
 from inventory.exceptions import (
     DropNotLive,
     LimitReached,
     SoldOut,
 )
+from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import waitlist
 from inventory.services._common import reservation_changed_event
 from inventory.services.allocations import allocation_changed_event
+from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
 
 logger = logging.getLogger(__name__)
@@ -71,11 +73,12 @@ def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = No
 def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
     result = SettleResult()
     with transaction.atomic():
-        allocation = (
-            Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
-        )
+        allocation = locks.lock_allocation(allocation_id)
         if allocation is None:
             return result
+        # Pending rows are written after their allocation, against the lock order: only
+        # this path writes pending rows, and a path that locks one finds it not held and
+        # takes nothing after it (see inventory.locks).
         pending = list(
             Reservation.objects.filter(allocation_id=allocation_id, status=Status.PENDING).order_by(
                 "id"
@@ -136,26 +139,25 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
                 reference=f"holds:{','.join(map(str, result.held))}"[:200],
             )
         _write_decisions(pending, now=now, expires_at=expires_at)
+        # Units the gate took for rejected requests come back; new holds' expiries are
+        # tracked, so a sold-out answer can tell when expired holds could be reclaimed.
+        gate_after_commit(
+            allocation_id=allocation_id,
+            returns=[
+                GateReturn(r.customer_id, r.quantity)
+                for r in pending
+                if r.status == Status.REJECTED
+            ],
+            tracked={r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD},
+        )
         # A request turned down here for its own reason (the limit) leaves its units
         # free: while viewers wait in line, those go to them first.
-        offered = (
+        if result.rejected and is_open:
             waitlist.offer_returned_units(allocation_id=allocation_id)
-            if result.rejected and is_open
-            else 0
-        )
         events.emit_on_commit(
             [reservation_changed_event(r) for r in pending]
             + ([allocation_changed_event(allocation)] if units_held else [])
         )
-        if gate.gate_enabled():
-            # After an offer the gate is rebuilt from the rows: no give-back on top.
-            rejected = [] if offered else [r for r in pending if r.status == Status.REJECTED]
-            held = {r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD}
-            transaction.on_commit(
-                lambda: _gate_after_settle(
-                    allocation_id=allocation_id, rejected=rejected, held=held
-                )
-            )
     return result
 
 
@@ -173,15 +175,3 @@ def _write_decisions(pending: list[Reservation], *, now, expires_at) -> None:
         else:
             fields["reject_reason"] = reason
         Reservation.objects.filter(pk__in=ids).update(**fields)
-
-
-def _gate_after_settle(
-    *, allocation_id: int, rejected: list[Reservation], held: dict[int, float]
-) -> None:
-    for reservation in rejected:
-        gate.gate_give_back(
-            allocation_id=allocation_id,
-            customer_id=reservation.customer_id,
-            quantity=reservation.quantity,
-        )
-    gate.gate_track_expiries(allocation_id=allocation_id, expiries=held)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
+from inventory import locks
 from inventory.exceptions import InsufficientStock, InvalidInput, NotFound
 from inventory.models import StockItem, StockMovement
 from inventory.services._common import MAX_ON_HAND, validate_quantity
@@ -28,7 +30,6 @@ def stock_item_ensure(*, variant_id: int) -> StockItem:
     return item
 
 
-@transaction.atomic
 def stock_adjust(
     *,
     stock_item_id: int,
@@ -47,27 +48,31 @@ def stock_adjust(
     validate_quantity(delta, field="delta", allow_negative=True, maximum=MAX_ON_HAND)
     if reason not in MANUAL_REASONS:
         raise InvalidInput(f"reason must be one of {', '.join(MANUAL_REASONS)}.", field="reason")
-    changed = StockItem.objects.filter(
-        pk=stock_item_id, on_hand__gte=F("reserved") - delta, on_hand__lte=MAX_ON_HAND - delta
-    ).update(on_hand=F("on_hand") + delta)
-    if not changed:
-        item = StockItem.objects.filter(pk=stock_item_id).first()
-        if item is None:
-            raise NotFound("No such stock item.")
-        if item.on_hand + delta > MAX_ON_HAND:
-            raise InvalidInput(f"on_hand would exceed {MAX_ON_HAND}.", field="delta")
-        raise InsufficientStock(
-            f"Only {item.available} units are free to remove.", available=item.available
+    with transaction.atomic():
+        locks.claim_stock_item(stock_item_id)
+        changed = StockItem.objects.filter(
+            pk=stock_item_id,
+            on_hand__gte=F("reserved") - delta,
+            on_hand__lte=MAX_ON_HAND - delta,
+        ).update(on_hand=F("on_hand") + delta)
+        if not changed:
+            item = StockItem.objects.filter(pk=stock_item_id).first()
+            if item is None:
+                raise NotFound("No such stock item.")
+            if item.on_hand + delta > MAX_ON_HAND:
+                raise InvalidInput(f"on_hand would exceed {MAX_ON_HAND}.", field="delta")
+            raise InsufficientStock(
+                f"Only {item.available} units are free to remove.", available=item.available
+            )
+        StockMovement.objects.create(
+            stock_item_id=stock_item_id,
+            reason=reason,
+            on_hand_delta=delta,
+            actor=actor,
+            note=note,
+            reference=reference,
         )
-    StockMovement.objects.create(
-        stock_item_id=stock_item_id,
-        reason=reason,
-        on_hand_delta=delta,
-        actor=actor,
-        note=note,
-        reference=reference,
-    )
-    return StockItem.objects.get(pk=stock_item_id)
+        return StockItem.objects.get(pk=stock_item_id)
 
 
 def stock_restock(*, stock_item_id: int, quantity: int, actor=None, note: str = "") -> StockItem:
@@ -78,7 +83,6 @@ def stock_restock(*, stock_item_id: int, quantity: int, actor=None, note: str = 
     )
 
 
-@transaction.atomic
 def stock_set_on_hand(
     *, stock_item_id: int, on_hand: int, actor=None, note: str = "", reason: str = Reason.IMPORT
 ) -> StockItem | None:
@@ -88,13 +92,34 @@ def stock_set_on_hand(
         raise InvalidInput(
             f"on_hand must be a whole number from 0 to {MAX_ON_HAND}.", field="on_hand"
         )
-    # Lock the row so the delta is computed against the level it will be applied to.
-    item = StockItem.objects.select_for_update(no_key=True).filter(pk=stock_item_id).first()
-    if item is None:
-        raise NotFound("No such stock item.")
-    delta = on_hand - item.on_hand
-    if delta == 0:
-        return None
-    return stock_adjust(
-        stock_item_id=stock_item_id, delta=delta, reason=reason, actor=actor, note=note
-    )
+    with transaction.atomic():
+        # Lock the row so the delta is computed against the level it will be applied to.
+        item = locks.lock_stock_item(stock_item_id)
+        if item is None:
+            raise NotFound("No such stock item.")
+        delta = on_hand - item.on_hand
+        if delta == 0:
+            return None
+        return stock_adjust(
+            stock_item_id=stock_item_id, delta=delta, reason=reason, actor=actor, note=note
+        )
+
+
+def stock_item_set_threshold(*, stock_item_id: int, low_stock_threshold: int) -> StockItem:
+    """Set when a stock item counts as low (ops' admin): writes the threshold and
+    nothing else, so no counter read earlier is ever written back."""
+    if (
+        isinstance(low_stock_threshold, bool)
+        or not isinstance(low_stock_threshold, int)
+        or not 0 <= low_stock_threshold <= MAX_ON_HAND
+    ):
+        raise InvalidInput(
+            f"low_stock_threshold must be a whole number from 0 to {MAX_ON_HAND}.",
+            field="low_stock_threshold",
+        )
+    with transaction.atomic():
+        if not StockItem.objects.filter(pk=stock_item_id).update(
+            low_stock_threshold=low_stock_threshold, updated_at=timezone.now()
+        ):
+            raise NotFound("No such stock item.")
+        return StockItem.objects.get(pk=stock_item_id)

@@ -22,8 +22,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory import events, gate
-from inventory.exceptions import DropNotLive, LimitReached, NotFound, NotOnWaitlist, NotSoldOut
+from inventory import events, locks
+from inventory.exceptions import (
+    DropNotLive,
+    LimitReached,
+    NotFound,
+    NotOnWaitlist,
+    NotSoldOut,
+    ReservationNotHeld,
+)
 from inventory.models import Allocation, Reservation, StockMovement, WaitlistEntry
 from inventory.services._common import (
     customer_units,
@@ -40,7 +47,7 @@ POSITION_UPDATES = 20
 
 
 def _lock_allocation(allocation_id: int) -> Allocation:
-    allocation = Allocation.objects.select_for_update(no_key=True).filter(pk=allocation_id).first()
+    allocation = locks.lock_allocation(allocation_id)
     if allocation is None:
         raise NotFound("No such allocation.")
     return allocation
@@ -129,32 +136,45 @@ def waitlist_entry_for(*, allocation_id: int, customer_id: int) -> WaitlistEntry
     return entry
 
 
+# Leaving races with the line moving (an offer made, lapsing or bought meanwhile): the
+# entry is read, then locked as it was read; if it changed in between, read again.
+LEAVE_ATTEMPTS = 5
+
+
 def waitlist_leave(*, allocation_id: int, customer_id: int) -> WaitlistEntry:
     """Step out of line. An outstanding offer is released, so it passes on at once."""
     from inventory.services.holds import reservation_release
 
-    with transaction.atomic():
-        _lock_allocation(allocation_id)
-        entry = (
-            WaitlistEntry.objects.select_for_update(no_key=True)
-            .filter(
+    for _ in range(LEAVE_ATTEMPTS):
+        seen = (
+            WaitlistEntry.objects.filter(
                 allocation_id=allocation_id,
                 customer_id=customer_id,
                 status__in=WaitlistEntry.ACTIVE_STATUSES,
             )
+            .values("pk", "status", "reservation_id")
             .first()
         )
-        if entry is None:
+        if seen is None:
             raise NotOnWaitlist()
-        if entry.status == Entry.OFFERED:
-            # Releasing the offer marks the entry left and offers its units onward.
-            reservation_release(reservation_id=entry.reservation_id, customer_id=customer_id)
-            entry.refresh_from_db()
-            return entry
-        entry.status = Entry.LEFT
-        entry.save(update_fields=["status", "updated_at"])
-        events.emit_on_commit([_changed_event(entry), *_head_positions(allocation_id)])
-    return entry
+        if seen["status"] == Entry.OFFERED:
+            # The offer's hold first, then the allocation (the lock order): releasing
+            # it marks the entry left and offers its units onward.
+            try:
+                reservation_release(reservation_id=seen["reservation_id"], customer_id=customer_id)
+            except ReservationNotHeld:
+                continue  # it lapsed or was bought just now: look again
+            return WaitlistEntry.objects.get(pk=seen["pk"])
+        with transaction.atomic():
+            _lock_allocation(allocation_id)
+            entry = locks.lock_active_entry(allocation_id=allocation_id, customer_id=customer_id)
+            if entry is None or entry.pk != seen["pk"] or entry.status != Entry.WAITING:
+                continue  # offered or ended meanwhile: look again
+            entry.status = Entry.LEFT
+            entry.save(update_fields=["status", "updated_at"])
+            events.emit_on_commit([_changed_event(entry), *_head_positions(allocation_id)])
+        return entry
+    raise NotOnWaitlist("Your place in line keeps changing; try again.")
 
 
 def _head_positions(allocation_id: int) -> list[events.WaitlistChanged]:
@@ -210,12 +230,7 @@ def offer_returned_units(*, allocation_id: int) -> int:
     offered = 0
     changes: list[events.Event] = []
     while free > 0:
-        entry = (
-            WaitlistEntry.objects.select_for_update(no_key=True)
-            .filter(allocation_id=allocation_id, status=Entry.WAITING)
-            .order_by("id")
-            .first()
-        )
+        entry = locks.lock_next_waiting(allocation_id)
         if entry is None:
             break
         units = min(entry.quantity, free)
@@ -259,14 +274,13 @@ def offer_returned_units(*, allocation_id: int) -> int:
         offered += units
     if offered:
         from inventory.services.allocations import allocation_changed_event
-        from inventory.services.gate_sync import gate_rebuild
+        from inventory.services.gate_sync import gate_after_commit
 
         allocation.refresh_from_db()
         changes.append(allocation_changed_event(allocation))
-        if gate.gate_enabled():
-            # The offered units were never free: the gate must not hand them out. A
-            # rebuild counts them from the rows (returns are rare next to requests).
-            transaction.on_commit(lambda: gate_rebuild(allocation_id=allocation_id))
+        # The offered units were never free: the gate must not hand them out. A
+        # rebuild counts them from the rows (returns are rare next to requests).
+        gate_after_commit(allocation_id=allocation_id, rebuild=True)
     if changes:
         events.emit_on_commit(changes + _head_positions(allocation_id))
     return offered
