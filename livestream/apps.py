@@ -11,3 +11,8 @@ class LivestreamConfig(AppConfig):
         from livestream import broadcast
 
         events.subscribe(broadcast.on_inventory_events)
+
+        # A user who logs out keeps no websocket rights (host, personal events).
+        from django.contrib.auth.signals import user_logged_out
+
+        user_logged_out.connect(broadcast.on_user_logged_out, dispatch_uid="livestream.logout")

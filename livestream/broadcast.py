@@ -151,6 +151,29 @@ def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> Non
     async_to_sync(send_all)()
 
 
+def user_signed_out(user_id: int) -> None:
+    """The user logged out (a session, or their API tokens revoked): every websocket
+    of theirs, in any process, closes with 4001 (``StreamConsumer.user_logged_out``),
+    so none keeps host rights or personal events it was granted at connect. A client
+    that reconnects is who its credentials say now: the same user on another still
+    valid session or token, else anonymous."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(personal_group(user_id), {"type": "user.logged_out"})
+
+
+def on_user_logged_out(sender, request=None, user=None, **kwargs) -> None:
+    """Receiver of Django's ``user_logged_out`` (session logout, and token revocation,
+    which sends it too). A broadcast failure never fails the logout itself."""
+    if user is None or getattr(user, "pk", None) is None:
+        return
+    try:
+        user_signed_out(user.pk)
+    except Exception:
+        logger.exception("could not close the websockets of user %s after logout", user.pk)
+
+
 def on_commit(action: Callable[[], None]) -> None:
     """Run a broadcast after the current transaction commits; a failure to broadcast
     never undoes or blocks what was committed (viewers resync by ``seq``)."""

@@ -52,6 +52,8 @@ RATE_PERIOD_SECONDS = 5.0
 SNAPSHOT_ATTEMPTS = 3
 
 CLOSE_TOO_BIG = 1009
+# The user logged out: what this socket was granted at connect no longer holds.
+CLOSE_LOGGED_OUT = 4001
 CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW = 4008
 CLOSE_RATE_LIMITED = 4029
@@ -404,6 +406,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def personal_event(self, message):
         """``reservation.updated`` and other personal events, from the channel layer."""
         self._enqueue(message["text"])
+
+    async def user_logged_out(self, message):
+        """Its user logged out (``broadcast.user_signed_out``). Closed rather than kept
+        as anonymous, so the client knows and reconnects as whoever its credentials now
+        say; until the close completes it is no host and gets nothing more."""
+        self.is_host = False
+        self._close_soon(CLOSE_LOGGED_OUT)
 
     # -- incoming -------------------------------------------------------------------------
 

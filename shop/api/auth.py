@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model, password_validation
+from django.contrib.auth.signals import user_logged_out
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -116,4 +117,8 @@ class LogoutApi(APIView):
         for token in Token.objects.filter(user_id=request.user.pk):
             token_forget(token.key)
             token.delete()
+        # Django's logout notice, as a session logout sends it: whatever was granted
+        # on these tokens elsewhere (open websockets) ends too. After the delete, so a
+        # client reconnecting at once is no longer this user.
+        user_logged_out.send(sender=type(request.user), request=request._request, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
