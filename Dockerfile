@@ -36,8 +36,9 @@ USER app
 EXPOSE 8000
 
 # sh -c so ${WEB_CONCURRENCY} expands at run time; exec so uvicorn is PID 1 and gets
-# SIGTERM. Behind a reverse proxy, set FORWARDED_ALLOW_IPS to the proxy's address so
-# --proxy-headers trusts its X-Forwarded-* headers (uvicorn reads that variable).
+# SIGTERM. --no-proxy-headers: uvicorn never takes the client's address from
+# X-Forwarded-For; behind reverse proxies, TRUSTED_PROXY_COUNT tells the app how many
+# there are (README.md, "Behind a proxy").
 # No permessage-deflate: see "Why uvicorn" in README.md. --ws-max-size: a websocket
 # message is capped before it is buffered (the consumers allow 4 KB).
-CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2} --proxy-headers --ws-per-message-deflate false --ws-max-size 16384"]
+CMD ["sh", "-c", "exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2} --no-proxy-headers --ws-per-message-deflate false --ws-max-size 16384"]

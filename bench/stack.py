@@ -370,6 +370,7 @@ class Stack:
                 "8192",
                 # As the service runs: browsers offer compression, we decline it, and a
                 # client's websocket message is capped before it is buffered.
+                "--no-proxy-headers",
                 "--ws-per-message-deflate",
                 "false",
                 "--ws-max-size",

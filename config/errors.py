@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 from django import db
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from redis import exceptions as redis_exceptions
@@ -107,3 +108,23 @@ def api_not_found(request, unmatched: str = ""):
     """The last route under /api/: with DEBUG on, Django answers an unknown URL with its
     HTML debug page instead of calling ``handler404``; the API answers JSON in every mode."""
     return JsonResponse({"code": "not_found", "detail": "Not found."}, status=404)
+
+
+def locked_out(request, *args, **kwargs):
+    """django-axes' answer to a locked-out sign-in (``AXES_LOCKOUT_CALLABLE``): JSON with
+    a machine code on the API, a plain page on the HTML login forms."""
+    seconds = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    detail = "Too many failed sign-ins; try again later."
+    headers = {"Retry-After": str(seconds)}
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"code": "locked_out", "detail": detail, "retry_after": seconds},
+            status=429,
+            headers=headers,
+        )
+    return HttpResponse(
+        f"{detail} Retry in {seconds // 60 or 1} minutes.\n",
+        status=429,
+        content_type="text/plain; charset=utf-8",
+        headers=headers,
+    )

@@ -112,6 +112,7 @@ def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
             "--log-level",
             "warning",
             # As the service runs (scripts/run, the image).
+            "--no-proxy-headers",
             "--ws-per-message-deflate",
             "false",
             "--ws-max-size",

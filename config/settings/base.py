@@ -8,6 +8,7 @@ its default in ``.env.example``.
 """
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -37,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "import_export",
+    "axes",
     "shop",
     "inventory",
     "livestream",
@@ -51,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out sign-in into its refusal.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -184,9 +188,16 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Auth, API ------------------------------------------------------------------------
+# The client's address (per-IP throttles, sign-in lockout) is REMOTE_ADDR unless this
+# many reverse proxies in front of the server each append to X-Forwarded-For: then it
+# is the entry the outermost proxy wrote. 0 never reads X-Forwarded-For, which any
+# client can set. The server itself never rewrites the address (--no-proxy-headers).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Django's model backend, with the password hash run off the database connection and
 # a few at a time (shop/passwords.py): a sign-in surge never waits on the pool.
 AUTHENTICATION_BACKENDS = ["shop.passwords.PasswordBackend"]
+# The lockout (django-axes) first: a locked-out client is refused before any hash.
+AUTHENTICATION_BACKENDS = ["shop.lockout.LockoutBackend", *AUTHENTICATION_BACKENDS]
 # Password hashes run at once per process (CPU-bound; the rest queue holding no
 # database connection). 0: one per core this process may use.
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=0)
@@ -211,6 +222,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Only for DRF's own use of it; our throttles call shop.api.throttles.client_address.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     # Scoped request rates (see shop/api/throttles.py), counted in the shared cache.
     "DEFAULT_THROTTLE_RATES": {
         "reserve_user": env.str("THROTTLE_RESERVE_USER", default="30/min"),
@@ -239,6 +252,26 @@ SPECTACULAR_SETTINGS = {
 # 413 past these sizes. No API body comes near 64 KiB; admin imports may be bigger.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+
+# Sign-in lockout (django-axes) on /accounts/login/, /admin/login/ and the API token:
+# after LOGIN_FAILURE_LIMIT failures for one username from one client address, that
+# pair is refused (429) for LOGIN_LOCKOUT_SECONDS, even with the right password. Per
+# pair: nobody can lock a user out from elsewhere, and a venue sharing one address is
+# not locked for one guest's typos (per-address rates are the throttles' job).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_LOCKOUT_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "shop.api.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "config.errors.locked_out"
+# Counted in Redis when configured (shared by every process, no SQL on the sign-in
+# path), else in the database: the local-memory cache is per process.
+AXES_HANDLER = (
+    "axes.handlers.cache.AxesCacheHandler"
+    if REDIS_URL
+    else "axes.handlers.database.AxesDatabaseHandler"
+)
+# Successes are not written down: a sign-in surge writes no rows.
+AXES_DISABLE_ACCESS_LOG = True
 
 # --- I18N, static ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

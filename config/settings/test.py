@@ -12,6 +12,8 @@ os.environ.setdefault("DB_POOL_MAX_SIZE", "0")
 # Request rates high enough not to get in the way; throttle tests set their own.
 for _scope in ("RESERVE_USER", "RESERVE_IP", "AUTH_IP"):
     os.environ.setdefault(f"THROTTLE_{_scope}", "100000/min")
+# Tests sign in a lot, from one address; the lockout tests set their own limit.
+os.environ.setdefault("LOGIN_FAILURE_LIMIT", "1000")
 
 from .base import *
 from .base import BASE_DIR, DATABASES

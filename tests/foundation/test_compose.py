@@ -112,7 +112,10 @@ def test_web_runs_uvicorn_on_the_asgi_application(services):
     assert "uvicorn config.asgi:application" in command
     assert "--host 0.0.0.0" in command
     assert "--port 8000" in command
-    assert "--proxy-headers" in command
+    # The app alone decides the client's address (TRUSTED_PROXY_COUNT, default 0).
+    assert "--no-proxy-headers" in command
+    assert _environment(services["web"])["TRUSTED_PROXY_COUNT"] == "${TRUSTED_PROXY_COUNT:-0}"
+    assert "FORWARDED_ALLOW_IPS" not in _environment(services["web"])
     assert "--ws-per-message-deflate false" in command
     # A websocket message is capped by the server before it is buffered.
     assert "--ws-max-size 16384" in command
@@ -266,7 +269,8 @@ def test_dockerfile_cmd_runs_uvicorn_on_the_asgi_application():
     assert tokens[tokens.index("--host") + 1] == "0.0.0.0"
     assert tokens[tokens.index("--port") + 1] == "8000"
     assert tokens[tokens.index("--workers") + 1] == "${WEB_CONCURRENCY:-2}"
-    assert "--proxy-headers" in tokens
+    assert "--no-proxy-headers" in tokens
+    assert "--proxy-headers" not in tokens
     assert tokens[tokens.index("--ws-per-message-deflate") + 1] == "false"
     assert tokens[tokens.index("--ws-max-size") + 1] == "16384"
 
@@ -322,3 +326,4 @@ def test_the_run_script_declines_websocket_compression_and_caps_frames_too():
     [command] = [line for line in lines if line.startswith("exec uvicorn")]
     assert "--ws-per-message-deflate false" in command
     assert "--ws-max-size 16384" in command
+    assert "--no-proxy-headers" in command
