@@ -14,10 +14,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from config import log_redaction  # noqa: E402
 from config.body_limit import BodySizeLimit  # noqa: E402
 from config.health import HealthConsumer  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
+
+# Tokens and tickets in websocket URLs never reach uvicorn's logs.
+log_redaction.install()
 
 # Thousands of open websockets make a big, long-lived heap, and a full collection of
 # the cyclic garbage collector walks all of it: measured at 0.8-1.2 s per pause with

@@ -5,9 +5,12 @@
   ``CSRF_TRUSTED_ORIGINS``, so a foreign page cannot ride a viewer's session cookie
   (cross-site websocket hijacking). A missing ``Origin`` means a non-browser client (an
   app, a load test): it carries no ambient cookie to abuse and authenticates by token.
-- ``TokenAuthMiddleware``: ``?token=<key>`` authenticates with the same cached lookup as
-  the REST API (``Authorization: Token``); a bad token means anonymous (who may still
-  watch). Without a token the session user from ``AuthMiddlewareStack`` stays.
+- ``TokenAuthMiddleware``: ``?ticket=<ticket>`` (from ``POST /api/auth/ws-ticket/``,
+  single use, 30 s) or ``?token=<key>``, with the same cached lookup as the REST API
+  (``Authorization: Token``), authenticates; a bad, used or expired one means anonymous
+  (who may still watch). Without either the session user from ``AuthMiddlewareStack``
+  stays. A ticket keeps the long-lived token out of URLs, which get logged (and uvicorn's
+  logs have both values redacted anyway: ``config/log_redaction.py``).
 """
 
 from __future__ import annotations
@@ -22,18 +25,25 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 
-from shop.api.authentication import CachedTokenAuthentication
+from shop.api.authentication import CachedTokenAuthentication, ws_ticket_redeem
 
 # DRF keys are 40 hex characters; anything much longer is not worth a lookup.
 TOKEN_MAX_LENGTH = 64
 
 
-def _token_from_query(scope) -> str | None:
+def _from_query(scope, name: str) -> str | None:
     query = scope.get("query_string", b"")
     if isinstance(query, bytes):
         query = query.decode("latin1")
-    values = parse_qs(query).get("token")
+    values = parse_qs(query).get(name)
     return values[-1] if values else None
+
+
+@database_sync_to_async
+def _user_for_ticket(ticket: str):
+    if len(ticket) > TOKEN_MAX_LENGTH:
+        return AnonymousUser()
+    return ws_ticket_redeem(ticket) or AnonymousUser()
 
 
 @database_sync_to_async
@@ -48,11 +58,14 @@ def _user_for_token(key: str):
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    """Sets ``scope["user"]`` from ``?token=`` when one is given."""
+    """Sets ``scope["user"]`` from ``?ticket=`` or else ``?token=``, when one is given."""
 
     async def __call__(self, scope, receive, send):
-        key = _token_from_query(scope)
-        if key is not None:
+        ticket = _from_query(scope, "ticket")
+        key = _from_query(scope, "token") if ticket is None else None
+        if ticket is not None:
+            scope = dict(scope, user=await _user_for_ticket(ticket))
+        elif key is not None:
             scope = dict(scope, user=await _user_for_token(key))
         return await super().__call__(scope, receive, send)
 
@@ -89,5 +102,6 @@ class BrowserOriginValidator(OriginValidator):
 
 
 def websocket_stack(inner):
-    """Origin check, then the session user, then ``?token=`` (which wins when given)."""
+    """Origin check, then the session user, then ``?ticket=`` / ``?token=`` (which win
+    when given)."""
     return BrowserOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(inner)))

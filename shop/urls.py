@@ -6,6 +6,7 @@ urlpatterns = [
     path("auth/register/", auth.RegisterApi.as_view(), name="auth-register"),
     path("auth/token/", auth.TokenApi.as_view(), name="auth-token"),
     path("auth/logout/", auth.LogoutApi.as_view(), name="auth-logout"),
+    path("auth/ws-ticket/", auth.WsTicketApi.as_view(), name="auth-ws-ticket"),
     path("products/", catalog.ProductListApi.as_view(), name="product-list"),
     path("products/<id:product_id>/", catalog.ProductDetailApi.as_view(), name="product-detail"),
     path(

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inventory.exceptions import DomainError
-from shop.api.authentication import token_forget
+from shop.api.authentication import WS_TICKET_SECONDS, token_forget, ws_ticket_issue
 from shop.api.fields import StrictCharField
 from shop.api.schema import error_responses
 from shop.api.throttles import AuthIPThrottle
@@ -102,6 +102,33 @@ class TokenApi(APIView):
             raise InvalidCredentials()
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
+
+
+class WsTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Open the websocket with `?ticket=<ticket>`.")
+    expires_in = serializers.IntegerField(help_text="Seconds it stays valid (used once).")
+
+
+class WsTicketApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="auth_ws_ticket",
+        request=None,
+        responses={201: WsTicketSerializer, **error_responses(401)},
+        summary="A single-use ticket to open a websocket as yourself (`?ticket=`, 30 s)",
+        description="Put the ticket in the websocket URL instead of the long-lived token "
+        "(`?token=` still works): URLs end up in logs. It is good for one connection, "
+        "and only while the token or session that asked for it is still valid.",
+    )
+    def post(self, request: Request) -> Response:
+        # request.auth is the token when one authenticated the request; else the session.
+        token = request.auth if isinstance(request.auth, str) else None
+        session_key = None if token else request.session.session_key
+        ticket = ws_ticket_issue(user_id=request.user.pk, token=token, session_key=session_key)
+        return Response(
+            {"ticket": ticket, "expires_in": WS_TICKET_SECONDS}, status=status.HTTP_201_CREATED
+        )
 
 
 class LogoutApi(APIView):

@@ -1,8 +1,14 @@
 """Token authentication that answers from the cache, so a request turned away (sold
-out, throttled) costs no SQL on the hot path."""
+out, throttled) costs no SQL on the hot path; and single-use websocket tickets."""
 
 from __future__ import annotations
 
+import secrets
+from importlib import import_module
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.contrib.auth import get_user as session_user
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from rest_framework.authentication import TokenAuthentication
@@ -40,3 +46,50 @@ class CachedTokenAuthentication(TokenAuthentication):
         user._state.adding = False  # it exists; saving it would update, not insert
         user._state.db = "default"
         return user, key
+
+
+# --- websocket tickets -------------------------------------------------------------------
+# A browser cannot set headers on a websocket, so token clients put ``?token=`` in its
+# URL, where proxies and servers log it. A ticket is what goes there instead: random,
+# good for one connection within WS_TICKET_SECONDS, and only while the credential that
+# asked for it (the token, or the session) still holds.
+WS_TICKET_SECONDS = 30
+
+
+def _ticket_key(ticket: str) -> str:
+    # Its own namespace: no client-chosen value is ever a key here but the ticket itself.
+    return f"wsticket:{ticket}"
+
+
+def ws_ticket_issue(*, user_id: int, token: str | None, session_key: str | None) -> str:
+    """A new ticket for this user, bound to the token or session it was asked with."""
+    ticket = secrets.token_urlsafe(32)
+    grant = {"user": user_id, "token": token, "session": session_key}
+    cache.set(_ticket_key(ticket), grant, WS_TICKET_SECONDS)
+    return ticket
+
+
+def ws_ticket_redeem(ticket: str):
+    """The user of an unused, unexpired ticket whose credential still holds, else None.
+
+    Used up by the first caller, whatever the outcome: the cache's delete says which of
+    two racing callers removed it, and only that one may use what it read."""
+    key = _ticket_key(ticket)
+    grant = cache.get(key)
+    if not isinstance(grant, dict) or not cache.delete(key):
+        return None
+    if grant.get("token"):
+        try:
+            user, _ = CachedTokenAuthentication().authenticate_credentials(grant["token"])
+        except AuthenticationFailed:
+            return None  # revoked since (logged out)
+    elif grant.get("session"):
+        # Django's own check of a session: its user, and its auth hash (a password
+        # change or a logout ends it).
+        store = import_module(settings.SESSION_ENGINE).SessionStore(grant["session"])
+        user = session_user(SimpleNamespace(session=store))
+    else:
+        return None
+    if not user.is_authenticated or user.pk != grant["user"]:
+        return None
+    return user
