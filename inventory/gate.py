@@ -165,29 +165,29 @@ return 1
 # One committed transaction's changes, stamped with its version: applied only if the
 # last rebuild did not read that version already. Returns 1 applied, 0 no gate, -1 seen.
 # KEYS: state, customers, expiry.
-# ARGV: version, status ('' unchanged), n_returns, n_tracked, n_forgotten,
-#       (customer, units, reservation or '')*, (reservation, expiry)*, reservation*
+# ARGV: version, n_returns, n_tracked, n_forgotten,
+#       (customer, units, reservation or '', back on sale '1' or '')*,
+#       (reservation, expiry)*, reservation*
 _APPLY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local v = tonumber(ARGV[1])
 local marks = redis.call('HMGET', KEYS[1], 'version', 'seen')
 if v <= tonumber(marks[1] or '0') then return -1 end
 if v > tonumber(marks[2] or '0') then redis.call('HSET', KEYS[1], 'seen', v) end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-local i = 6
-for _ = 1, tonumber(ARGV[3]) do
+local i = 5
+for _ = 1, tonumber(ARGV[2]) do
   local qty = tonumber(ARGV[i + 1])
-  redis.call('HINCRBY', KEYS[1], 'remaining', qty)
+  if ARGV[i + 3] == '1' then redis.call('HINCRBY', KEYS[1], 'remaining', qty) end
   local left = redis.call('HINCRBY', KEYS[2], ARGV[i], -qty)
   if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
   if ARGV[i + 2] ~= '' then redis.call('ZREM', KEYS[3], ARGV[i + 2]) end
-  i = i + 3
+  i = i + 4
 end
-for _ = 1, tonumber(ARGV[4]) do
+for _ = 1, tonumber(ARGV[3]) do
   redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
   i = i + 2
 end
-for _ = 1, tonumber(ARGV[5]) do
+for _ = 1, tonumber(ARGV[4]) do
   redis.call('ZREM', KEYS[3], ARGV[i])
   i = i + 1
 end
@@ -354,9 +354,13 @@ def gate_give_back(
 
 @dataclass(frozen=True)
 class GateReturn:
+    """Units a customer no longer holds; ``back_on_sale`` False when they left the
+    allocation (it is closed: they went back to stock)."""
+
     customer_id: int
     units: int
     reservation_id: int | None = None
+    back_on_sale: bool = True
 
 
 class Applied(enum.Enum):
@@ -369,24 +373,27 @@ def gate_apply(
     *,
     allocation_id: int,
     version: int,
-    status: str | None = None,
     returns: Iterable[GateReturn] = (),
     tracked: dict[int, float] | None = None,
     forgotten: Iterable[int] = (),
 ) -> Applied:
     """Apply one committed transaction's changes (``version``: the allocation's
-    ``gate_version`` that transaction wrote): a status, units returned, holds whose
-    expiry to track or forget."""
+    ``gate_version`` that transaction wrote): units returned, holds whose expiry to
+    track or forget."""
     returns, tracked, forgotten = list(returns), dict(tracked or {}), list(forgotten)
     args: list = [
         version,
-        status or "",
         len(returns),
         len(tracked),
         len(forgotten),
     ]
     for item in returns:
-        args += [item.customer_id, item.units, item.reservation_id or ""]
+        args += [
+            item.customer_id,
+            item.units,
+            item.reservation_id or "",
+            "1" if item.back_on_sale else "",
+        ]
     for reservation_id, expires_at in tracked.items():
         args += [reservation_id, expires_at]
     args += forgotten

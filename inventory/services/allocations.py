@@ -122,8 +122,8 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
         waitlist_close(allocation_id=allocation_id)
         allocation.refresh_from_db()
         events.emit_on_commit([allocation_changed_event(allocation)])
-        # Closed is final, so this change commutes with any other.
-        gate_after_commit(allocation_id=allocation_id, status="closed")
+        # The unsold units left: a rebuild counts what stays (closing is rare).
+        gate_after_commit(allocation_id=allocation_id, rebuild=True)
     return allocation
 
 

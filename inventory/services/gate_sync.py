@@ -35,7 +35,6 @@ class _Changes:
     """What one transaction changed in one allocation's gate."""
 
     version: int
-    status: str | None = None
     returns: list[gate.GateReturn] = field(default_factory=list)
     tracked: dict[int, float] = field(default_factory=dict)
     forgotten: list[int] = field(default_factory=list)
@@ -60,12 +59,11 @@ def gate_after_commit(
     returns: list[gate.GateReturn] | None = None,
     tracked: dict[int, float] | None = None,
     forgotten: list[int] | None = None,
-    status: str | None = None,
     rebuild: bool = False,
 ) -> None:
     """Inside a transaction holding the allocation's lock: once it commits, the gate
-    gets these changes (units returned, holds' expiries to track or forget, a new
-    status), or a rebuild from the rows. Nothing happens if the transaction rolls back.
+    gets these changes (units returned, holds' expiries to track or forget), or a
+    rebuild from the rows. Nothing happens if the transaction rolls back.
     """
     if not gate.gate_enabled():
         return
@@ -79,7 +77,6 @@ def gate_after_commit(
     changes.returns += returns or []
     changes.tracked.update(tracked or {})
     changes.forgotten += forgotten or []
-    changes.status = status or changes.status
     changes.rebuild = changes.rebuild or rebuild
 
 
@@ -96,7 +93,6 @@ def _apply_all(pending: dict[int, _Changes]) -> None:
             gate.gate_apply(
                 allocation_id=allocation_id,
                 version=changes.version,
-                status=changes.status,
                 returns=changes.returns,
                 tracked=changes.tracked,
                 forgotten=changes.forgotten,
@@ -159,7 +155,10 @@ def _state_from_database(allocation: Allocation) -> gate.GateState:
     }
     return gate.GateState(
         status="open" if allocation.status == Allocation.Status.OPEN else "closed",
-        remaining=max(0, allocation.remaining - pending),
+        # Below zero when units promised to admitted requests went elsewhere (a late
+        # payment reinstated): those requests are rejected at settle and give their
+        # units back, which brings the gate to zero, not above it.
+        remaining=allocation.remaining - pending,
         limit=allocation.per_customer_limit or 0,
         customers=customers,
         expiries=expiries,

@@ -81,7 +81,10 @@ def _return_holds(
     # for a rebuild, which counts everything from the rows).
     gate_after_commit(
         allocation_id=allocation_id,
-        returns=[GateReturn(r.customer_id, r.quantity, r.pk) for r in reservations],
+        returns=[
+            GateReturn(r.customer_id, r.quantity, r.pk, back_on_sale=not closed)
+            for r in reservations
+        ],
     )
     # Units back on sale go to the first viewers in line before anyone else.
     if not closed:
