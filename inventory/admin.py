@@ -18,12 +18,19 @@ from django.utils.html import format_html
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV
 
-from config.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
+from config.admin_tools import (
+    EditedFieldsOnlyMixin,
+    ReadOnlyAdminMixin,
+    apply_each,
+    has_model_change_permission,
+)
 from inventory import services
 from inventory.exceptions import DomainError
 from inventory.forms import StockAdjustForm
 from inventory.models import Allocation, Reservation, StockItem, StockMovement, WaitlistEntry
 from inventory.resources import StockLevelResource
+from inventory.services.allocations import check_label
+from inventory.services.stock import check_threshold
 
 # --- stock items -----------------------------------------------------------------------
 
@@ -46,7 +53,7 @@ class LowStockFilter(admin.SimpleListFilter):
 
 
 @admin.register(StockItem)
-class StockItemAdmin(ImportExportModelAdmin):
+class StockItemAdmin(EditedFieldsOnlyMixin, ImportExportModelAdmin):
     resource_classes = [StockLevelResource]
     # Stock levels travel as CSV only; one format keeps the import/export forms simple.
     formats = [CSV]
@@ -61,6 +68,14 @@ class StockItemAdmin(ImportExportModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(available_units=F("on_hand") - F("reserved"))
+
+    def check_edited(self, edited):
+        check_threshold(edited["low_stock_threshold"])
+
+    def save_edited(self, request, obj, edited):
+        services.stock_item_set_threshold(
+            stock_item_id=obj.pk, low_stock_threshold=edited["low_stock_threshold"]
+        )
 
     # Stock items come with their variants (stock_item_ensure) and carry the ledger:
     # they are neither added nor deleted by hand.
@@ -207,7 +222,7 @@ class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Allocation)
-class AllocationAdmin(admin.ModelAdmin):
+class AllocationAdmin(EditedFieldsOnlyMixin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "sku",
@@ -254,14 +269,23 @@ class AllocationAdmin(admin.ModelAdmin):
     def remaining(self, obj):
         return obj.remaining
 
+    def check_edited(self, edited):
+        check_label(edited["label"])
+
+    def save_edited(self, request, obj, edited):
+        services.allocation_set_label(allocation_id=obj.pk, label=edited["label"])
+
+    # An allocation a drop sells through opens and closes by the drop's rules (see
+    # allocation_open_by_hand), the same as through the API.
     @admin.action(description="Open selected allocations", permissions=["change"])
     def open_allocations(self, request, queryset):
-        # allocation_open takes no actor (it moves no units, so writes no ledger entry).
         apply_each(
             self,
             request,
             queryset,
-            lambda allocation: services.allocation_open(allocation_id=allocation.pk),
+            lambda allocation: services.allocation_open_by_hand(
+                allocation_id=allocation.pk, actor=request.user
+            ),
             verb="opened",
         )
 
@@ -273,7 +297,7 @@ class AllocationAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda allocation: services.allocation_close(
+            lambda allocation: services.allocation_close_by_hand(
                 allocation_id=allocation.pk, actor=request.user
             ),
             verb="closed",

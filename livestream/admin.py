@@ -15,7 +15,12 @@ from django.utils.html import format_html, format_html_join
 from import_export.admin import ExportActionModelAdmin
 from import_export.formats.base_formats import CSV
 
-from config.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
+from config.admin_tools import (
+    EditedFieldsOnlyMixin,
+    ReadOnlyAdminMixin,
+    apply_each,
+    has_model_change_permission,
+)
 from livestream import readiness, services
 from livestream.models import Drop, DropDemand, Stream
 from livestream.resources import DropDemandResource
@@ -64,7 +69,7 @@ class ReadinessProblemFilter(admin.SimpleListFilter):
 
 
 @admin.register(Stream)
-class StreamAdmin(admin.ModelAdmin):
+class StreamAdmin(EditedFieldsOnlyMixin, admin.ModelAdmin):
     list_display = [
         "title",
         "slug",
@@ -100,6 +105,12 @@ class StreamAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def check_edited(self, edited):
+        services.stream_details_check(**edited)
+
+    def save_edited(self, request, obj, edited):
+        services.stream_update_details(stream_id=obj.pk, actor=request.user, **edited)
 
     @admin.display(description="readiness")
     def readiness_warning(self, obj):

@@ -12,6 +12,12 @@ class LivestreamConfig(AppConfig):
 
         events.subscribe(broadcast.on_inventory_events)
 
+        # Ops opening or closing a drop's allocation by hand keep the drop's rules.
+        from inventory import services as inventory
+        from livestream.services import DropAllocations
+
+        inventory.allocation_owner_register(DropAllocations())
+
         # A user who logs out keeps no websocket rights (host, personal events).
         from django.contrib.auth.signals import user_logged_out
 

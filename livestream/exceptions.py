@@ -40,3 +40,9 @@ class VariantNotForSale(DomainError):
     code = "variant_not_for_sale"
     http_status = 409
     default_detail = "This variant is not for sale."
+
+
+class DropNotStarted(DomainError):
+    code = "drop_not_started"
+    http_status = 409
+    default_detail = "This drop's sale has not started yet."

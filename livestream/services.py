@@ -29,6 +29,7 @@ from inventory.models import Allocation, Reservation, WaitlistEntry
 from livestream import broadcast
 from livestream.demand import demand_flush, demand_on_pin
 from livestream.exceptions import (
+    DropNotStarted,
     InvalidStreamTransition,
     NotStreamHost,
     SlugTaken,
@@ -182,25 +183,15 @@ def stream_create(
     """
     if not user_can_host(host):
         raise NotStreamHost("Only hosts and staff can create streams.")
-    title = _check_text(title, field="title", max_length=TITLE_MAX_LENGTH).strip(ASCII_SPACE)
-    if not title:
-        raise InvalidInput("title must not be empty.", field="title")
-    description = _check_text(description, field="description")
-    scheduled_start = _check_moment(scheduled_start, field="scheduled_start")
-    playback_url = _check_text(
-        playback_url, field="playback_url", max_length=PLAYBACK_URL_MAX_LENGTH
-    ).strip()
-    if playback_url and not PLAYBACK_URL_RE.match(playback_url):
-        raise InvalidInput("playback_url must be an http(s) URL.", field="playback_url")
-    if expected_viewers is not None:
-        expected_viewers = _check_units(expected_viewers, field="expected_viewers")
     fields = {
         "host": host,
-        "title": title,
-        "description": description,
-        "scheduled_start": scheduled_start,
-        "playback_url": playback_url,
-        "expected_viewers": expected_viewers,
+        **stream_details_check(
+            title=title,
+            description=description,
+            scheduled_start=scheduled_start,
+            playback_url=playback_url,
+            expected_viewers=expected_viewers,
+        ),
     }
     with transaction.atomic():
         if slug is not None:
@@ -223,6 +214,53 @@ def stream_create(
             if stream is not None:
                 return stream
     raise InvalidInput("No free slug found; pass one.", field="slug")
+
+
+_DETAIL_CHECKS = {
+    "title": lambda v: _checked_title(v),
+    "description": lambda v: _check_text(v, field="description"),
+    "scheduled_start": lambda v: _check_moment(v, field="scheduled_start"),
+    "playback_url": lambda v: _checked_playback_url(v),
+    "expected_viewers": lambda v: None if v is None else _check_units(v, field="expected_viewers"),
+}
+
+
+def _checked_title(value: object) -> str:
+    title = _check_text(value, field="title", max_length=TITLE_MAX_LENGTH).strip(ASCII_SPACE)
+    if not title:
+        raise InvalidInput("title must not be empty.", field="title")
+    return title
+
+
+def _checked_playback_url(value: object) -> str:
+    url = _check_text(value, field="playback_url", max_length=PLAYBACK_URL_MAX_LENGTH).strip()
+    if url and not PLAYBACK_URL_RE.match(url):
+        raise InvalidInput("playback_url must be an http(s) URL.", field="playback_url")
+    return url
+
+
+def stream_details_check(**details) -> dict:
+    """A stream's descriptive fields, checked (``InvalidInput`` naming the field); only
+    those given."""
+    unknown = set(details) - set(_DETAIL_CHECKS)
+    if unknown:
+        raise InvalidInput(f"{sorted(unknown)[0]} cannot be changed.", field=sorted(unknown)[0])
+    return {name: _DETAIL_CHECKS[name](value) for name, value in details.items()}
+
+
+def stream_update_details(*, stream_id: int, actor, **details) -> Stream:
+    """Change a stream's descriptive fields (title, description, scheduled start,
+    playback URL, expected viewers). Writes those fields and nothing else, so a status
+    another transaction set meanwhile is never written back. Only the host or staff."""
+    changes = stream_details_check(**details)
+    with transaction.atomic():
+        stream = _lock_stream(stream_id)
+        stream_check_control(stream=stream, user=actor)
+        for name, value in changes.items():
+            setattr(stream, name, value)
+        if changes:
+            stream.save(update_fields=[*changes, "updated_at"])
+    return stream
 
 
 def _lock_stream(stream_id: int) -> Stream:
@@ -555,15 +593,71 @@ def _close_timed(drop_id: int, now: datetime) -> bool:
             or drop.allocation.status == Allocation.Status.CLOSED
         ):
             return False
-        if drop.is_pinned:
-            Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
-            broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
-        # Unsold units go back to stock with a ledger entry; open holds keep theirs until
-        # checkout, release or expiry, then return to stock too.
-        inventory.allocation_close(allocation_id=drop.allocation_id)
-        broadcast.on_commit(lambda: broadcast.drop_closed(drop.pk))
-        broadcast.on_commit(lambda: demand_flush(drop_id=drop.pk, final=True))
+        _close_sale(drop)
     return True
+
+
+def _close_sale(drop: Drop, *, actor=None) -> None:
+    """Inside the stream's lock: the drop leaves the stage and its sale ends."""
+    if drop.is_pinned:
+        Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
+        drop.is_pinned = False
+        broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
+    # Unsold units go back to stock with a ledger entry; open holds keep theirs until
+    # checkout, release or expiry, then return to stock too.
+    drop.allocation = inventory.allocation_close(allocation_id=drop.allocation_id, actor=actor)
+    broadcast.on_commit(lambda: broadcast.drop_closed(drop.pk))
+    broadcast.on_commit(lambda: demand_flush(drop_id=drop.pk, final=True))
+
+
+def drop_open_by_hand(*, drop_id: int, actor) -> Drop:
+    """Ops open a drop's sale without pinning it, by the rules every other opening keeps:
+    only on a live stream (``StreamNotLive``), never before the drop's start
+    (``DropNotStarted``), never once closed (``AllocationClosed``). Idempotent."""
+    with transaction.atomic():
+        stream, drop = _lock_drop(drop_id, actor=actor)
+        if drop.allocation.status == Allocation.Status.OPEN:
+            return drop
+        if drop.allocation.status == Allocation.Status.CLOSED:
+            raise AllocationClosed("This drop's sale is closed.")
+        if stream.status != Stream.Status.LIVE:
+            raise StreamNotLive(status=stream.status)
+        if _starts_later(drop):
+            raise DropNotStarted(starts_at=drop.starts_at.isoformat())
+        _open_sale(drop)
+        broadcast.on_commit(lambda: broadcast.drop_opened(drop.pk))
+    return drop
+
+
+def drop_close_by_hand(*, drop_id: int, actor) -> Drop:
+    """Ops end a drop's sale now, as its end time would: unpinned, unsold units back to
+    stock, viewers told (``drop.unpinned``, ``drop.closed``). Idempotent."""
+    with transaction.atomic():
+        _stream, drop = _lock_drop(drop_id, actor=actor)
+        if drop.allocation.status != Allocation.Status.CLOSED:
+            _close_sale(drop, actor=actor)
+    return drop
+
+
+class DropAllocations:
+    """Registered with inventory: opening or closing a drop's allocation by hand (the
+    ops admin) goes through the drop's rules."""
+
+    @staticmethod
+    def _drop_of(allocation_id: int) -> int | None:
+        return Drop.objects.filter(allocation_id=allocation_id).values_list("pk", flat=True).first()
+
+    def open_by_hand(self, *, allocation_id: int, actor) -> bool:
+        drop_id = self._drop_of(allocation_id)
+        if drop_id is not None:
+            drop_open_by_hand(drop_id=drop_id, actor=actor)
+        return drop_id is not None
+
+    def close_by_hand(self, *, allocation_id: int, actor) -> bool:
+        drop_id = self._drop_of(allocation_id)
+        if drop_id is not None:
+            drop_close_by_hand(drop_id=drop_id, actor=actor)
+        return drop_id is not None
 
 
 # --- the waitlist ----------------------------------------------------------------------

@@ -8,8 +8,11 @@ the database side only through ``gate_sync.gate_after_commit``.
 from inventory.services._common import MAX_QUANTITY
 from inventory.services.allocations import (
     allocation_close,
+    allocation_close_by_hand,
     allocation_create,
     allocation_open,
+    allocation_open_by_hand,
+    allocation_owner_register,
     allocation_set_label,
     allocations_close,
 )
@@ -41,8 +44,11 @@ from inventory.services.waitlist import (
 __all__ = [
     "MAX_QUANTITY",
     "allocation_close",
+    "allocation_close_by_hand",
     "allocation_create",
     "allocation_open",
+    "allocation_open_by_hand",
+    "allocation_owner_register",
     "allocation_set_label",
     "allocation_settle_pending",
     "allocations_close",

@@ -105,18 +105,19 @@ def stock_set_on_hand(
         )
 
 
-def stock_item_set_threshold(*, stock_item_id: int, low_stock_threshold: int) -> StockItem:
-    """Set when a stock item counts as low (ops' admin): writes the threshold and
-    nothing else, so no counter read earlier is ever written back."""
-    if (
-        isinstance(low_stock_threshold, bool)
-        or not isinstance(low_stock_threshold, int)
-        or not 0 <= low_stock_threshold <= MAX_ON_HAND
-    ):
+def check_threshold(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ON_HAND:
         raise InvalidInput(
             f"low_stock_threshold must be a whole number from 0 to {MAX_ON_HAND}.",
             field="low_stock_threshold",
         )
+    return value
+
+
+def stock_item_set_threshold(*, stock_item_id: int, low_stock_threshold: int) -> StockItem:
+    """Set when a stock item counts as low (ops' admin): writes the threshold and
+    nothing else, so no counter read earlier is ever written back."""
+    check_threshold(low_stock_threshold)
     with transaction.atomic():
         if not StockItem.objects.filter(pk=stock_item_id).update(
             low_stock_threshold=low_stock_threshold, updated_at=timezone.now()

@@ -39,9 +39,19 @@ def _blocked(pid: int) -> bool:
 
 
 def _resolve(dotted: str):
-    module_path, _, name = dotted.rpartition(".")
-    module = __import__(module_path, fromlist=[name])
-    return module, name
+    """The object holding the last name of ``dotted`` (a module, or a class in one)."""
+    import importlib
+
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:-1]:
+            owner = getattr(owner, attribute)
+        return owner, parts[-1]
+    raise ImportError(dotted)
 
 
 def inside(
