@@ -85,6 +85,13 @@ def holds(rank: Rank, pk: int) -> bool:
     return (rank, pk) in _taken()
 
 
+def created(rank: Rank, pk: int) -> None:
+    """A row this transaction inserted: no other transaction can see it, let alone lock
+    it, until commit, so it is held whatever the order (a drop created and opened in one
+    go)."""
+    _taken().add((rank, pk))
+
+
 # --- 1. customers ----------------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ def allocation_create(
             per_customer_limit=per_customer_limit,
             label=label,
         )
+        locks.created(locks.Rank.ALLOCATION, allocation.pk)
         StockMovement.objects.create(
             stock_item_id=stock_item_id,
             allocation=allocation,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from inventory import locks
+from inventory import locks, services
 from inventory.locks import LockOrderViolation
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.helpers import request_hold
@@ -78,3 +78,13 @@ def test_each_transaction_starts_with_no_locks():
 
     with transaction.atomic():
         assert locks.lock_allocation(low.pk).pk == low.pk
+
+
+def test_a_row_created_in_the_transaction_is_held_whatever_the_order():
+    variant_allocation = open_allocation(quantity=1, on_hand=5)
+
+    with transaction.atomic():
+        created = services.allocation_create(
+            stock_item_id=variant_allocation.stock_item_id, quantity=2
+        )
+        assert services.allocation_open(allocation_id=created.pk).status == "open"
