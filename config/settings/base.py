@@ -193,11 +193,13 @@ CELERY_BEAT_SCHEDULE = {
 # is the entry the outermost proxy wrote. 0 never reads X-Forwarded-For, which any
 # client can set. The server itself never rewrites the address (--no-proxy-headers).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
-# Django's model backend, with the password hash run off the database connection and
-# a few at a time (shop/passwords.py): a sign-in surge never waits on the pool.
-AUTHENTICATION_BACKENDS = ["shop.passwords.PasswordBackend"]
-# The lockout (django-axes) first: a locked-out client is refused before any hash.
-AUTHENTICATION_BACKENDS = ["shop.lockout.LockoutBackend", *AUTHENTICATION_BACKENDS]
+AUTHENTICATION_BACKENDS = [
+    # The lockout (django-axes) first: a locked-out client is refused before any hash.
+    "shop.lockout.LockoutBackend",
+    # Django's model backend, with the password hash run off the database connection
+    # and a few at a time (shop/passwords.py): a sign-in surge never waits on the pool.
+    "shop.passwords.PasswordBackend",
+]
 # Password hashes run at once per process (CPU-bound; the rest queue holding no
 # database connection). 0: one per core this process may use.
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=0)
