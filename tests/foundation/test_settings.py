@@ -76,7 +76,7 @@ def test_urls_switch_to_postgres_and_redis():
 
     assert found["engine"] == "django.db.backends.postgresql"
     assert found["layer"] == "channels_redis.core.RedisChannelLayer"
-    assert found["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert found["cache"] == "config.cache.SharedPoolRedisCache"
     assert found["broker"] == "redis://127.0.0.1:6379/3"
     assert found["eager"] is False
     assert found["pool"] == {"min_size": 1, "max_size": 6, "timeout": 10.0}
