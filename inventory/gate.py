@@ -400,22 +400,9 @@ def gate_apply(
     return Applied(int(get_redis().eval(_APPLY, 3, *_keys(allocation_id), *args)))
 
 
-def gate_track_expiries(*, allocation_id: int, expiries: dict[int, float]) -> None:
-    """Remember when new holds expire (only while the gate exists)."""
-    if not expiries:
-        return
-    state_key, _, expiry_key = _keys(allocation_id)
-    pipe = get_redis().pipeline()
-    pipe.exists(state_key)
-    pipe.zadd(expiry_key, {str(rid): at for rid, at in expiries.items()})
-    exists, _ = pipe.execute()
-    if not exists:
-        # The gate vanished between the two: drop the orphan set; a rebuild recreates it.
-        get_redis().delete(expiry_key)
-
-
 def gate_forget_holds(*, allocation_id: int, reservation_ids: Iterable[int]) -> None:
-    """Holds that were confirmed: their units stay taken, their expiry no longer matters."""
+    """Forget these holds' expiries (no longer held): unversioned, as forgetting a hold
+    that is not held is right whatever the gate's history."""
     ids = [str(rid) for rid in reservation_ids]
     if ids:
         get_redis().zrem(_keys(allocation_id)[2], *ids)

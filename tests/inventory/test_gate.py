@@ -207,7 +207,7 @@ def test_give_back_to_a_missing_gate_leaves_it_missing():
 
 
 def test_tracking_expiries_of_a_missing_gate_leaves_nothing_behind():
-    gate.gate_track_expiries(allocation_id=GATE_ID, expiries={5: time.time()})
+    gate.gate_apply(allocation_id=GATE_ID, version=1, tracked={5: time.time()})
 
     assert list(get_redis().scan_iter(match="gate:*")) == []
 
