@@ -41,28 +41,21 @@ from bench.stack import (
     free_port,
     install_cleanup,
     raise_fd_limit,
-    spawn,
     stop,
     wait_http,
 )
 
-# wrk's Lua: one request per call, a buyer's token in turn and a key never sent before;
-# every thread counts the statuses it saw, and done() prints them as one JSON line.
+# wrk's Lua: one request per call, a buyer's token in turn and a key never sent before.
 RESERVE_SCRIPT = """
--- Globals, not locals: setup() and done() reach them through thread:set/get.
+-- Globals, not locals: setup() reaches them through thread:set.
 tokens = {%(tokens)s}
 counter = 0
 thread_id = 0
-statuses = {}
 threads = {}
 
 function setup(thread)
   thread:set("thread_id", #threads + 1)
   table.insert(threads, thread)
-end
-
-function init(args)
-  statuses = {}
 end
 
 function request()
@@ -75,6 +68,14 @@ function request()
   }
   return wrk.format("POST", "%(path)s", headers, '{"quantity": 1}')
 end
+
+"""
+
+# Appended to every script: each thread counts the statuses it saw (globals, which
+# done() reads through thread:get), and done() prints the sum as one JSON line.
+COUNT_STATUSES = """
+statuses = {}
+threads = threads or {}
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
@@ -94,21 +95,8 @@ end
 """
 
 GET_SCRIPT = """
-statuses = {}
 threads = {}
 function setup(thread) table.insert(threads, thread) end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-  local total = {}
-  for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("statuses")) do
-      total[tostring(status)] = (total[tostring(status)] or 0) + n
-    end
-  end
-  local parts = {}
-  for status, n in pairs(total) do table.insert(parts, '"' .. status .. '": ' .. n) end
-  io.write("STATUSES {" .. table.concat(parts, ", ") .. "}\\n")
-end
 """
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -121,7 +109,7 @@ def _ms(text: str) -> float:
 
 def run_wrk(url: str, script: str, *, threads: int, connections: int, seconds: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
+        handle.write(script + COUNT_STATUSES)
     out = subprocess.run(
         [
             "wrk",
@@ -153,33 +141,6 @@ def run_wrk(url: str, script: str, *, threads: int, connections: int, seconds: f
         **percentiles,
         "wrk_output": out,
     }
-
-
-def _uvicorn(app: str, port: int, workers: int, env: dict, log: str):
-    return spawn(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            "--backlog",
-            "8192",
-            "--no-proxy-headers",
-        ],
-        env=env,
-        log=log,
-    )
 
 
 def _sold_out_drop(stack: Stack, seed) -> int:
@@ -232,7 +193,7 @@ def main() -> int:
         time.sleep(0.2)
 
     floor_port = free_port()
-    floor = _uvicorn("bench.floor_app:app", floor_port, args.web_workers, stack.env, "floor.log")
+    floor = stack.uvicorn(floor_port, args.web_workers, "floor.log", app="bench.floor_app:app")
     wait_http(f"http://127.0.0.1:{floor_port}/healthz", 30, floor)
     load = {"threads": args.threads, "connections": args.connections, "seconds": args.seconds}
     tokens = ", ".join(f'"{t}"' for t in seed.buyer_tokens[1:])

@@ -314,10 +314,10 @@ class Stack:
         if self.reuse:
             wait_http(f"{self.base_url}/healthz", 5)
             return
-        self.web = self._uvicorn(self.port, self.web_workers, "web.log")
+        self.web = self.uvicorn(self.port, self.web_workers, "web.log")
         if self.ws_workers:
             self.ws_port = self.ws_port or free_port()
-            self.ws = self._uvicorn(self.ws_port, self.ws_workers, "ws.log")
+            self.ws = self.uvicorn(self.ws_port, self.ws_workers, "ws.log")
         self.worker = spawn(
             [
                 sys.executable,
@@ -348,13 +348,16 @@ class Stack:
             if time.monotonic() > deadline or self.worker.poll() is not None:
                 raise RuntimeError(f"the Celery worker did not answer (see {LOGS})")
 
-    def _uvicorn(self, port: int, workers: int, log: str) -> subprocess.Popen:
+    def uvicorn(
+        self, port: int, workers: int, log: str, *, app: str = "config.asgi:application"
+    ) -> subprocess.Popen:
+        """uvicorn serving ``app`` (the service unless told) with the stack's settings."""
         return spawn(
             [
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "config.asgi:application",
+                app,
                 "--host",
                 "127.0.0.1",
                 "--port",
