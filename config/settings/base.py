@@ -136,7 +136,18 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # No socket timeout: channels-redis blocks up to 5 s waiting for messages,
             # and redis-py's default 5 s timeout fired first under a connect storm.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": "asgi"},
+            # The pool's default of 100 connections ran out in a connect storm (every
+            # signed-in viewer's group_add at once): "Too many connections".
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                    }
+                ],
+                "prefix": "asgi",
+            },
         }
     }
 else:
