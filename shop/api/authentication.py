@@ -15,17 +15,62 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
+from inventory.redis_conn import get_redis, redis_configured
+
 # A revoked token keeps working this long at most (logout deletes the entry at once).
 TOKEN_CACHE_SECONDS = 300
 _USER_FIELDS = ("pk", "username", "is_active", "is_staff", "is_superuser")
+_FLAGS = ("is_active", "is_staff", "is_superuser")
 
 
-def _cache_key(key: str) -> str:
-    return f"authtoken:{key}"
+def token_cache_key(key: str) -> str:
+    """With Redis, a hash of the user's fields (flags as "1"/"0"), which the front door's
+    script (``livestream/front_door.py``) checks on every request it answers."""
+    return f"api:token:{key}"
+
+
+def _cached_user(key: str) -> dict | None:
+    if not redis_configured():
+        return cache.get(token_cache_key(key))
+    fields = get_redis().hgetall(token_cache_key(key))
+    if not fields:
+        return None
+    return {
+        "pk": int(fields["pk"]),
+        "username": fields["username"],
+        **{flag: fields[flag] == "1" for flag in _FLAGS},
+    }
+
+
+def _cache_user(key: str, cached: dict) -> None:
+    if not redis_configured():
+        cache.set(token_cache_key(key), cached, TOKEN_CACHE_SECONDS)
+        return
+    fields = {**cached, **{flag: "1" if cached[flag] else "0" for flag in _FLAGS}}
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.hset(token_cache_key(key), mapping=fields)
+    pipe.expire(token_cache_key(key), TOKEN_CACHE_SECONDS)
+    pipe.execute()
+
+
+def tokens_load(keys) -> dict[str, dict]:
+    """The users of these tokens from the database (one query), cached; unknown tokens
+    are left out."""
+    rows = Token.objects.filter(key__in=list(keys)).values_list(
+        "key", *(f"user__{field}" for field in _USER_FIELDS)
+    )
+    loaded = {}
+    for key, *values in rows:
+        loaded[key] = dict(zip(_USER_FIELDS, values, strict=True))
+        _cache_user(key, loaded[key])
+    return loaded
 
 
 def token_forget(key: str) -> None:
-    cache.delete(_cache_key(key))
+    if redis_configured():
+        get_redis().delete(token_cache_key(key))
+    else:
+        cache.delete(token_cache_key(key))
 
 
 class CachedTokenAuthentication(TokenAuthentication):
@@ -33,13 +78,9 @@ class CachedTokenAuthentication(TokenAuthentication):
     needing more of the user load it themselves."""
 
     def authenticate_credentials(self, key):
-        cached = cache.get(_cache_key(key))
+        cached = _cached_user(key) or tokens_load([key]).get(key)
         if cached is None:
-            token = Token.objects.select_related("user").filter(key=key).first()
-            if token is None:
-                raise AuthenticationFailed("Invalid token.")
-            cached = {field: getattr(token.user, field) for field in _USER_FIELDS}
-            cache.set(_cache_key(key), cached, TOKEN_CACHE_SECONDS)
+            raise AuthenticationFailed("Invalid token.")
         if not cached["is_active"]:
             raise AuthenticationFailed("User inactive or deleted.")
         user = get_user_model()(**cached)

@@ -1,7 +1,9 @@
 """``Idempotency-Key`` for unsafe requests: the same key and body get the first answer
 again (decisions included, e.g. a 409 sold_out), the same key with another body a
-``422 idempotency_key_reused``. Answers are kept in the cache (Redis when configured)
-for 24 hours, scoped per user, so a replay costs no SQL."""
+``422 idempotency_key_reused``. Answers are kept for 24 hours, scoped per user, so a
+replay costs no SQL: in Redis when it is configured, as a hash of the request's
+fingerprint, the status and the body's JSON text, which the front door's script
+(``livestream/front_door.py``) reads and writes too; in the local cache otherwise."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from collections.abc import Callable
 
 from django.core.cache import cache
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from inventory.exceptions import DomainError, IdempotencyKeyReused
+from inventory.redis_conn import get_redis, redis_configured
 
 HEADER = "Idempotency-Key"
 KEEP_SECONDS = 24 * 3600
@@ -34,9 +38,38 @@ def idempotency_key_of(request: Request) -> str:
     return key
 
 
-def _fingerprint(request: Request) -> str:
-    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{request.method} {request.path}\n{body}".encode()).hexdigest()
+def request_fingerprint(method: str, path: str, data) -> str:
+    """What makes two requests with one key the same request: method, path and body."""
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{method} {path}\n{body}".encode()).hexdigest()
+
+
+def answer_key(user_id, key: str) -> str:
+    """Where the answer to this user's key is kept."""
+    return f"api:idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _stored(cache_key: str) -> dict | None:
+    if not redis_configured():
+        return cache.get(cache_key)
+    fingerprint, status, body = get_redis().hmget(cache_key, "fp", "status", "body")
+    if fingerprint is None:
+        return None
+    return {"fingerprint": fingerprint, "status": int(status), "body": json.loads(body)}
+
+
+def answer_store(cache_key: str, *, fingerprint: str, status: int, body) -> None:
+    if not redis_configured():
+        cache.set(
+            cache_key, {"fingerprint": fingerprint, "status": status, "body": body}, KEEP_SECONDS
+        )
+        return
+    # The body as the API renders it, so a replay from either path is the same text.
+    text = JSONRenderer().render(body).decode()
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.hset(cache_key, mapping={"fp": fingerprint, "status": status, "body": text})
+    pipe.expire(cache_key, KEEP_SECONDS)
+    pipe.execute()
 
 
 def idempotent(request: Request, *, key: str, answer: Callable[[], Response]) -> Response:
@@ -45,10 +78,9 @@ def idempotent(request: Request, *, key: str, answer: Callable[[], Response]) ->
     Domain decisions (``DomainError``) are stored like successes: a retry of a request
     turned away as sold out is told sold out again, even if a unit came back since.
     """
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    cache_key = f"idem:{request.user.pk}:{digest}"
-    fingerprint = _fingerprint(request)
-    stored = cache.get(cache_key)
+    cache_key = answer_key(request.user.pk, key)
+    fingerprint = request_fingerprint(request.method, request.path, request.data)
+    stored = _stored(cache_key)
     if stored is not None:
         if stored["fingerprint"] != fingerprint:
             raise IdempotencyKeyReused()
@@ -62,9 +94,7 @@ def idempotent(request: Request, *, key: str, answer: Callable[[], Response]) ->
             raise
         response = Response(exc.body(), status=exc.http_status)
     if response.status_code < 500:
-        cache.set(
-            cache_key,
-            {"fingerprint": fingerprint, "status": response.status_code, "body": response.data},
-            KEEP_SECONDS,
+        answer_store(
+            cache_key, fingerprint=fingerprint, status=response.status_code, body=response.data
         )
     return response
