@@ -63,6 +63,7 @@ class GateDecision(enum.Enum):
     SOLD_OUT = "sold_out"
     LIMIT_REACHED = "limit_reached"
     RECLAIMABLE = "reclaimable"  # refused, but some holds past their expiry may change that
+    WOULD_ADMIT = "would_admit"  # a look that took nothing (``decide`` with take false)
 
 
 _DECISIONS = {
@@ -73,61 +74,76 @@ _DECISIONS = {
     -2: GateDecision.SOLD_OUT,
     -3: GateDecision.LIMIT_REACHED,
     -4: GateDecision.RECLAIMABLE,
+    3: GateDecision.WOULD_ADMIT,
 }
 
-# Counts a final decision in the demand keys (KEYS[5..9]; ARGV[1] customer, ARGV[2]
-# quantity, ARGV[5] a fresh epoch token used only if the counters do not exist yet).
-_COUNT = """
-local function count(outcome)
-  redis.call('HSETNX', KEYS[5], 'epoch', ARGV[5])
-  redis.call('HINCRBY', KEYS[5], 'attempts', 1)
-  redis.call('SADD', KEYS[6], ARGV[1])
+
+def decision_of(code) -> GateDecision:
+    """The decision a script's ``decide`` answered (its first item for an admission)."""
+    return _DECISIONS[int(code)]
+
+
+# Lua functions. ``k`` holds the keys of one request: state hash, customers hash,
+# expiry zset, the request's idempotency key, then the demand keys (5).
+# ``count`` counts a final decision in the demand keys (``epoch``: a fresh token used
+# only if the counters do not exist yet).
+_FUNCTIONS = """
+local function count(k, customer, qty, epoch, outcome)
+  redis.call('HSETNX', k[5], 'epoch', epoch)
+  redis.call('HINCRBY', k[5], 'attempts', 1)
+  redis.call('SADD', k[6], customer)
   if outcome == 'admitted' then
-    redis.call('HINCRBY', KEYS[5], 'admitted', 1)
-    redis.call('HINCRBY', KEYS[5], 'admitted_units', tonumber(ARGV[2]))
-    redis.call('SADD', KEYS[7], ARGV[1])
-    redis.call('SREM', KEYS[8], ARGV[1])
+    redis.call('HINCRBY', k[5], 'admitted', 1)
+    redis.call('HINCRBY', k[5], 'admitted_units', qty)
+    redis.call('SADD', k[7], customer)
+    redis.call('SREM', k[8], customer)
   elseif outcome == 'sold_out' then
-    redis.call('HINCRBY', KEYS[5], 'sold_out', 1)
-    if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 0 then
-      redis.call('SADD', KEYS[8], ARGV[1])
+    redis.call('HINCRBY', k[5], 'sold_out', 1)
+    if redis.call('SISMEMBER', k[7], customer) == 0 then
+      redis.call('SADD', k[8], customer)
     end
   elseif outcome == 'limit' then
-    redis.call('HINCRBY', KEYS[5], 'limit', 1)
-    redis.call('SADD', KEYS[9], ARGV[1])
+    redis.call('HINCRBY', k[5], 'limit', 1)
+    redis.call('SADD', k[9], customer)
   else
-    redis.call('HINCRBY', KEYS[5], 'not_live', 1)
+    redis.call('HINCRBY', k[5], 'not_live', 1)
   end
+end
+
+-- The admission decision (the codes of _DECISIONS). With take false it only looks: a
+-- request it would admit answers 3 and changes nothing; refusals are counted either way.
+-- Replays, a missing gate and "reclaimable" are not decisions yet: not counted.
+local function decide(k, customer, qty, now, ttl, epoch, take)
+  if redis.call('EXISTS', k[4]) == 1 then return 2 end
+  local state = redis.call('HMGET', k[1], 'status', 'remaining', 'limit', 'gen')
+  if not state[1] then return 0 end
+  if state[1] ~= 'open' then count(k, customer, qty, epoch, 'not_live') return -1 end
+  local limit = tonumber(state[3])
+  local taken = tonumber(redis.call('HGET', k[2], customer) or '0')
+  local over_limit = limit > 0 and taken + qty > limit
+  if over_limit or tonumber(state[2]) < qty then
+    -- Holds past their expiry (the customer's own, or anyone's) may free what is missing.
+    local due = redis.call('ZRANGEBYSCORE', k[3], '-inf', now, 'LIMIT', 0, 1)
+    if #due > 0 then return -4 end
+    if over_limit then count(k, customer, qty, epoch, 'limit') return -3 end
+    count(k, customer, qty, epoch, 'sold_out')
+    return -2
+  end
+  if not take then return 3 end
+  redis.call('HINCRBY', k[1], 'remaining', -qty)
+  redis.call('HINCRBY', k[2], customer, qty)
+  redis.call('SET', k[4], qty, 'EX', ttl)
+  count(k, customer, qty, epoch, 'admitted')
+  return {1, tonumber(state[4] or '0')}
 end
 """
 
 # KEYS: state hash, customers hash, expiry zset, idempotency key, demand keys (5).
 # ARGV: customer id, quantity, now (epoch s), idempotency TTL (s), epoch token.
-# Replays, a missing gate and "reclaimable" are not decisions yet: not counted.
 _ADMIT = (
-    _COUNT
+    _FUNCTIONS
     + """
-if redis.call('EXISTS', KEYS[4]) == 1 then return 2 end
-local state = redis.call('HMGET', KEYS[1], 'status', 'remaining', 'limit', 'gen')
-if not state[1] then return 0 end
-if state[1] ~= 'open' then count('not_live') return -1 end
-local qty = tonumber(ARGV[2])
-local limit = tonumber(state[3])
-local taken = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local over_limit = limit > 0 and taken + qty > limit
-if over_limit or tonumber(state[2]) < qty then
-  -- Holds past their expiry (the customer's own, or anyone's) may free what is missing.
-  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[3], 'LIMIT', 0, 1)
-  if #due > 0 then return -4 end
-  if over_limit then count('limit') return -3 end
-  count('sold_out')
-  return -2
-end
-redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
-redis.call('HINCRBY', KEYS[2], ARGV[1], qty)
-redis.call('SET', KEYS[4], qty, 'EX', ARGV[4])
-count('admitted')
-return {1, tonumber(state[4] or '0')}
+return decide(KEYS, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], true)
 """
 )
 
@@ -135,9 +151,9 @@ return {1, tonumber(state[4] or '0')}
 # reclaim): counted the same way. KEYS: 4 unused, demand keys (5). ARGV: customer,
 # quantity, outcome, unused, epoch token.
 _RECORD = (
-    _COUNT
+    _FUNCTIONS
     + """
-count(ARGV[3])
+count(KEYS, ARGV[1], tonumber(ARGV[2]), ARGV[5], ARGV[3])
 return 1
 """
 )
@@ -247,12 +263,26 @@ def demand_keys(allocation_id: int) -> list[str]:
     return [base + suffix for suffix in DEMAND_SUFFIXES]
 
 
-def _epoch_token() -> str:
+def epoch_token() -> str:
     return str(time.time_ns())
 
 
 def _idempotency_key(allocation_id: int, customer_id: int, key: str) -> str:
     return f"gate:{{alloc:{allocation_id}}}:k:{customer_id}:{key}"
+
+
+def admission_keys(*, allocation_id: int, customer_id: int, idempotency_key: str) -> list[str]:
+    """The nine keys ``decide`` reads for one request (all in the allocation's slot)."""
+    return [
+        *_keys(allocation_id),
+        _idempotency_key(allocation_id, customer_id, idempotency_key),
+        *demand_keys(allocation_id),
+    ]
+
+
+# For scripts that decide at the gate among other checks (the front door's): the Lua
+# functions ``count`` and ``decide`` above, and the TTL an admitted key is kept.
+DECIDE_LUA = _FUNCTIONS
 
 
 @dataclass(frozen=True)
@@ -284,14 +314,14 @@ def gate_admit_stamped(
     result = get_redis().eval(
         _ADMIT,
         9,
-        *_keys(allocation_id),
-        _idempotency_key(allocation_id, customer_id, idempotency_key),
-        *demand_keys(allocation_id),
+        *admission_keys(
+            allocation_id=allocation_id, customer_id=customer_id, idempotency_key=idempotency_key
+        ),
         customer_id,
         quantity,
         now,
         IDEMPOTENCY_TTL_SECONDS,
-        _epoch_token(),
+        epoch_token(),
     )
     if isinstance(result, list):
         return _DECISIONS[int(result[0])], int(result[1])
@@ -321,7 +351,7 @@ def gate_record_demand(
         quantity,
         DEMAND_OUTCOMES[decision],
         "",
-        _epoch_token(),
+        epoch_token(),
     )
 
 

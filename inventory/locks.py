@@ -96,11 +96,17 @@ def created(rank: Rank, pk: int) -> None:
 
 
 def lock_customer(customer_id: int) -> None:
-    _record(Rank.CUSTOMER, [customer_id])
+    lock_customers([customer_id])
+
+
+def lock_customers(customer_ids: Iterable[int]) -> None:
+    """Several customers at once, in pk order (a batch of pending holds)."""
+    ids = _record(Rank.CUSTOMER, customer_ids)
     list(
         get_user_model()
         .objects.select_for_update(no_key=True)
-        .filter(pk=customer_id)
+        .filter(pk__in=ids)
+        .order_by("pk")
         .values_list("pk")
     )
 

@@ -24,7 +24,11 @@ from inventory.services.holds import (
     reservation_release,
     reservations_expire,
 )
-from inventory.services.reservations import reservation_request
+from inventory.services.reservations import (
+    AdmittedRequest,
+    reservation_request,
+    reservations_create_pending,
+)
 from inventory.services.settle import allocation_settle_pending, reservation_reserve
 from inventory.services.stock import (
     stock_adjust,
@@ -43,6 +47,7 @@ from inventory.services.waitlist import (
 
 __all__ = [
     "MAX_QUANTITY",
+    "AdmittedRequest",
     "allocation_close",
     "allocation_close_by_hand",
     "allocation_create",
@@ -61,6 +66,7 @@ __all__ = [
     "reservation_release",
     "reservation_request",
     "reservation_reserve",
+    "reservations_create_pending",
     "reservations_expire",
     "stock_adjust",
     "stock_item_ensure",

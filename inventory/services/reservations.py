@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from inventory import gate, locks
@@ -185,15 +188,17 @@ def _request_through_gate(
     }
     try:
         reservation = _create_pending(**identity, unit_price=unit_price, currency=currency)
-    except IntegrityError:
+    except IntegrityError:  # a twin's row committed first (SQLite takes no row locks)
+        reservation = None
+    except BaseException:
+        gate_undo_admission(**undo, forget_key=idempotency_key)
+        raise
+    if reservation is None:
         # The key was used before (Redis forgot it, or on another allocation): no second
         # hold. The gate keeps remembering the key, which is right either way.
         gate_undo_admission(**undo)
         return _replay(**identity)
-    except BaseException:
-        gate_undo_admission(**undo, forget_key=idempotency_key)
-        raise
-    return _after_request(reservation)
+    return reservation
 
 
 def _request_without_gate(
@@ -232,24 +237,20 @@ def _request_without_gate(
         outcome = demand.LIMIT if isinstance(refusal, LimitReached) else demand.SOLD_OUT
         demand.demand_record(**counted, outcome=outcome)
         raise refusal
+    identity = {
+        "customer_id": customer_id,
+        "allocation_id": allocation_id,
+        "quantity": quantity,
+        "idempotency_key": idempotency_key,
+    }
     try:
-        reservation = _create_pending(
-            customer_id=customer_id,
-            allocation_id=allocation_id,
-            quantity=quantity,
-            idempotency_key=idempotency_key,
-            unit_price=unit_price,
-            currency=currency,
-        )
-    except IntegrityError:
-        return _replay(
-            customer_id=customer_id,
-            allocation_id=allocation_id,
-            quantity=quantity,
-            idempotency_key=idempotency_key,
-        )
+        reservation = _create_pending(**identity, unit_price=unit_price, currency=currency)
+    except IntegrityError:  # a twin's row committed first (SQLite takes no row locks)
+        reservation = None
+    if reservation is None:
+        return _replay(**identity)
     demand.demand_record(**counted, outcome=demand.ADMITTED)
-    return _after_request(reservation)
+    return reservation
 
 
 def _refusal_from_rows(
@@ -264,48 +265,103 @@ def _refusal_from_rows(
     return None
 
 
-def _create_pending(
-    *,
-    customer_id: int,
-    allocation_id: int,
-    quantity: int,
-    idempotency_key: str,
-    unit_price: Decimal,
-    currency: str,
-) -> Reservation:
+@dataclass(frozen=True)
+class AdmittedRequest:
+    """A request the gate admitted (or, without the gate, one the rows did not refuse)
+    whose pending hold is still to be written."""
+
+    customer_id: int
+    allocation_id: int
+    quantity: int
+    idempotency_key: str
+    unit_price: Decimal
+    currency: str
+
+
+def reservations_create_pending(
+    requests: Sequence[AdmittedRequest],
+) -> list[Reservation | TooManyHolds | None]:
+    """Write the pending holds of admitted requests in ONE transaction (the commit is
+    the database's ceiling: the front door writes what a process admitted meanwhile in
+    one go), and queue the reserve task that settles them.
+
+    Per request, in order: its new reservation (``pending``; already settled when tasks
+    run eagerly); ``TooManyHolds`` when its customer has the most active holds allowed;
+    else None when its customer already has a reservation with its key (the caller
+    answers from that one, as a replay). Nothing is written for the last two.
+    """
     from inventory.tasks import reserve  # tasks import services; import here, not at the top
 
+    cap = settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER
+    customers = {request.customer_id for request in requests}
     with transaction.atomic():
-        # The customer's row is the lock that makes the cap exact: one customer's
-        # requests queue here, everyone else's pass (and the insert's own FK check
-        # takes a share lock that this one does not block).
-        locks.lock_customer(customer_id)
+        # The customers' rows are the lock that makes the cap and the key check exact:
+        # one customer's requests queue here, everyone else's pass (and the insert's own
+        # FK check takes a share lock that this one does not block).
+        locks.lock_customers(customers)
         # Holds past their expiry no longer count, swept or not.
-        active = Reservation.objects.filter(
-            Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),
-            customer_id=customer_id,
-        ).count()
-        if active >= settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER:
-            raise TooManyHolds(limit=settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER)
-        reservation = Reservation.objects.create(
-            customer_id=customer_id,
-            allocation_id=allocation_id,
-            quantity=quantity,
-            unit_price=unit_price,
-            currency=currency,
-            idempotency_key=idempotency_key,
+        active = dict(
+            Reservation.objects.filter(
+                Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),
+                customer_id__in=customers,
+            )
+            .order_by()
+            .values("customer_id")
+            .annotate(n=Count("pk"))
+            .values_list("customer_id", "n")
         )
-        transaction.on_commit(lambda: reserve.delay(reservation.pk))
-    return reservation
+        used = set(
+            Reservation.objects.filter(
+                customer_id__in=customers,
+                idempotency_key__in={request.idempotency_key for request in requests},
+            ).values_list("customer_id", "idempotency_key")
+        )
+        outcomes: list[Reservation | TooManyHolds | None] = []
+        rows: list[Reservation] = []
+        for request in requests:
+            # The cap first, as when the insert itself found a used key.
+            if active.get(request.customer_id, 0) >= cap:
+                outcomes.append(TooManyHolds(limit=cap))
+                continue
+            if (request.customer_id, request.idempotency_key) in used:
+                outcomes.append(None)
+                continue
+            used.add((request.customer_id, request.idempotency_key))
+            active[request.customer_id] = active.get(request.customer_id, 0) + 1
+            row = Reservation(
+                customer_id=request.customer_id,
+                allocation_id=request.allocation_id,
+                quantity=request.quantity,
+                unit_price=request.unit_price,
+                currency=request.currency,
+                idempotency_key=request.idempotency_key,
+            )
+            rows.append(row)
+            outcomes.append(row)
+        Reservation.objects.bulk_create(rows)
+        # One task per allocation settles every pending hold queued on it.
+        first_per_allocation = {}
+        for row in rows:
+            first_per_allocation.setdefault(row.allocation_id, row.pk)
+        for pk in first_per_allocation.values():
+            transaction.on_commit(partial(reserve.delay, pk))
+    if rows and reserve.app.conf.task_always_eager:
+        # The tasks already ran on commit: answer with the settled state.
+        settled = Reservation.objects.in_bulk([row.pk for row in rows])
+        outcomes = [
+            settled[outcome.pk] if isinstance(outcome, Reservation) else outcome
+            for outcome in outcomes
+        ]
+    return outcomes
 
 
-def _after_request(reservation: Reservation) -> Reservation:
-    from inventory.tasks import reserve
-
-    if reserve.app.conf.task_always_eager:
-        # The task already ran on commit: answer with the settled state.
-        reservation.refresh_from_db()
-    return reservation
+def _create_pending(**request) -> Reservation | None:
+    """One request's pending hold (``reservations_create_pending``): raises
+    ``TooManyHolds``; None when the key has a reservation already."""
+    [outcome] = reservations_create_pending([AdmittedRequest(**request)])
+    if isinstance(outcome, TooManyHolds):
+        raise outcome
+    return outcome
 
 
 def _replay(
