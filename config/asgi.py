@@ -17,6 +17,7 @@ from django.urls import path  # noqa: E402
 from config import log_redaction  # noqa: E402
 from config.body_limit import BodySizeLimit  # noqa: E402
 from config.health import HealthConsumer  # noqa: E402
+from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
 
@@ -37,8 +38,10 @@ gc.set_threshold(*settings.ASGI_GC_THRESHOLDS)
 
 application = ProtocolTypeRouter(
     {
-        # Bodies over the cap are refused before Django reads them (config/body_limit.py).
-        "http": BodySizeLimit(django_asgi_app),
+        # Bodies over the cap are refused before anything reads them (config/body_limit.py);
+        # the reserve request's refusals and replays are answered ahead of Django
+        # (livestream/front_door.py), everything else by Django.
+        "http": BodySizeLimit(FrontDoor(django_asgi_app)),
         # Browser origins checked, then the session or ?token= user (see ws_auth).
         "websocket": websocket_stack(
             URLRouter([path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns])

@@ -239,6 +239,12 @@ def drop_routing(drop_id: int) -> DropRouting:
     return routing
 
 
+def drop_routing_cached(drop_id: int) -> DropRouting | None:
+    """The drop's routing if this process has it in memory; never queries."""
+    with _routing_lock:
+        return _routing.get(drop_id)
+
+
 def drop_routing_forget(drop_id: int) -> None:
     """Drop one id from this process's routing cache."""
     with _routing_lock:

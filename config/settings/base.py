@@ -350,6 +350,9 @@ PAYMENT_WEBHOOK_TOLERANCE_SECONDS = env.int("PAYMENT_WEBHOOK_TOLERANCE_SECONDS",
 # --- Inventory ------------------------------------------------------------------------
 # The Redis admission gate runs whenever REDIS_URL is set, unless switched off here.
 INVENTORY_GATE_ENABLED = env.bool("INVENTORY_GATE_ENABLED", default=True)
+# With the gate on, the reserve request's refusals and replays are answered ahead of
+# Django by one Redis script (livestream/front_door.py); off: Django answers them all.
+FRONT_DOOR_ENABLED = env.bool("FRONT_DOOR_ENABLED", default=True)
 # How long a hold lasts before it expires and its units return.
 RESERVATION_HOLD_SECONDS = env.int("RESERVATION_HOLD_SECONDS", default=600)
 # A unit offered to the first viewer on a waitlist is theirs for this long.

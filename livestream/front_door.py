@@ -1,0 +1,688 @@
+"""The front door: the hot request of a viral pin answered before Django, when it can be.
+
+``POST /api/drops/{id}/reservations/`` is what tens of thousands of viewers send in the
+second a drop is pinned, and most of them are told no (sold out, at their limit,
+throttled) or are retries of a request already answered. Django's request handling
+alone tops out near 1,800 requests/s on two cores, so those answers cannot come from
+inside it at the rate they are asked for. This ASGI app, mounted in ``config/asgi.py``
+ahead of Django, answers them from memory and one Redis script per request, which runs
+the same checks, in the same order, on the same Redis keys as the Django view:
+
+1. the token (``Authorization: Token``): the user's entry in the token cache must be
+   there and active (a logout deletes it, so a revoked token is never answered here);
+2. both throttles (``shop.api.throttles``: the same sliding logs);
+3. the ``Idempotency-Key``'s stored answer (``shop.api.idempotency``): a replay gets it
+   back, the same key with another body a 422;
+4. the gate's decision (``inventory.gate``): a refusal is counted as demand and stored
+   as the key's answer, exactly as the view would; an admission takes its units.
+
+Everything else goes to Django unchanged, body included: any request that is not a
+plain token-authenticated reserve with a valid key and body, a session (cookie)
+request (CSRF is Django's), a drop this process has not routed yet, an unknown or
+inactive token, a key whose reservation Redis forgot. Django then decides from
+scratch, so handing a request on is always safe.
+
+An admission takes its units in the script and is answered 202 once its pending row
+is committed (see "admissions" below): the same promise as Django's path, made for
+many requests per commit. A token the cache does not hold is loaded from the database
+by the door itself, many per query ("tokens" below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.db import close_old_connections
+from django.http.request import split_domain_port, validate_host
+from redis.exceptions import RedisError
+from rest_framework.renderers import JSONRenderer
+
+from config.converters import IdConverter
+from inventory import gate
+from inventory.exceptions import (
+    DropNotLive,
+    IdempotencyKeyReused,
+    LimitReached,
+    SoldOut,
+    TooManyHolds,
+)
+from inventory.models import Reservation
+from inventory.services import AdmittedRequest, reservations_create_pending
+from inventory.services._common import MAX_QUANTITY
+from inventory.services.gate_sync import gate_undo_admission
+from livestream.selectors import drop_routing_cached
+from livestream.serializers import ReservationSerializer
+from shop.api import idempotency
+from shop.api.authentication import token_cache_key, tokens_load
+from shop.api.throttles import (
+    THROTTLE_LUA,
+    ReserveIPThrottle,
+    ReserveUserThrottle,
+    client_address_of,
+    throttle_member,
+    throttle_redis_key,
+    throttle_wait_of,
+    throttled_error,
+)
+
+logger = logging.getLogger(__name__)
+
+RESERVE_PATH = re.compile(rf"^/api/drops/({IdConverter.regex})/reservations/$")
+_KEY = re.compile(idempotency.KEY_PATTERN)
+
+# What the script answers (its first item).
+PASS, THROTTLED, REPLAY, KEY_REUSED, REFUSED, ADMITTED = range(6)
+
+# KEYS: token entry, user throttle, address throttle, the key's stored answer, then the
+#       gate's nine keys (``gate.admission_keys``).
+# ARGV: user id, quantity, now, epoch token, fingerprint, user rate (limit, period),
+#       address rate (limit, period), a throttle member, the gate's key TTL, the answer's
+#       TTL, the bodies of sold_out, limit_reached and drop_not_live.
+# An admission takes its units here (and is counted by both throttles and as demand);
+# its pending row is written by the caller before it answers.
+_SCRIPT = (
+    THROTTLE_LUA
+    + gate.DECIDE_LUA
+    + """
+local user, qty, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local token = redis.call('HMGET', KEYS[1], 'pk', 'is_active')
+if token[1] ~= user or token[2] ~= '1' then return {0, 'token'} end
+
+local user_limit, user_period = tonumber(ARGV[6]), tonumber(ARGV[7])
+local ip_limit, ip_period = tonumber(ARGV[8]), tonumber(ARGV[9])
+local user_wait = throttle_wait(KEYS[2], now, user_period, user_limit)
+local ip_wait = throttle_wait(KEYS[3], now, ip_period, ip_limit)
+-- As DRF: every throttle that allows the request counts it, even when another refuses.
+local function count_request()
+  if user_wait == -1 then throttle_hit(KEYS[2], now, user_period, user_limit, ARGV[10]) end
+  if ip_wait == -1 then throttle_hit(KEYS[3], now, ip_period, ip_limit, ARGV[10]) end
+end
+if user_wait ~= -1 or ip_wait ~= -1 then
+  count_request()
+  local wait = -2  -- no wait known, unless a throttle that refuses knows one
+  if user_wait >= 0 then wait = user_wait end
+  if ip_wait >= 0 and ip_wait > wait then wait = ip_wait end
+  return {1, tostring(wait)}
+end
+
+local stored = redis.call('HMGET', KEYS[4], 'fp', 'status', 'body')
+if stored[1] then
+  count_request()
+  if stored[1] ~= ARGV[5] then return {3} end
+  return {2, stored[2], stored[3]}
+end
+
+local g = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]}
+local decision = decide(g, user, qty, ARGV[3], ARGV[11], ARGV[4], true)
+if type(decision) == 'table' then
+  count_request()
+  return {5, decision[2]}
+end
+local body
+if decision == -2 then body = ARGV[13]
+elseif decision == -3 then body = ARGV[14]
+elseif decision == -1 then body = ARGV[15]
+else return {0, 'gate'} end  -- a replay, a missing gate, reclaimable holds
+count_request()
+redis.call('HSET', KEYS[4], 'fp', ARGV[5], 'status', '409', 'body', body)
+redis.call('EXPIRE', KEYS[4], ARGV[12])
+return {4, decision}
+"""
+)
+
+_REFUSALS = {
+    gate.GateDecision.SOLD_OUT: SoldOut,
+    gate.GateDecision.LIMIT_REACHED: LimitReached,
+    gate.GateDecision.NOT_LIVE: DropNotLive,
+}
+
+
+def _render(body) -> bytes:
+    return JSONRenderer().render(body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    """The parts of a reserve request the door reads; None where it must hand on."""
+
+    drop_id: int
+    token: str | None = None
+    key: str | None = None
+    content_type: str | None = None
+    host: str | None = None
+    forwarded_for: str = ""
+    forwarded_host: bool = False
+    forwarded_proto: str | None = None
+    cookie: bool = False
+    repeated: bool = False
+
+
+def _read_headers(scope, drop_id: int) -> _Request:
+    request = _Request(drop_id=drop_id)
+    seen: set[bytes] = set()
+    proto_header = _proxy_ssl_header()
+    for name, value in scope["headers"]:
+        if name in seen and name in _SINGLE:
+            request.repeated = True
+        seen.add(name)
+        if name == b"authorization":
+            parts = value.split()
+            if len(parts) == 2 and parts[0].lower() == b"token":
+                request.token = parts[1].decode("latin-1")
+        elif name == b"idempotency-key":
+            request.key = value.decode("latin-1")
+        elif name == b"content-type":
+            request.content_type = value.decode("latin-1")
+        elif name == b"host":
+            request.host = value.decode("latin-1")
+        elif name == b"cookie":
+            request.cookie = True
+        elif name == b"x-forwarded-for":
+            # Django joins repeated headers with commas; so do we.
+            joined = value.decode("latin-1")
+            request.forwarded_for = (
+                f"{request.forwarded_for},{joined}" if request.forwarded_for else joined
+            )
+        elif name == b"x-forwarded-host":
+            request.forwarded_host = True
+        if proto_header is not None and name == proto_header[0]:
+            request.forwarded_proto = value.decode("latin-1")
+    return request
+
+
+_SINGLE = {b"authorization", b"idempotency-key", b"content-type", b"host", b"cookie"}
+
+
+def _proxy_ssl_header() -> tuple[bytes, str] | None:
+    header = settings.SECURE_PROXY_SSL_HEADER
+    if not header:
+        return None
+    meta_name, expected = header
+    return meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode(), expected
+
+
+def _host_allowed(request: _Request) -> bool:
+    """Django's ``get_host`` check: a Host it would refuse (400) is Django's to answer."""
+    if request.host is None or (request.forwarded_host and settings.USE_X_FORWARDED_HOST):
+        return False
+    domain, _port = split_domain_port(request.host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _is_secure(scope, request: _Request) -> bool:
+    header = _proxy_ssl_header()
+    if header is not None and request.forwarded_proto is not None:
+        return request.forwarded_proto.split(",")[0].strip() == header[1]
+    return scope.get("scheme") == "https"
+
+
+def _response_headers(secure: bool) -> dict[str, str]:
+    """The headers Django's middleware and DRF put on the view's JSON answer."""
+    headers = {"Content-Type": "application/json", "Allow": "POST, OPTIONS"}
+    if settings.X_FRAME_OPTIONS:
+        headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers["X-Content-Type-Options"] = "nosniff"
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        headers["Referrer-Policy"] = policy if isinstance(policy, str) else ",".join(policy)
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers["Cross-Origin-Opener-Policy"] = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+    if secure and settings.SECURE_HSTS_SECONDS:
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            hsts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            hsts += "; preload"
+        headers["Strict-Transport-Security"] = hsts
+    return headers
+
+
+# A reserve body is a few bytes; anything longer is not one the door reads.
+MAX_BODY_BYTES = 256
+
+
+def _quantity_of(request: _Request, body: bytes) -> int | None:
+    """The quantity of a body exactly like ``{"quantity": 2}``, else None (hand on)."""
+    content_type = (request.content_type or "").lower().replace(" ", "")
+    if content_type not in ("application/json", "application/json;charset=utf-8"):
+        return None
+    if len(body) > MAX_BODY_BYTES:
+        return None
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_refuse)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(data, dict) or data.keys() != {"quantity"}:
+        return None
+    quantity = data["quantity"]
+    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+        return None
+    return quantity
+
+
+def _refuse(name: str):
+    raise ValueError(name)
+
+
+_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+
+
+def _redis() -> aioredis.Redis:
+    """One asyncio client per event loop (uvicorn runs one per worker process)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        for stale in [other for other in _clients if other.is_closed()]:
+            _scripts.pop(_clients.pop(stale), None)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            decode_responses=True,
+        )
+        client = _clients[loop] = aioredis.Redis(connection_pool=pool)
+    return client
+
+
+_scripts: dict[aioredis.Redis, object] = {}
+
+
+def _script(client: aioredis.Redis):
+    """The script, sent by its SHA1 (EVALSHA), loaded again when Redis lost it."""
+    script = _scripts.get(client)
+    if script is None:
+        script = _scripts[client] = client.register_script(_SCRIPT)
+    return script
+
+
+async def close_clients() -> None:
+    """Close the running loop's client (tests that run the door on short-lived loops)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        _scripts.pop(client, None)
+        await client.aclose()
+
+
+# --- the decision ------------------------------------------------------------------------
+
+
+def door_open() -> bool:
+    """The door answers only where Django's path would use the same Redis state."""
+    return (
+        settings.FRONT_DOOR_ENABLED and gate.gate_enabled() and not settings.DISALLOWED_USER_AGENTS
+    )
+
+
+def _rate(throttle_class) -> tuple[int, int]:
+    throttle = throttle_class()
+    if throttle.rate is None:
+        return -1, 1  # no limit
+    return throttle.num_requests, throttle.duration
+
+
+@dataclass(frozen=True)
+class _Bodies:
+    sold_out: str
+    limit_reached: str
+    not_live: str
+
+
+_bodies: _Bodies | None = None
+
+
+def _refusal_bodies() -> _Bodies:
+    global _bodies
+    if _bodies is None:
+        _bodies = _Bodies(
+            *(_render(cls().body()).decode() for cls in (SoldOut, LimitReached, DropNotLive))
+        )
+    return _bodies
+
+
+async def decide(scope, request: _Request, body: bytes) -> Answer | None:
+    """The answer to a reserve request, or None to hand it to Django."""
+    if request.repeated or request.cookie or request.token is None:
+        return None
+    if request.key is None or not _KEY.match(request.key) or not _host_allowed(request):
+        return None
+    secure = _is_secure(scope, request)
+    if settings.SECURE_SSL_REDIRECT and not secure:
+        return None  # Django redirects it
+    quantity = _quantity_of(request, body)
+    routing = drop_routing_cached(request.drop_id)
+    if quantity is None or routing is None:
+        return None
+    client = _redis()
+    user_id = await _user_of(client, request.token)
+    if user_id is None:
+        return None  # Django refuses it
+
+    remote = (scope.get("client") or ("",))[0] or ""
+    address = client_address_of(remote, request.forwarded_for)
+    bodies = _refusal_bodies()
+    fingerprint = idempotency.request_fingerprint("POST", scope["path"], {"quantity": quantity})
+    keys = [
+        token_cache_key(request.token),
+        throttle_redis_key(ReserveUserThrottle.scope, user_id),
+        throttle_redis_key(ReserveIPThrottle.scope, address),
+        idempotency.answer_key(user_id, request.key),
+        *gate.admission_keys(
+            allocation_id=routing.allocation_id,
+            customer_id=user_id,
+            idempotency_key=request.key,
+        ),
+    ]
+    args = [
+        user_id,
+        quantity,
+        time.time(),
+        gate.epoch_token(),
+        fingerprint,
+        *_rate(ReserveUserThrottle),
+        *_rate(ReserveIPThrottle),
+        throttle_member(),
+        gate.IDEMPOTENCY_TTL_SECONDS,
+        idempotency.KEEP_SECONDS,
+        bodies.sold_out,
+        bodies.limit_reached,
+        bodies.not_live,
+    ]
+    result = await _script(client)(keys=keys, args=args)
+    kind = int(result[0])
+    headers = _response_headers(secure)
+    if kind == ADMITTED:
+        admitted = _Admitted(
+            request=AdmittedRequest(
+                customer_id=user_id,
+                allocation_id=routing.allocation_id,
+                quantity=quantity,
+                idempotency_key=request.key,
+                unit_price=routing.price,
+                currency=routing.currency,
+            ),
+            drop_id=request.drop_id,
+            admitted_in=int(result[1]),
+            fingerprint=fingerprint,
+        )
+        written = await _write(admitted)
+        if written is None:
+            return None
+        status, text = written
+        return Answer(status, text, headers)
+    if kind == PASS:
+        if result[1] == "token":
+            _token_users.pop(request.token, None)
+        return None
+    if kind == THROTTLED:
+        error, extra = throttled_error(throttle_wait_of(result[1]))
+        return Answer(429, _render(error), {**headers, **extra})
+    if kind == REPLAY:
+        headers["Idempotent-Replay"] = "true"
+        return Answer(int(result[1]), result[2].encode(), headers)
+    if kind == KEY_REUSED:
+        return Answer(422, _render(IdempotencyKeyReused().body()), headers)
+    refusal = _REFUSALS[gate.decision_of(result[1])]()
+    return Answer(409, _render(refusal.body()), headers)
+
+
+# --- admissions ---------------------------------------------------------------------------
+# An admitted request is answered 202 only once its pending row is committed, as on
+# Django's path: whatever dies after the answer, the row is there for the settle. The
+# rows of the requests a process admitted while the previous write ran are written
+# together, in one transaction (``reservations_create_pending``): one commit for many
+# admissions, since the commit is the database's ceiling. One write at a time per
+# process, in a thread of its own (the ORM is synchronous), holding one database
+# connection.
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    request: AdmittedRequest
+    drop_id: int
+    admitted_in: int
+    fingerprint: str
+
+
+def _write_admitted(batch: list[_Admitted]) -> list[tuple[int, bytes] | None]:
+    """Write the batch's rows; per request its answer (status, body) or None to hand it
+    to Django (its key had a reservation already: Django replays it; or the write
+    failed: Django tries afresh). Every admission that left no row is undone."""
+    close_old_connections()
+    try:
+        outcomes = reservations_create_pending([item.request for item in batch])
+    except Exception:
+        logger.exception("writing %d admitted holds failed; handing them to Django", len(batch))
+        outcomes = [_FAILED] * len(batch)
+    finally:
+        close_old_connections()
+    answers: list[tuple[int, bytes] | None] = []
+    for item, outcome in zip(batch, outcomes, strict=True):
+        undo = {
+            "allocation_id": item.request.allocation_id,
+            "customer_id": item.request.customer_id,
+            "quantity": item.request.quantity,
+            "admitted_in": item.admitted_in,
+        }
+        if isinstance(outcome, Reservation):
+            body = ReservationSerializer(outcome, context={"drop_id": item.drop_id}).data
+            answers.append(_remember(item, 202, body))
+        elif isinstance(outcome, TooManyHolds):
+            gate_undo_admission(**undo, forget_key=item.request.idempotency_key)
+            answers.append(_remember(item, outcome.http_status, outcome.body()))
+        elif outcome is None:
+            gate_undo_admission(**undo)  # the key stays: Django's gate says "replay"
+            answers.append(None)
+        else:
+            gate_undo_admission(**undo, forget_key=item.request.idempotency_key)
+            answers.append(None)
+    return answers
+
+
+_FAILED = object()
+
+
+def _remember(item: _Admitted, status: int, body) -> tuple[int, bytes]:
+    """Keep the answer for the key's replays, as the view's ``idempotent`` does."""
+    idempotency.answer_store(
+        idempotency.answer_key(item.request.customer_id, item.request.idempotency_key),
+        fingerprint=item.fingerprint,
+        status=status,
+        body=body,
+    )
+    return status, _render(body)
+
+
+class _Batcher:
+    """Runs ``work`` on everything submitted while its previous run was busy, one run
+    at a time, in a thread of its own (per event loop): requests that arrive together
+    share one round trip to the database."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, work, name: str, most: int):
+        self.loop = loop
+        self.work = work
+        self.most = most
+        self.waiting: list[tuple[object, asyncio.Future]] = []
+        self.busy = False
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def submit(self, item):
+        future = self.loop.create_future()
+        self.waiting.append((item, future))
+        if not self.busy:
+            self.busy = True
+            self.loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch = self.waiting[: self.most]
+                del self.waiting[: len(batch)]
+                try:
+                    results = await self.loop.run_in_executor(
+                        self.thread, self.work, [item for item, _ in batch]
+                    )
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    raise
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self.busy = False
+
+
+_batchers: dict[tuple[asyncio.AbstractEventLoop, str], _Batcher] = {}
+
+
+def _batcher(name: str, work, most: int) -> _Batcher:
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get((loop, name))
+    if batcher is None:
+        for stale in [key for key in _batchers if key[0].is_closed()]:
+            _batchers.pop(stale).thread.shutdown(wait=False)
+        batcher = _batchers[(loop, name)] = _Batcher(loop, work, f"door-{name}", most)
+    return batcher
+
+
+async def _write(admitted: _Admitted) -> tuple[int, bytes] | None:
+    # At most what the settle takes in one transaction: one task settles the lot.
+    writer = _batcher("writer", _write_admitted, settings.RESERVATION_SETTLE_BATCH)
+    return await writer.submit(admitted)
+
+
+# --- tokens ------------------------------------------------------------------------------
+# A buyer's first request brings a token this process has not seen, and often one the
+# cache has not either (it keeps entries for minutes): the door loads those from the
+# database itself, many in one query, instead of sending every first tap through
+# Django. Which user a token belongs to never changes, so the door remembers it
+# (bounded); the script checks on every request that the token is still valid and
+# active (a logout deletes the cache entry).
+TOKEN_MEMORY_SIZE = 100_000
+_token_users: OrderedDict[str, int] = OrderedDict()
+
+
+def _remember_token(token: str, user_id: int) -> None:
+    _token_users[token] = user_id
+    if len(_token_users) > TOKEN_MEMORY_SIZE:
+        _token_users.popitem(last=False)
+
+
+def forget_tokens() -> None:
+    """Empty this process's token memory (tests)."""
+    _token_users.clear()
+
+
+def _load_tokens(tokens: list[str]) -> list[int | None]:
+    close_old_connections()
+    try:
+        loaded = tokens_load(set(tokens))
+    finally:
+        close_old_connections()
+    users = [loaded.get(token) for token in tokens]
+    return [user["pk"] if user and user["is_active"] else None for user in users]
+
+
+async def _user_of(client: aioredis.Redis, token: str) -> int | None:
+    """The active user of a valid token, or None (Django answers it: a 401)."""
+    user_id = _token_users.get(token)
+    if user_id is not None:
+        return user_id
+    pk, active = await client.hmget(token_cache_key(token), "pk", "is_active")
+    if pk is not None:
+        user_id = int(pk) if active == "1" else None
+    else:
+        user_id = await _batcher("tokens", _load_tokens, 500).submit(token)
+    if user_id is not None:
+        _remember_token(token, user_id)
+    return user_id
+
+
+# --- the ASGI app --------------------------------------------------------------------------
+
+
+class FrontDoor:
+    """ASGI middleware: the reserve request's fast answers, everything else to ``app``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        match = RESERVE_PATH.match(scope["path"])
+        if match is None or not door_open():
+            return await self.app(scope, receive, send)
+        request = _read_headers(scope, int(match.group(1)))
+        if request.token is None or request.cookie:
+            return await self.app(scope, receive, send)  # before reading the body
+        body, more = await _read_body(receive)
+        if not more:
+            return  # the client went away
+        try:
+            answer = await decide(scope, request, body)
+        except RedisError as exc:
+            # Redis away: Django's path answers what it can (a 503 while Redis is gone).
+            logger.warning("front door handing a reserve to Django: %s", exc)
+            answer = None
+        if answer is None:
+            return await self.app(scope, _replaying(body, receive), send)
+        await _send(send, answer)
+
+
+async def _read_body(receive) -> tuple[bytes, bool]:
+    """The whole body (the size cap outside this app bounds it), and False if the client
+    disconnected first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"", False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replaying(body: bytes, receive):
+    """A ``receive`` that gives the body already read, then the client's own messages."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send(send, answer: Answer) -> None:
+    headers = [(name.lower().encode(), value.encode()) for name, value in answer.headers.items()]
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
