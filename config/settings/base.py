@@ -218,8 +218,20 @@ AUTHENTICATION_BACKENDS = [
     # and a few at a time (shop/passwords.py): a sign-in surge never waits on the pool.
     "shop.passwords.PasswordBackend",
 ]
+# New passwords are hashed with Argon2id, 64 MiB and 3 passes (shop/passwords.py has the
+# figures behind the choice). After it, Django's default list, unchanged: hashes made
+# before (PBKDF2) still verify, and are rehashed with the first at the next sign-in.
+PASSWORD_HASHERS = [
+    "shop.passwords.Argon2idPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 # Password hashes run at once per process (CPU-bound; the rest queue holding no
-# database connection). 0: one per core this process may use.
+# database connection), each taking 64 MiB while it runs. 0: one per core this process
+# may use.
 PASSWORD_HASH_CONCURRENCY = env.int("PASSWORD_HASH_CONCURRENCY", default=0)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
