@@ -31,6 +31,7 @@ by the door itself, many per query ("tokens" below).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -38,8 +39,8 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
@@ -56,6 +57,7 @@ from inventory.exceptions import (
     TooManyHolds,
 )
 from inventory.models import Reservation
+from inventory.redis_conn import SharedConnection, shared_connection, shared_connection_close
 from inventory.services import AdmittedRequest, reservations_create_pending
 from inventory.services._common import MAX_QUANTITY
 from inventory.services.gate_sync import gate_undo_admission
@@ -138,12 +140,6 @@ redis.call('EXPIRE', KEYS[4], ARGV[12])
 return {4, decision}
 """
 )
-
-_REFUSALS = {
-    gate.GateDecision.SOLD_OUT: SoldOut,
-    gate.GateDecision.LIMIT_REACHED: LimitReached,
-    gate.GateDecision.NOT_LIVE: DropNotLive,
-}
 
 
 def _render(body) -> bytes:
@@ -284,45 +280,13 @@ def _refuse(name: str):
     raise ValueError(name)
 
 
-_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
-
-
-def _redis() -> aioredis.Redis:
-    """One asyncio client per event loop (uvicorn runs one per worker process)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        for stale in [other for other in _clients if other.is_closed()]:
-            _scripts.pop(_clients.pop(stale), None)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=5,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            decode_responses=True,
-        )
-        client = _clients[loop] = aioredis.Redis(connection_pool=pool)
-    return client
-
-
-_scripts: dict[aioredis.Redis, object] = {}
-
-
-def _script(client: aioredis.Redis):
-    """The script, sent by its SHA1 (EVALSHA), loaded again when Redis lost it."""
-    script = _scripts.get(client)
-    if script is None:
-        script = _scripts[client] = client.register_script(_SCRIPT)
-    return script
+_SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
 
 async def close_clients() -> None:
-    """Close the running loop's client (tests that run the door on short-lived loops)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        _scripts.pop(client, None)
-        await client.aclose()
+    """Close the running loop's Redis connection (tests that run the door on
+    short-lived loops)."""
+    await shared_connection_close()
 
 
 # --- the decision ------------------------------------------------------------------------
@@ -335,6 +299,11 @@ def door_open() -> bool:
     )
 
 
+@lru_cache(maxsize=4096)
+def _fingerprint(path: str, quantity: int) -> str:
+    return idempotency.request_fingerprint("POST", path, {"quantity": quantity})
+
+
 def _rate(throttle_class) -> tuple[int, int]:
     throttle = throttle_class()
     if throttle.rate is None:
@@ -344,9 +313,19 @@ def _rate(throttle_class) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Bodies:
+    """The refusals' bodies, rendered once."""
+
     sold_out: str
     limit_reached: str
     not_live: str
+
+    def of(self, decision: gate.GateDecision) -> bytes:
+        text = {
+            gate.GateDecision.SOLD_OUT: self.sold_out,
+            gate.GateDecision.LIMIT_REACHED: self.limit_reached,
+            gate.GateDecision.NOT_LIVE: self.not_live,
+        }[decision]
+        return text.encode()
 
 
 _bodies: _Bodies | None = None
@@ -374,15 +353,15 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
     routing = drop_routing_cached(request.drop_id)
     if quantity is None or routing is None:
         return None
-    client = _redis()
-    user_id = await _user_of(client, request.token)
+    redis = shared_connection()
+    user_id = await _user_of(redis, request.token)
     if user_id is None:
         return None  # Django refuses it
 
     remote = (scope.get("client") or ("",))[0] or ""
     address = client_address_of(remote, request.forwarded_for)
     bodies = _refusal_bodies()
-    fingerprint = idempotency.request_fingerprint("POST", scope["path"], {"quantity": quantity})
+    fingerprint = _fingerprint(scope["path"], quantity)
     keys = [
         token_cache_key(request.token),
         throttle_redis_key(ReserveUserThrottle.scope, user_id),
@@ -409,7 +388,7 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         bodies.limit_reached,
         bodies.not_live,
     ]
-    result = await _script(client)(keys=keys, args=args)
+    result = await redis.evalsha(_SCRIPT, _SCRIPT_SHA, keys, args)
     kind = int(result[0])
     headers = _response_headers(secure)
     if kind == ADMITTED:
@@ -443,8 +422,7 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         return Answer(int(result[1]), result[2].encode(), headers)
     if kind == KEY_REUSED:
         return Answer(422, _render(IdempotencyKeyReused().body()), headers)
-    refusal = _REFUSALS[gate.decision_of(result[1])]()
-    return Answer(409, _render(refusal.body()), headers)
+    return Answer(409, bodies.of(gate.decision_of(result[1])), headers)
 
 
 # --- admissions ---------------------------------------------------------------------------
@@ -477,8 +455,10 @@ def _write_admitted(batch: list[_Admitted]) -> list[tuple[int, bytes] | None]:
         outcomes = [_FAILED] * len(batch)
     finally:
         close_old_connections()
-    answers: list[tuple[int, bytes] | None] = []
-    for item, outcome in zip(batch, outcomes, strict=True):
+    answers: dict[int, tuple[int, bytes] | None] = {}
+    kept: list[tuple[int, idempotency.StoredAnswer]] = []
+    made: dict[int, list[tuple[int, Reservation]]] = {}  # per drop
+    for i, (item, outcome) in enumerate(zip(batch, outcomes, strict=True)):
         undo = {
             "allocation_id": item.request.allocation_id,
             "customer_id": item.request.customer_id,
@@ -486,32 +466,38 @@ def _write_admitted(batch: list[_Admitted]) -> list[tuple[int, bytes] | None]:
             "admitted_in": item.admitted_in,
         }
         if isinstance(outcome, Reservation):
-            body = ReservationSerializer(outcome, context={"drop_id": item.drop_id}).data
-            answers.append(_remember(item, 202, body))
+            made.setdefault(item.drop_id, []).append((i, outcome))
         elif isinstance(outcome, TooManyHolds):
             gate_undo_admission(**undo, forget_key=item.request.idempotency_key)
-            answers.append(_remember(item, outcome.http_status, outcome.body()))
+            kept.append((i, _kept(item, outcome.http_status, outcome.body())))
         elif outcome is None:
             gate_undo_admission(**undo)  # the key stays: Django's gate says "replay"
-            answers.append(None)
+            answers[i] = None
         else:
             gate_undo_admission(**undo, forget_key=item.request.idempotency_key)
-            answers.append(None)
-    return answers
+            answers[i] = None
+    for drop_id, rows in made.items():
+        bodies = ReservationSerializer(
+            [row for _, row in rows], many=True, context={"drop_id": drop_id}
+        ).data
+        kept += [(i, _kept(batch[i], 202, body)) for (i, _), body in zip(rows, bodies, strict=True)]
+    # Kept for the key's replays, as the view's ``idempotent`` does.
+    texts = idempotency.answers_store([answer for _, answer in kept])
+    for (i, answer), text in zip(kept, texts, strict=True):
+        answers[i] = (answer.status, text)
+    return [answers[i] for i in range(len(batch))]
 
 
 _FAILED = object()
 
 
-def _remember(item: _Admitted, status: int, body) -> tuple[int, bytes]:
-    """Keep the answer for the key's replays, as the view's ``idempotent`` does."""
-    idempotency.answer_store(
+def _kept(item: _Admitted, status: int, body) -> idempotency.StoredAnswer:
+    return idempotency.StoredAnswer(
         idempotency.answer_key(item.request.customer_id, item.request.idempotency_key),
-        fingerprint=item.fingerprint,
-        status=status,
-        body=body,
+        item.fingerprint,
+        status,
+        body,
     )
-    return status, _render(body)
 
 
 class _Batcher:
@@ -607,12 +593,12 @@ def _load_tokens(tokens: list[str]) -> list[int | None]:
     return [user["pk"] if user and user["is_active"] else None for user in users]
 
 
-async def _user_of(client: aioredis.Redis, token: str) -> int | None:
+async def _user_of(redis: SharedConnection, token: str) -> int | None:
     """The active user of a valid token, or None (Django answers it: a 401)."""
     user_id = _token_users.get(token)
     if user_id is not None:
         return user_id
-    pk, active = await client.hmget(token_cache_key(token), "pk", "is_active")
+    pk, active = await redis.execute("HMGET", token_cache_key(token), "pk", "is_active")
     if pk is not None:
         user_id = int(pk) if active == "1" else None
     else:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.core.cache import cache
 from rest_framework.exceptions import ValidationError
@@ -58,18 +59,37 @@ def _stored(cache_key: str) -> dict | None:
     return {"fingerprint": fingerprint, "status": int(status), "body": json.loads(body)}
 
 
+@dataclass(frozen=True)
+class StoredAnswer:
+    cache_key: str
+    fingerprint: str
+    status: int
+    body: object
+
+
 def answer_store(cache_key: str, *, fingerprint: str, status: int, body) -> None:
-    if not redis_configured():
-        cache.set(
-            cache_key, {"fingerprint": fingerprint, "status": status, "body": body}, KEEP_SECONDS
-        )
-        return
+    answers_store([StoredAnswer(cache_key, fingerprint, status, body)])
+
+
+def answers_store(answers: list[StoredAnswer]) -> list[bytes]:
+    """Keep these answers (one round trip to Redis); returns each body as rendered."""
     # The body as the API renders it, so a replay from either path is the same text.
-    text = JSONRenderer().render(body).decode()
-    pipe = get_redis().pipeline(transaction=True)
-    pipe.hset(cache_key, mapping={"fp": fingerprint, "status": status, "body": text})
-    pipe.expire(cache_key, KEEP_SECONDS)
+    rendered = [JSONRenderer().render(answer.body) for answer in answers]
+    if not redis_configured():
+        for answer in answers:
+            cache.set(
+                answer.cache_key,
+                {"fingerprint": answer.fingerprint, "status": answer.status, "body": answer.body},
+                KEEP_SECONDS,
+            )
+        return rendered
+    pipe = get_redis().pipeline(transaction=False)
+    for answer, text in zip(answers, rendered, strict=True):
+        fields = {"fp": answer.fingerprint, "status": answer.status, "body": text.decode()}
+        pipe.hset(answer.cache_key, mapping=fields)
+        pipe.expire(answer.cache_key, KEEP_SECONDS)
     pipe.execute()
+    return rendered
 
 
 def idempotent(request: Request, *, key: str, answer: Callable[[], Response]) -> Response:

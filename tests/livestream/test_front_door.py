@@ -10,7 +10,6 @@ import asyncio
 import json
 
 import pytest
-import redis.asyncio
 from asgiref.sync import async_to_sync
 from django.db import OperationalError
 from rest_framework.authtoken.models import Token
@@ -18,7 +17,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from inventory import gate
 from inventory.models import Reservation
-from inventory.redis_conn import get_redis
+from inventory.redis_conn import SharedConnection, get_redis
 from inventory.services.gate_sync import gate_rebuild
 from livestream import front_door, services
 from livestream.selectors import drop_routing
@@ -464,8 +463,8 @@ def test_a_token_the_cache_lacks_is_loaded_by_the_door_and_cached():
 def test_with_redis_away_the_request_goes_to_django(monkeypatch):
     drop = _sold_out_drop()
     _user, token = _buyer()
-    away = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    monkeypatch.setattr(front_door, "_redis", lambda: away)
+    away = SharedConnection("redis://127.0.0.1:1/0")  # nothing listens there
+    monkeypatch.setattr(front_door, "shared_connection", lambda: away)
 
     sent = post(drop.pk, token=token)
 
