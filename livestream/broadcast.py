@@ -432,16 +432,15 @@ def reservations_updated(reservation_ids: Iterable[int]) -> None:
     from inventory.models import Reservation
     from livestream.serializers import ReservationSerializer
 
-    reservations = Reservation.objects.filter(pk__in=list(reservation_ids)).select_related(
-        "allocation__drop"
+    reservations = list(
+        Reservation.objects.filter(pk__in=list(reservation_ids)).select_related("allocation__drop")
     )
+    # One serializer for the lot: a ModelSerializer builds its fields per instance, which
+    # was most of a settle batch's cost in the worker.
+    bodies = ReservationSerializer(reservations, many=True).data
     send_personal_many(
-        (
-            reservation.customer_id,
-            "reservation.updated",
-            {"reservation": ReservationSerializer(reservation).data},
-        )
-        for reservation in reservations
+        (reservation.customer_id, "reservation.updated", {"reservation": body})
+        for reservation, body in zip(reservations, bodies, strict=True)
     )
 
 
