@@ -10,20 +10,24 @@ import tempfile
 from urllib.parse import urlparse
 
 
-def gate_admissions_per_second(*, redis_url: str, requests: int, clients: int = 50) -> dict:
+def gate_admissions_per_second(
+    *, redis_url: str, requests: int, clients: int = 50, sold_out: bool = False
+) -> dict:
     """The admission script (``inventory.gate``) on an allocation that never runs out,
-    each call a fresh customer and idempotency key, so every call is an admission. The
-    keys are deleted afterwards."""
+    each call a fresh customer and idempotency key, so every call is an admission. With
+    ``sold_out`` the same script on an allocation with nothing left: every call is the
+    refusal a sold-out drop gets. The keys are deleted afterwards."""
     import redis
 
     from inventory import gate
 
     client = redis.Redis.from_url(redis_url)
-    allocation = 999_999_999  # no real allocation has it
+    allocation = 999_999_999 - int(sold_out)  # no real allocation has it
     keys = gate._keys(allocation)
     demand = gate.demand_keys(allocation) if hasattr(gate, "demand_keys") else []
     base = keys[0]
-    client.hset(base, mapping={"status": "open", "remaining": 10**15, "limit": 0})
+    start = 0 if sold_out else 10**15
+    client.hset(base, mapping={"status": "open", "remaining": start, "limit": 0})
     sha = client.script_load(gate._ADMIT)
     url = urlparse(redis_url)
     db = (url.path or "/0").lstrip("/") or "0"
@@ -70,8 +74,11 @@ def gate_admissions_per_second(*, redis_url: str, requests: int, clients: int = 
     row = [cell.strip('"') for cell in out.strip().splitlines()[-1].split('","')]
     return {
         "admissions_per_s": float(row[1]),
+        "calls_per_s": float(row[1]),
+        "calls": requests,
         "clients": clients,
-        "admitted": 10**15 - int(left or 0),
+        "sold_out": sold_out,
+        "admitted": start - int(left or 0),
     }
 
 

@@ -24,6 +24,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 LOGS = RESULTS / "logs"
+# The product code the stack runs: this checkout, unless a bench asks for another tree
+# (``use_code``: e.g. an export of a commit, to measure it while this one changes).
+CODE = ROOT
+
+
+def use_code(path: Path) -> None:
+    """Run the stack's processes (and this process's Django) from ``path``, a tree with
+    the product's packages and no ``bench/``; the bench modules stay this checkout's."""
+    global CODE
+    CODE = Path(path).resolve()
+
 
 # Every child this process started and has not stopped yet.
 _children: list[subprocess.Popen] = []
@@ -40,9 +51,13 @@ def raise_fd_limit() -> int:
 
 def spawn(args: list[str], *, env: dict[str, str], log: str, **kwargs) -> subprocess.Popen:
     LOGS.mkdir(parents=True, exist_ok=True)
+    if CODE != ROOT:
+        # The product from CODE (the working directory comes first on sys.path), the
+        # bench's own modules (bench.floor_app) from this checkout.
+        env = {**env, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         args,
-        cwd=ROOT,
+        cwd=CODE,
         env=env,
         stdout=kwargs.pop("stdout", None) or open(LOGS / log, "w"),  # noqa: SIM115 (child owns it)
         stderr=kwargs.pop("stderr", subprocess.STDOUT),
@@ -235,7 +250,7 @@ class Stack:
             "CELERY_TASK_ALWAYS_EAGER": "false",
         }
         os.environ.update(self.env)
-        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, str(CODE))
         import django
 
         django.setup()
