@@ -63,7 +63,6 @@ class GateDecision(enum.Enum):
     SOLD_OUT = "sold_out"
     LIMIT_REACHED = "limit_reached"
     RECLAIMABLE = "reclaimable"  # refused, but some holds past their expiry may change that
-    WOULD_ADMIT = "would_admit"  # a look that took nothing (``decide`` with take false)
 
 
 _DECISIONS = {
@@ -74,7 +73,6 @@ _DECISIONS = {
     -2: GateDecision.SOLD_OUT,
     -3: GateDecision.LIMIT_REACHED,
     -4: GateDecision.RECLAIMABLE,
-    3: GateDecision.WOULD_ADMIT,
 }
 
 
@@ -110,10 +108,10 @@ local function count(k, customer, qty, epoch, outcome)
   end
 end
 
--- The admission decision (the codes of _DECISIONS). With take false it only looks: a
--- request it would admit answers 3 and changes nothing; refusals are counted either way.
--- Replays, a missing gate and "reclaimable" are not decisions yet: not counted.
-local function decide(k, customer, qty, now, ttl, epoch, take)
+-- The admission decision (the codes of _DECISIONS): an admission takes its units and
+-- answers {1, gen}. Replays, a missing gate and "reclaimable" are not decisions yet:
+-- not counted.
+local function decide(k, customer, qty, now, ttl, epoch)
   if redis.call('EXISTS', k[4]) == 1 then return 2 end
   local state = redis.call('HMGET', k[1], 'status', 'remaining', 'limit', 'gen')
   if not state[1] then return 0 end
@@ -129,7 +127,6 @@ local function decide(k, customer, qty, now, ttl, epoch, take)
     count(k, customer, qty, epoch, 'sold_out')
     return -2
   end
-  if not take then return 3 end
   redis.call('HINCRBY', k[1], 'remaining', -qty)
   redis.call('HINCRBY', k[2], customer, qty)
   redis.call('SET', k[4], qty, 'EX', ttl)
@@ -143,7 +140,7 @@ end
 _ADMIT = (
     _FUNCTIONS
     + """
-return decide(KEYS, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], true)
+return decide(KEYS, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5])
 """
 )
 

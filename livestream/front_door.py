@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import close_old_connections
+from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 from rest_framework.renderers import JSONRenderer
@@ -124,7 +126,7 @@ if stored[1] then
 end
 
 local g = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]}
-local decision = decide(g, user, qty, ARGV[3], ARGV[11], ARGV[4], true)
+local decision = decide(g, user, qty, ARGV[3], ARGV[11], ARGV[4])
 if type(decision) == 'table' then
   count_request()
   return {5, decision[2]}
@@ -150,7 +152,8 @@ def _render(body) -> bytes:
 class Answer:
     status: int
     body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    secure: bool = False  # the request came over HTTPS (HSTS applies)
+    extra: dict[str, str] = field(default_factory=dict)  # headers beyond the usual ones
 
 
 @dataclass
@@ -205,6 +208,9 @@ def _read_headers(scope, drop_id: int) -> _Request:
 _SINGLE = {b"authorization", b"idempotency-key", b"content-type", b"host", b"cookie"}
 
 
+# What the door derives from settings is derived once (``_forget_settings`` clears it
+# when a setting changes, as tests do).
+@lru_cache(maxsize=1)
 def _proxy_ssl_header() -> tuple[bytes, str] | None:
     header = settings.SECURE_PROXY_SSL_HEADER
     if not header:
@@ -215,9 +221,16 @@ def _proxy_ssl_header() -> tuple[bytes, str] | None:
 
 def _host_allowed(request: _Request) -> bool:
     """Django's ``get_host`` check: a Host it would refuse (400) is Django's to answer."""
-    if request.host is None or (request.forwarded_host and settings.USE_X_FORWARDED_HOST):
+    if request.host is None:
         return False
-    domain, _port = split_domain_port(request.host)
+    return _host_allowed_by_settings(request.host, request.forwarded_host)
+
+
+@lru_cache(maxsize=256)
+def _host_allowed_by_settings(host: str, forwarded_host: bool) -> bool:
+    if forwarded_host and settings.USE_X_FORWARDED_HOST:
+        return False
+    domain, _port = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
@@ -231,7 +244,8 @@ def _is_secure(scope, request: _Request) -> bool:
     return scope.get("scheme") == "https"
 
 
-def _response_headers(secure: bool) -> dict[str, str]:
+@lru_cache(maxsize=2)
+def _response_headers(secure: bool) -> tuple[tuple[bytes, bytes], ...]:
     """The headers Django's middleware and DRF put on the view's JSON answer."""
     headers = {"Content-Type": "application/json", "Allow": "POST, OPTIONS"}
     if settings.X_FRAME_OPTIONS:
@@ -250,7 +264,13 @@ def _response_headers(secure: bool) -> dict[str, str]:
         if settings.SECURE_HSTS_PRELOAD:
             hsts += "; preload"
         headers["Strict-Transport-Security"] = hsts
-    return headers
+    return tuple((name.lower().encode(), value.encode()) for name, value in headers.items())
+
+
+@receiver(setting_changed)
+def _forget_settings(**_kwargs) -> None:
+    for derived in (_proxy_ssl_header, _host_allowed_by_settings, _response_headers, door_open):
+        derived.cache_clear()
 
 
 # A reserve body is a few bytes; anything longer is not one the door reads.
@@ -292,6 +312,7 @@ async def close_clients() -> None:
 # --- the decision ------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def door_open() -> bool:
     """The door answers only where Django's path would use the same Redis state."""
     return (
@@ -390,7 +411,6 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
     ]
     result = await redis.evalsha(_SCRIPT, _SCRIPT_SHA, keys, args)
     kind = int(result[0])
-    headers = _response_headers(secure)
     if kind == ADMITTED:
         admitted = _Admitted(
             request=AdmittedRequest(
@@ -409,20 +429,19 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         if written is None:
             return None
         status, text = written
-        return Answer(status, text, headers)
+        return Answer(status, text, secure)
     if kind == PASS:
         if result[1] == "token":
             _token_users.pop(request.token, None)
         return None
     if kind == THROTTLED:
         error, extra = throttled_error(throttle_wait_of(result[1]))
-        return Answer(429, _render(error), {**headers, **extra})
+        return Answer(429, _render(error), secure, extra)
     if kind == REPLAY:
-        headers["Idempotent-Replay"] = "true"
-        return Answer(int(result[1]), result[2].encode(), headers)
+        return Answer(int(result[1]), result[2].encode(), secure, {"Idempotent-Replay": "true"})
     if kind == KEY_REUSED:
-        return Answer(422, _render(IdempotencyKeyReused().body()), headers)
-    return Answer(409, bodies.of(gate.decision_of(result[1])), headers)
+        return Answer(422, _render(IdempotencyKeyReused().body()), secure)
+    return Answer(409, bodies.of(gate.decision_of(result[1])), secure)
 
 
 # --- admissions ---------------------------------------------------------------------------
@@ -668,7 +687,10 @@ def _replaying(body: bytes, receive):
 
 
 async def _send(send, answer: Answer) -> None:
-    headers = [(name.lower().encode(), value.encode()) for name, value in answer.headers.items()]
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    headers = [
+        *_response_headers(answer.secure),
+        *((name.lower().encode(), value.encode()) for name, value in answer.extra.items()),
+        (b"content-length", str(len(answer.body)).encode()),
+    ]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

@@ -77,6 +77,9 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------
+# A Celery worker process keeps its (plain, unpooled) connection this long between tasks
+# (config/celery.py).
+WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=60)
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }

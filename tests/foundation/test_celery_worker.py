@@ -89,13 +89,20 @@ def test_a_counter_sent_after_the_task_that_armed_it_still_reaches_viewers(
 
 def test_worker_processes_use_plain_database_connections(settings):
     """Celery closes a prefork child's pool after every task, under any thread still
-    using it; workers therefore drop the pool when they start."""
+    using it; workers therefore drop the pool when they start, and keep their plain
+    connection between tasks instead of opening one per task."""
     from celery.signals import worker_init
 
+    settings.WORKER_CONN_MAX_AGE = 45
     settings.DATABASES = {
-        "default": {"ENGINE": "django.db.backends.postgresql", "OPTIONS": {"pool": {}}}
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": {"pool": {}},
+        }
     }
 
     worker_init.send(sender=None)
 
     assert "pool" not in settings.DATABASES["default"]["OPTIONS"]
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 45
