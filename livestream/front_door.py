@@ -43,7 +43,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db import close_old_connections
+from django.db import connection
 from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
@@ -304,9 +304,12 @@ _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
 
 
 async def close_clients() -> None:
-    """Close the running loop's Redis connection (tests that run the door on
-    short-lived loops)."""
+    """Close the running loop's Redis connection and its batchers' database connections
+    (tests that run the door on short-lived loops)."""
     await shared_connection_close()
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _batchers if key[0] is loop]:
+        await _batchers.pop(key).close()
 
 
 # --- the decision ------------------------------------------------------------------------
@@ -451,7 +454,8 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
 # together, in one transaction (``reservations_create_pending``): one commit for many
 # admissions, since the commit is the database's ceiling. One write at a time per
 # process, in a thread of its own (the ORM is synchronous), holding one database
-# connection.
+# connection of the process's pool for as long as it lives (taking it from the pool per
+# batch cost as much as the batch's insert); a failed write closes it.
 
 
 @dataclass(frozen=True)
@@ -466,14 +470,12 @@ def _write_admitted(batch: list[_Admitted]) -> list[tuple[int, bytes] | None]:
     """Write the batch's rows; per request its answer (status, body) or None to hand it
     to Django (its key had a reservation already: Django replays it; or the write
     failed: Django tries afresh). Every admission that left no row is undone."""
-    close_old_connections()
     try:
         outcomes = reservations_create_pending([item.request for item in batch])
     except Exception:
         logger.exception("writing %d admitted holds failed; handing them to Django", len(batch))
+        connection.close()  # the next batch starts on a fresh connection
         outcomes = [_FAILED] * len(batch)
-    finally:
-        close_old_connections()
     answers: dict[int, tuple[int, bytes] | None] = {}
     kept: list[tuple[int, idempotency.StoredAnswer]] = []
     made: dict[int, list[tuple[int, Reservation]]] = {}  # per drop
@@ -519,6 +521,10 @@ def _kept(item: _Admitted, status: int, body) -> idempotency.StoredAnswer:
     )
 
 
+def _close_connection() -> None:
+    connection.close()  # the calling thread's own (Django's connections are per thread)
+
+
 class _Batcher:
     """Runs ``work`` on everything submitted while its previous run was busy, one run
     at a time, in a thread of its own (per event loop): requests that arrive together
@@ -531,6 +537,11 @@ class _Batcher:
         self.waiting: list[tuple[object, asyncio.Future]] = []
         self.busy = False
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def close(self) -> None:
+        """Give the thread's database connection back, and end the thread."""
+        await self.loop.run_in_executor(self.thread, _close_connection)
+        self.thread.shutdown(wait=False)
 
     async def submit(self, item):
         future = self.loop.create_future()
@@ -569,7 +580,9 @@ def _batcher(name: str, work, most: int) -> _Batcher:
     batcher = _batchers.get((loop, name))
     if batcher is None:
         for stale in [key for key in _batchers if key[0].is_closed()]:
-            _batchers.pop(stale).thread.shutdown(wait=False)
+            thread = _batchers.pop(stale).thread
+            thread.submit(_close_connection)  # its loop is gone: close from the thread itself
+            thread.shutdown(wait=False)
         batcher = _batchers[(loop, name)] = _Batcher(loop, work, f"door-{name}", most)
     return batcher
 
@@ -603,11 +616,11 @@ def forget_tokens() -> None:
 
 
 def _load_tokens(tokens: list[str]) -> list[int | None]:
-    close_old_connections()
     try:
         loaded = tokens_load(set(tokens))
-    finally:
-        close_old_connections()
+    except Exception:
+        connection.close()  # the next batch starts on a fresh connection
+        raise
     users = [loaded.get(token) for token in tokens]
     return [user["pk"] if user and user["is_active"] else None for user in users]
 
