@@ -130,7 +130,6 @@ def seed(
 ) -> dict:
     """Buyers with tokens (bulk: unusable passwords, one Token row each), a few users
     who sign in with a password, one live stream with three drops."""
-    from decimal import Decimal
 
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
@@ -140,7 +139,7 @@ def seed(
 
     from inventory import services as inventory
     from livestream import services as live
-    from shop.models import Product, Variant
+    from shop.models import Product
 
     User = get_user_model()
     stamp = f"{int(time.time())}"
@@ -173,18 +172,8 @@ def seed(
     for n, (name, units) in enumerate(
         (("sold_out", 1), ("admissions", admission_units), ("spike", spike_units))
     ):
-        variant = Variant.objects.create(
-            product=product, sku=f"D{stamp}-{n}", price=Decimal("10.00")
-        )
-        item = inventory.stock_item_ensure(variant_id=variant.pk)
-        inventory.stock_restock(stock_item_id=item.pk, quantity=units)
-        drops[name] = live.drop_create(
-            stream_id=stream.pk,
-            variant_id=variant.pk,
-            quantity=units,
-            price=Decimal("10.00"),
-            per_viewer_limit=None,
-            actor=host,
+        drops[name] = stack_module.stocked_drop(
+            stream=stream, host=host, product=product, sku=f"D{stamp}-{n}", units=units
         )
     # The sold-out drop: pinned, its one unit reserved by the host's stand-in buyer.
     live.drop_pin(drop_id=drops["sold_out"].pk, actor=host)

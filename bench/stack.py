@@ -40,6 +40,26 @@ def use_code(path: Path) -> None:
 _children: list[subprocess.Popen] = []
 
 
+def stocked_drop(*, stream, host, product, sku: str, units: int):
+    """A drop of ``units`` on ``stream``, carved from a new variant restocked with as many
+    (through the services, as the host)."""
+    from inventory import services as inventory
+    from livestream import services as live
+    from shop.models import Variant
+
+    variant = Variant.objects.create(product=product, sku=sku, price=Decimal("10.00"))
+    item = inventory.stock_item_ensure(variant_id=variant.pk)
+    inventory.stock_restock(stock_item_id=item.pk, quantity=units)
+    return live.drop_create(
+        stream_id=stream.pk,
+        variant_id=variant.pk,
+        quantity=units,
+        price=Decimal("10.00"),
+        per_viewer_limit=None,
+        actor=host,
+    )
+
+
 def raise_fd_limit() -> int:
     """Let this process (and the children it starts, which inherit it) hold as many
     sockets as the hard limit allows: thousands of websockets need thousands of fds."""
@@ -277,7 +297,7 @@ class Stack:
 
         from inventory import services as inventory
         from livestream import services as live
-        from shop.models import Product, Variant
+        from shop.models import Product
 
         stamp = f"{int(time.time())}"  # unique names, so --reuse can seed again
         User = get_user_model()
@@ -294,19 +314,9 @@ class Stack:
         hot = 1_000_000  # pgbench's row (the most one restock allows): enough for minutes
         backlog = len(users)
         for n, units in enumerate((spike_units, fanout_units, hot, backlog)):
-            variant = Variant.objects.create(
-                product=product, sku=f"B{stamp}-{n}", price=Decimal("10.00")
-            )
-            item = inventory.stock_item_ensure(variant_id=variant.pk)
-            inventory.stock_restock(stock_item_id=item.pk, quantity=units)
             drops.append(
-                live.drop_create(
-                    stream_id=stream.pk,
-                    variant_id=variant.pk,
-                    quantity=units,
-                    price=Decimal("10.00"),
-                    per_viewer_limit=None,
-                    actor=host,
+                stocked_drop(
+                    stream=stream, host=host, product=product, sku=f"B{stamp}-{n}", units=units
                 )
             )
         seed = Seed(
