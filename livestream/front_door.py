@@ -54,6 +54,7 @@ from inventory import gate
 from inventory.exceptions import (
     DropNotLive,
     IdempotencyKeyReused,
+    InvalidInput,
     LimitReached,
     SoldOut,
     TooManyHolds,
@@ -61,12 +62,13 @@ from inventory.exceptions import (
 from inventory.models import Reservation
 from inventory.redis_conn import SharedConnection, shared_connection, shared_connection_close
 from inventory.services import AdmittedRequest, reservations_create_pending
-from inventory.services._common import MAX_QUANTITY
+from inventory.services._common import validate_quantity
 from inventory.services.gate_sync import gate_undo_admission
 from livestream.selectors import drop_routing_cached
 from livestream.serializers import ReservationSerializer
 from shop.api import idempotency
 from shop.api.authentication import token_cache_key, tokens_load
+from shop.api.parsers import refuse_constant
 from shop.api.throttles import (
     THROTTLE_LUA,
     ReserveIPThrottle,
@@ -285,19 +287,15 @@ def _quantity_of(request: _Request, body: bytes) -> int | None:
     if len(body) > MAX_BODY_BYTES:
         return None
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_refuse)
+        data = json.loads(body.decode("utf-8"), parse_constant=refuse_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(data, dict) or data.keys() != {"quantity"}:
         return None
-    quantity = data["quantity"]
-    if type(quantity) is not int or not 1 <= quantity <= MAX_QUANTITY:
+    try:
+        return validate_quantity(data["quantity"])  # the services' own rule
+    except InvalidInput:
         return None
-    return quantity
-
-
-def _refuse(name: str):
-    raise ValueError(name)
 
 
 _SCRIPT_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()
@@ -335,33 +333,18 @@ def _rate(throttle_class) -> tuple[int, int]:
     return throttle.num_requests, throttle.duration
 
 
-@dataclass(frozen=True)
-class _Bodies:
-    """The refusals' bodies, rendered once."""
-
-    sold_out: str
-    limit_reached: str
-    not_live: str
-
-    def of(self, decision: gate.GateDecision) -> bytes:
-        text = {
-            gate.GateDecision.SOLD_OUT: self.sold_out,
-            gate.GateDecision.LIMIT_REACHED: self.limit_reached,
-            gate.GateDecision.NOT_LIVE: self.not_live,
-        }[decision]
-        return text.encode()
+# The refusals the script answers by itself, in the order its ARGV carries their bodies.
+_REFUSALS = {
+    gate.GateDecision.SOLD_OUT: SoldOut,
+    gate.GateDecision.LIMIT_REACHED: LimitReached,
+    gate.GateDecision.NOT_LIVE: DropNotLive,
+}
 
 
-_bodies: _Bodies | None = None
-
-
-def _refusal_bodies() -> _Bodies:
-    global _bodies
-    if _bodies is None:
-        _bodies = _Bodies(
-            *(_render(cls().body()).decode() for cls in (SoldOut, LimitReached, DropNotLive))
-        )
-    return _bodies
+@lru_cache(maxsize=1)
+def _refusal_bodies() -> dict[gate.GateDecision, str]:
+    """Each refusal's body, rendered once."""
+    return {decision: _render(error().body()).decode() for decision, error in _REFUSALS.items()}
 
 
 async def decide(scope, request: _Request, body: bytes) -> Answer | None:
@@ -408,9 +391,7 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         throttle_member(),
         gate.IDEMPOTENCY_TTL_SECONDS,
         idempotency.KEEP_SECONDS,
-        bodies.sold_out,
-        bodies.limit_reached,
-        bodies.not_live,
+        *bodies.values(),
     ]
     result = await redis.evalsha(_SCRIPT, _SCRIPT_SHA, keys, args)
     kind = int(result[0])
@@ -444,7 +425,7 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         return Answer(int(result[1]), result[2].encode(), secure, {"Idempotent-Replay": "true"})
     if kind == KEY_REUSED:
         return Answer(422, _render(IdempotencyKeyReused().body()), secure)
-    return Answer(409, bodies.of(gate.decision_of(result[1])), secure)
+    return Answer(409, bodies[gate.decision_of(result[1])].encode(), secure)
 
 
 # --- admissions ---------------------------------------------------------------------------

@@ -42,14 +42,17 @@ def _cached_user(key: str) -> dict | None:
     }
 
 
-def _cache_user(key: str, cached: dict) -> None:
+def _cache_users(users: dict[str, dict]) -> None:
+    """Cache these tokens' users (token -> fields), in one round trip to Redis."""
     if not redis_configured():
-        cache.set(token_cache_key(key), cached, TOKEN_CACHE_SECONDS)
+        for key, cached in users.items():
+            cache.set(token_cache_key(key), cached, TOKEN_CACHE_SECONDS)
         return
-    fields = {**cached, **{flag: "1" if cached[flag] else "0" for flag in _FLAGS}}
     pipe = get_redis().pipeline(transaction=True)
-    pipe.hset(token_cache_key(key), mapping=fields)
-    pipe.expire(token_cache_key(key), TOKEN_CACHE_SECONDS)
+    for key, cached in users.items():
+        fields = {**cached, **{flag: "1" if cached[flag] else "0" for flag in _FLAGS}}
+        pipe.hset(token_cache_key(key), mapping=fields)
+        pipe.expire(token_cache_key(key), TOKEN_CACHE_SECONDS)
     pipe.execute()
 
 
@@ -59,10 +62,9 @@ def tokens_load(keys) -> dict[str, dict]:
     rows = Token.objects.filter(key__in=list(keys)).values_list(
         "key", *(f"user__{field}" for field in _USER_FIELDS)
     )
-    loaded = {}
-    for key, *values in rows:
-        loaded[key] = dict(zip(_USER_FIELDS, values, strict=True))
-        _cache_user(key, loaded[key])
+    loaded = {key: dict(zip(_USER_FIELDS, values, strict=True)) for key, *values in rows}
+    if loaded:
+        _cache_users(loaded)
     return loaded
 
 

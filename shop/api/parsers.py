@@ -16,7 +16,7 @@ from rest_framework.exceptions import ParseError
 MAX_DEPTH = 32
 
 
-def _refuse_constant(name: str):
+def refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -53,7 +53,7 @@ class JSONParser(parsers.JSONParser):
         try:
             data = json.load(
                 codecs.getreader(encoding)(stream),
-                parse_constant=_refuse_constant,
+                parse_constant=refuse_constant,
             )
         except RecursionError as exc:
             raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from exc
