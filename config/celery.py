@@ -1,11 +1,13 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("livestream_shopping")
+# A worker's database connections show under this name in pg_stat_activity.
+WORKER_APP_NAME = "livestream-celery-worker"
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
@@ -16,11 +18,27 @@ def _plain_database_connections_in_workers(**_kwargs) -> None:
     prefork child's connection pool after every task: a thread still using it then (the
     broadcast coalescer's trailing send, which runs after the task that armed it) fails
     with "the pool is closed". So workers use plain connections; the pool is for the
-    ASGI server's many threads. Kept open between tasks (``WORKER_CONN_MAX_AGE``, the
-    fixup closes only obsolete or broken ones): a connection per task cost a sixth of the
-    worker's CPU while admissions poured in."""
+    ASGI server's many threads. Kept open between tasks (``WORKER_CONN_MAX_AGE``, and
+    ``CELERY_DB_REUSE_MAX`` so that the fixup does not close it after each task): a
+    connection per task cost a sixth of the worker's CPU while admissions poured in."""
     from django.conf import settings
 
     for database in settings.DATABASES.values():
         if database.get("OPTIONS", {}).pop("pool", None) is not None:
             database["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
+        if database["ENGINE"] == "django.db.backends.postgresql":
+            # Which connections are the workers' (ops, in pg_stat_activity).
+            database.setdefault("OPTIONS", {}).setdefault("application_name", WORKER_APP_NAME)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _drop_broken_or_aged_connections(task=None, **_kwargs) -> None:
+    """What Django does around a request: close the connections that errored and no
+    longer answer, or outlived ``CONN_MAX_AGE``; the next query opens a fresh one (a
+    database restart costs the task in flight a retry, not every task after it)."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return  # in the caller's process: its own request cycle owns the connection
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import logging
+
 from celery import shared_task
 from django.db import DatabaseError
 from django.utils import timezone
+from redis import RedisError
 
 from inventory import gate, services
 from inventory.models import Allocation, Reservation
+from inventory.redis_conn import get_redis, redis_configured
+
+logger = logging.getLogger(__name__)
 
 RETRY = {
     "autoretry_for": (DatabaseError, ConnectionError),
@@ -32,6 +38,45 @@ def reserve(reservation_id: int) -> str | None:
     """Settle a pending hold (and those queued with it on its allocation)."""
     reservation = services.reservation_reserve(reservation_id=reservation_id)
     return reservation.status if reservation else None
+
+
+# While a settle of an allocation is queued and not yet started, new pending holds on it
+# need no task of their own: that one will find them. The mark lives this long at most,
+# so a lost message only delays the next settle (and the reconcile covers it).
+SETTLE_QUEUED_SECONDS = 5
+
+
+def _settle_queued_key(allocation_id: int) -> str:
+    return f"settle:{allocation_id}:queued"
+
+
+def settle_soon(allocation_id: int) -> None:
+    """Queue a settle of the allocation's pending holds, unless one is queued already
+    (call after the holds are committed). Under a spike every web process commits
+    dozens of small batches a second on one allocation; one task settles them all."""
+    if redis_configured() and not settle.app.conf.task_always_eager:
+        try:
+            if not get_redis().set(
+                _settle_queued_key(allocation_id), 1, nx=True, ex=SETTLE_QUEUED_SECONDS
+            ):
+                return
+        except RedisError:
+            logger.warning("settle mark unavailable; queueing allocation %s", allocation_id)
+    settle.delay(allocation_id)
+
+
+@shared_task(name="inventory.settle", acks_late=True, **RETRY)
+def settle(allocation_id: int) -> int:
+    """Settle every pending hold of an allocation; returns how many were decided."""
+    if redis_configured():
+        try:
+            # Cleared BEFORE reading the pending rows: a hold committed after this point
+            # queues a new settle, one committed before it is read by this one.
+            get_redis().delete(_settle_queued_key(allocation_id))
+        except RedisError:
+            pass  # the mark expires by itself
+    result = services.allocation_settle_pending(allocation_id=allocation_id)
+    return len(result.held) + len(result.rejected)
 
 
 @shared_task(name="inventory.expire_holds", acks_late=True, **RETRY)

@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
@@ -108,6 +109,59 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
     return seq
 
 
+# --- the channel layer from synchronous code --------------------------------------------
+
+# How long a sync caller waits for its channel-layer sends (Redis away: give up, log).
+LAYER_SEND_TIMEOUT_SECONDS = 10.0
+
+
+class _LayerLoop:
+    """One event loop per process, in a thread of its own, for channel-layer sends from
+    synchronous code that has no loop to return to (Celery tasks, the front door's
+    writer, the coalescer's timers).
+
+    ``async_to_sync`` there would build a new loop per call, and the Redis channel
+    layer keeps its connections per loop: every call connected to Redis afresh
+    (measured: half of a settling worker's CPU went to personal events, most of it to
+    connecting). Here the layer's connections live as long as the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # none yet, or forked
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="channel-layer-loop", daemon=True
+                ).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, make: Callable[[], Awaitable[None]]) -> None:
+        future = asyncio.run_coroutine_threadsafe(make(), self._running())
+        try:
+            future.result(timeout=LAYER_SEND_TIMEOUT_SECONDS)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+
+_layer_loop = _LayerLoop()
+
+
+def _layer_send(layer, make: Callable[[], Awaitable[None]]) -> None:
+    """Run channel-layer sends to completion from synchronous code. The in-memory layer
+    (the embedded default, one process) hands messages to queues of the serving loop,
+    so it keeps ``async_to_sync``'s way back to that loop."""
+    if isinstance(layer, InMemoryChannelLayer):
+        async_to_sync(make)()
+    else:
+        _layer_loop.run(make)
+
+
 def send_personal(user_id: int, event_type: str, **fields: Any) -> None:
     """A user's own event (not numbered): through the channel layer to their group."""
     send_personal_many([(user_id, event_type, fields)])
@@ -148,7 +202,7 @@ def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> Non
 
         await asyncio.gather(*(send_one(group, message) for group, message in messages))
 
-    async_to_sync(send_all)()
+    _layer_send(layer, send_all)
 
 
 def user_signed_out(user_id: int) -> None:
@@ -160,7 +214,11 @@ def user_signed_out(user_id: int) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    async_to_sync(layer.group_send)(personal_group(user_id), {"type": "user.logged_out"})
+
+    async def send() -> None:
+        await layer.group_send(personal_group(user_id), {"type": "user.logged_out"})
+
+    _layer_send(layer, send)
 
 
 def on_user_logged_out(sender, request=None, user=None, **kwargs) -> None:

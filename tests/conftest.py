@@ -16,7 +16,7 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0", "fals
 
 # Redis keys the project writes; wiped before each test so ids reused by a fresh test
 # database never meet state from an earlier run.
-REDIS_TEST_KEY_PATTERNS = ("gate:*", "api:*", "cache:*", "stream:*", "asgi*")
+REDIS_TEST_KEY_PATTERNS = ("gate:*", "api:*", "cache:*", "stream:*", "settle:*", "asgi*")
 
 
 def _postgres_missing() -> str | None:

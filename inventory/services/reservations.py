@@ -283,14 +283,14 @@ def reservations_create_pending(
 ) -> list[Reservation | TooManyHolds | None]:
     """Write the pending holds of admitted requests in ONE transaction (the commit is
     the database's ceiling: the front door writes what a process admitted meanwhile in
-    one go), and queue the reserve task that settles them.
+    one go), and queue the settle task that settles them.
 
     Per request, in order: its new reservation (``pending``; already settled when tasks
     run eagerly); ``TooManyHolds`` when its customer has the most active holds allowed;
     else None when its customer already has a reservation with its key (the caller
     answers from that one, as a replay). Nothing is written for the last two.
     """
-    from inventory.tasks import reserve  # tasks import services; import here, not at the top
+    from inventory.tasks import settle, settle_soon  # tasks import services: not at the top
 
     cap = settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER
     customers = {request.customer_id for request in requests}
@@ -340,12 +340,9 @@ def reservations_create_pending(
             outcomes.append(row)
         Reservation.objects.bulk_create(rows)
         # One task per allocation settles every pending hold queued on it.
-        first_per_allocation = {}
-        for row in rows:
-            first_per_allocation.setdefault(row.allocation_id, row.pk)
-        for pk in first_per_allocation.values():
-            transaction.on_commit(partial(reserve.delay, pk))
-    if rows and reserve.app.conf.task_always_eager:
+        for allocation_id in dict.fromkeys(row.allocation_id for row in rows):
+            transaction.on_commit(partial(settle_soon, allocation_id))
+    if rows and settle.app.conf.task_always_eager:
         # The tasks already ran on commit: answer with the settled state.
         settled = Reservation.objects.in_bulk([row.pk for row in rows])
         outcomes = [

@@ -106,3 +106,68 @@ def test_worker_processes_use_plain_database_connections(settings):
 
     assert "pool" not in settings.DATABASES["default"]["OPTIONS"]
     assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 45
+
+
+def _worker_backends() -> set[tuple[int, str]]:
+    from django.db import connection
+
+    from config.celery import WORKER_APP_NAME
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, backend_start::text FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            [WORKER_APP_NAME],
+        )
+        return set(cursor.fetchall())
+
+
+def _settled_through_the_worker(allocation, key: str):
+    from decimal import Decimal
+
+    from inventory import services
+
+    reservation = services.reservation_request(
+        customer_id=UserFactory().pk,
+        allocation_id=allocation.pk,
+        quantity=1,
+        idempotency_key=key,
+        unit_price=Decimal("10.00"),
+        currency="USD",
+    )
+    wait_until(
+        lambda: Reservation.objects.get(pk=reservation.pk).status == Reservation.Status.HELD,
+        message="the worker never settled the hold",
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_its_database_connection_between_tasks(celery_through_broker, gate_off):
+    allocations = [open_allocation(quantity=5) for _ in range(4)]
+    with celery_worker(concurrency=1, DB_POOL_MAX_SIZE="4"):
+        _settled_through_the_worker(allocations[0], "first")
+        opened = _worker_backends()
+        for n, allocation in enumerate(allocations[1:]):
+            _settled_through_the_worker(allocation, f"later-{n}")
+        assert len(opened) == 1
+        assert _worker_backends() == opened  # the same backend, never reopened
+
+
+@pytest.mark.postgres
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_replaces_a_connection_the_database_dropped(celery_through_broker, gate_off):
+    from django.db import connection
+
+    allocation = open_allocation(quantity=5)
+    with celery_worker(concurrency=1, DB_POOL_MAX_SIZE="4"):
+        _settled_through_the_worker(allocation, "before")
+        [(pid, _)] = _worker_backends()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        wait_until(lambda: pid not in {p for p, _ in _worker_backends()})
+        for n in range(3):  # the first pays a retry; the ones after it run at once
+            _settled_through_the_worker(allocation, f"after-{n}")
+        assert pid not in {p for p, _ in _worker_backends()}

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from inventory import services
 from inventory.models import Allocation, Reservation, StockItem
-from inventory.tasks import reserve
+from inventory.tasks import settle
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.helpers import request_hold
 from tests.inventory.interleave import inside
@@ -23,7 +23,7 @@ def test_renaming_an_allocation_while_a_settle_commits_keeps_the_settled_counter
     admin_client, gate_off
 ):
     allocation = open_allocation(quantity=3)
-    with mock.patch.object(reserve, "delay"):
+    with mock.patch.object(settle, "delay"):
         pending = request_hold(UserFactory().pk, allocation.pk, key="k")
     url = reverse("admin:inventory_allocation_change", args=[allocation.pk])
 

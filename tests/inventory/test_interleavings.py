@@ -19,7 +19,7 @@ from inventory.exceptions import DomainError
 from inventory.locks import LockOrderViolation
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from inventory.services.gate_sync import _state_from_database
-from inventory.tasks import reserve
+from inventory.tasks import settle
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.helpers import PRICE, request_hold
 from tests.inventory.interleave import inside
@@ -69,8 +69,8 @@ def _scene() -> Scene:
     Reservation.objects.filter(pk=hold["expired"].pk).update(expires_at=past)
     services.reservations_expire(allocation_id=allocation.pk)
     request_hold(UserFactory().pk, allocation.pk, key="filler")
-    # The last unit admitted, its reserve task not run yet.
-    with mock.patch.object(reserve, "delay"):
+    # The last unit admitted, its settle task not run yet.
+    with mock.patch.object(settle, "delay"):
         pending = request_hold(UserFactory().pk, allocation.pk, key="pending")
     Reservation.objects.filter(pk=hold["due"].pk).update(expires_at=past)
     leaver, joiner = UserFactory().pk, UserFactory().pk

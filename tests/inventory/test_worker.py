@@ -193,3 +193,53 @@ def test_tasks_lost_with_redis_are_settled_by_reconcile(gate_on, celery_through_
     assert allocation.held == 3
     assert gate.gate_read(allocation_id=allocation.pk).remaining == 2
     assert_inventory_invariants()
+
+
+def _queued_tasks(app) -> Counter:
+    """Task names waiting in the broker's default queue."""
+    import json
+
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        return Counter(json.loads(m)["headers"]["task"] for m in client.lrange("celery", 0, -1))
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_one_settle_is_queued_per_allocation_until_a_worker_starts_it(
+    gate_on, celery_through_broker
+):
+    first, second = open_allocation(quantity=10), open_allocation(quantity=10)
+    for n in range(4):
+        _request(UserFactory().pk, first.pk, f"a-{n}")
+    _request(UserFactory().pk, second.pk, "b-0")
+    assert _queued_tasks(celery_through_broker)["inventory.settle"] == 2
+
+    with celery_worker():
+        wait_until(lambda: _settled(first.pk) and _settled(second.pk))
+        # Started and done: the next hold queues a settle of its own, which runs.
+        late = _request(UserFactory().pk, first.pk, "a-late")
+        wait_until(
+            lambda: Reservation.objects.get(pk=late.pk).status == Reservation.Status.HELD,
+            message="a hold after the settle started was never settled",
+        )
+    assert Reservation.objects.filter(allocation_id=first.pk, status="held").count() == 5
+    assert_inventory_invariants()
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_settle_mark_only_costs_an_extra_task(gate_on, celery_through_broker):
+    """Redis forgets the mark (flushed, failed over): the next hold queues another
+    settle; the two settle once between them."""
+    allocation = open_allocation(quantity=10)
+    _request(UserFactory().pk, allocation.pk, "k-0")
+    get_redis().delete(tasks._settle_queued_key(allocation.pk))
+    _request(UserFactory().pk, allocation.pk, "k-1")
+    assert _queued_tasks(celery_through_broker)["inventory.settle"] == 2
+
+    with celery_worker():
+        wait_until(lambda: _settled(allocation.pk))
+    allocation.refresh_from_db()
+    assert allocation.held == 2
+    assert_inventory_invariants()
