@@ -6,9 +6,9 @@ after its worker died runs again and changes nothing twice.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
+import contextlib
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.db import DatabaseError
@@ -69,12 +69,11 @@ def settle_soon(allocation_id: int) -> None:
 def settle(allocation_id: int) -> int:
     """Settle every pending hold of an allocation; returns how many were decided."""
     if redis_configured():
-        try:
-            # Cleared BEFORE reading the pending rows: a hold committed after this point
-            # queues a new settle, one committed before it is read by this one.
+        # Cleared BEFORE reading the pending rows: a hold committed after this point
+        # queues a new settle, one committed before it is read by this one. (Redis away:
+        # the mark expires by itself.)
+        with contextlib.suppress(RedisError):
             get_redis().delete(_settle_queued_key(allocation_id))
-        except RedisError:
-            pass  # the mark expires by itself
     result = services.allocation_settle_pending(allocation_id=allocation_id)
     return len(result.held) + len(result.rejected)
 

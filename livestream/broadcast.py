@@ -490,16 +490,23 @@ def reservations_updated(reservation_ids: Iterable[int]) -> None:
     from inventory.models import Reservation
     from livestream.serializers import ReservationSerializer
 
-    reservations = list(
-        Reservation.objects.filter(pk__in=list(reservation_ids)).select_related("allocation__drop")
-    )
-    # One serializer for the lot: a ModelSerializer builds its fields per instance, which
-    # was most of a settle batch's cost in the worker.
-    bodies = ReservationSerializer(reservations, many=True).data
-    send_personal_many(
-        (reservation.customer_id, "reservation.updated", {"reservation": body})
-        for reservation, body in zip(reservations, bodies, strict=True)
-    )
+    by_allocation: dict[int, list[Reservation]] = {}
+    for reservation in Reservation.objects.filter(pk__in=list(reservation_ids)).only(
+        "customer_id", "allocation_id", *ReservationSerializer.Meta.stored_fields
+    ):
+        by_allocation.setdefault(reservation.allocation_id, []).append(reservation)
+    events = []
+    # One serializer per allocation (a settle batch is one): its drop is known, and
+    # DRF builds a serializer's fields once, not per instance.
+    for allocation_id, reservations in by_allocation.items():
+        bodies = ReservationSerializer(
+            reservations, many=True, context={"drop_id": _drop_of_allocation(allocation_id)}
+        ).data
+        events += [
+            (reservation.customer_id, "reservation.updated", {"reservation": body})
+            for reservation, body in zip(reservations, bodies, strict=True)
+        ]
+    send_personal_many(events)
 
 
 # From this many reservations changed in one commit, their buyers are told by a task.

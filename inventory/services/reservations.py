@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -12,7 +13,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory import gate, locks
@@ -299,35 +300,33 @@ def reservations_create_pending(
         # one customer's requests queue here, everyone else's pass (and the insert's own
         # FK check takes a share lock that this one does not block).
         locks.lock_customers(customers)
-        # Holds past their expiry no longer count, swept or not.
-        active = dict(
-            Reservation.objects.filter(
-                Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now()),
-                customer_id__in=customers,
-            )
-            .order_by()
-            .values("customer_id")
-            .annotate(n=Count("pk"))
-            .values_list("customer_id", "n")
-        )
-        used = set(
-            Reservation.objects.filter(
-                customer_id__in=customers,
-                idempotency_key__in={request.idempotency_key for request in requests},
-            ).values_list("customer_id", "idempotency_key")
-        )
+        # Their active holds (past their expiry they no longer count, swept or not) and
+        # their reservations under the keys asked with, in one read: few rows, as the cap
+        # bounds the first kind.
+        now = timezone.now()
+        active: dict[int, int] = defaultdict(int)
+        used: set[tuple[int, str]] = set()
+        for customer_id, key, status, expires_at in Reservation.objects.filter(
+            Q(status=Status.PENDING)
+            | Q(status=Status.HELD, expires_at__gt=now)
+            | Q(idempotency_key__in={request.idempotency_key for request in requests}),
+            customer_id__in=customers,
+        ).values_list("customer_id", "idempotency_key", "status", "expires_at"):
+            used.add((customer_id, key))
+            if status == Status.PENDING or (status == Status.HELD and expires_at > now):
+                active[customer_id] += 1
         outcomes: list[Reservation | TooManyHolds | None] = []
         rows: list[Reservation] = []
         for request in requests:
             # The cap first, as when the insert itself found a used key.
-            if active.get(request.customer_id, 0) >= cap:
+            if active[request.customer_id] >= cap:
                 outcomes.append(TooManyHolds(limit=cap))
                 continue
             if (request.customer_id, request.idempotency_key) in used:
                 outcomes.append(None)
                 continue
             used.add((request.customer_id, request.idempotency_key))
-            active[request.customer_id] = active.get(request.customer_id, 0) + 1
+            active[request.customer_id] += 1
             row = Reservation(
                 customer_id=request.customer_id,
                 allocation_id=request.allocation_id,
