@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 from inventory import services as inventory_services
 from inventory.exceptions import NotFound
 from inventory.models import Reservation
-from livestream import selectors, services
+from livestream import selectors, services, snapshot_cache
 from livestream.serializers import (
     DropCreateSerializer,
     DropSerializer,
@@ -74,7 +75,16 @@ class StreamDetailApi(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         stream = selectors.stream_get(slug=slug)
-        return Response(selectors.stream_snapshot(stream=stream))
+        snapshot = selectors.stream_snapshot(stream=stream)
+        # The same bytes this answer renders to (one renderer, no parameters): the front
+        # door answers the next anonymous readers with them.
+        snapshot_cache.snapshot_store(
+            slug=slug,
+            stream_id=stream.pk,
+            seq=snapshot["seq"],
+            body=JSONRenderer().render(snapshot),
+        )
+        return Response(snapshot)
 
 
 _CONTROL_RESPONSES = {200: StreamSerializer, **error_responses(401, 403, 404, 409)}

@@ -50,7 +50,7 @@ def personal_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
-def _seq_key(stream_id: int) -> str:
+def seq_key(stream_id: int) -> str:
     return f"stream:{stream_id}:seq"
 
 
@@ -70,7 +70,7 @@ _local_seq: dict[int, int] = {}
 def current_seq(stream_id: int) -> int:
     """The ``seq`` of the stream's latest event (0 before the first)."""
     if redis_configured():
-        return int(get_redis().get(_seq_key(stream_id)) or 0)
+        return int(get_redis().get(seq_key(stream_id)) or 0)
     with _local_lock:
         return _local_seq.get(stream_id, 0)
 
@@ -82,7 +82,7 @@ def current_seqs(stream_ids: Sequence[int]) -> dict[int, int]:
             return {sid: _local_seq.get(sid, 0) for sid in stream_ids}
     if not stream_ids:
         return {}
-    values = get_redis().mget([_seq_key(sid) for sid in stream_ids])
+    values = get_redis().mget([seq_key(sid) for sid in stream_ids])
     return {sid: int(value or 0) for sid, value in zip(stream_ids, values, strict=True)}
 
 
@@ -98,7 +98,7 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
     )
     if redis_configured():
         return int(
-            get_redis().eval(_PUBLISH, 1, _seq_key(stream_id), stream_channel(stream_id), body[1:])
+            get_redis().eval(_PUBLISH, 1, seq_key(stream_id), stream_channel(stream_id), body[1:])
         )
     from livestream.hub import get_hub
 

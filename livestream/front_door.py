@@ -64,6 +64,7 @@ from inventory.redis_conn import SharedConnection, shared_connection, shared_con
 from inventory.services import AdmittedRequest, reservations_create_pending
 from inventory.services._common import validate_quantity
 from inventory.services.gate_sync import gate_undo_admission
+from livestream import snapshot_cache
 from livestream.selectors import drop_routing_cached
 from livestream.serializers import ReservationSerializer
 from shop.api import idempotency
@@ -83,6 +84,8 @@ from shop.api.throttles import (
 logger = logging.getLogger(__name__)
 
 RESERVE_PATH = re.compile(rf"^/api/drops/({IdConverter.regex})/reservations/$")
+# Django's ``slug`` path converter.
+STREAM_PATH = re.compile(r"^/api/streams/([-a-zA-Z0-9_]+)/$")
 _KEY = re.compile(idempotency.KEY_PATTERN)
 
 # What the script answers (its first item).
@@ -156,6 +159,7 @@ class Answer:
     body: bytes
     secure: bool = False  # the request came over HTTPS (HSTS applies)
     extra: dict[str, str] = field(default_factory=dict)  # headers beyond the usual ones
+    allow: str = "POST, OPTIONS"
 
 
 @dataclass
@@ -172,6 +176,8 @@ class _Request:
     forwarded_proto: str | None = None
     cookie: bool = False
     repeated: bool = False
+    authorization: bool = False  # any scheme
+    accept: str | None = None
 
 
 def _read_headers(scope, drop_id: int) -> _Request:
@@ -183,6 +189,7 @@ def _read_headers(scope, drop_id: int) -> _Request:
             request.repeated = True
         seen.add(name)
         if name == b"authorization":
+            request.authorization = True
             parts = value.split()
             if len(parts) == 2 and parts[0].lower() == b"token":
                 request.token = parts[1].decode("latin-1")
@@ -194,6 +201,8 @@ def _read_headers(scope, drop_id: int) -> _Request:
             request.host = value.decode("latin-1")
         elif name == b"cookie":
             request.cookie = True
+        elif name == b"accept":
+            request.accept = value.decode("latin-1").strip()
         elif name == b"x-forwarded-for":
             # Django joins repeated headers with commas; so do we.
             joined = value.decode("latin-1")
@@ -207,7 +216,7 @@ def _read_headers(scope, drop_id: int) -> _Request:
     return request
 
 
-_SINGLE = {b"authorization", b"idempotency-key", b"content-type", b"host", b"cookie"}
+_SINGLE = {b"authorization", b"idempotency-key", b"content-type", b"host", b"cookie", b"accept"}
 
 
 # What the door derives from settings is derived once (``_forget_settings`` clears it
@@ -246,10 +255,13 @@ def _is_secure(scope, request: _Request) -> bool:
     return scope.get("scheme") == "https"
 
 
-@lru_cache(maxsize=2)
-def _response_headers(secure: bool) -> tuple[tuple[bytes, bytes], ...]:
-    """The headers Django's middleware and DRF put on the view's JSON answer."""
-    headers = {"Content-Type": "application/json", "Allow": "POST, OPTIONS"}
+@lru_cache(maxsize=4)
+def _response_headers(
+    secure: bool, allow: str = "POST, OPTIONS"
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers Django's middleware and DRF put on a view's JSON answer (``allow``:
+    the view's methods, as DRF lists them)."""
+    headers = {"Content-Type": "application/json", "Allow": allow}
     if settings.X_FRAME_OPTIONS:
         headers["X-Frame-Options"] = settings.X_FRAME_OPTIONS
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
@@ -631,7 +643,11 @@ class FrontDoor:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "GET":
+            return await self._stream_snapshot(scope, receive, send)
+        if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         match = RESERVE_PATH.match(scope["path"])
         if match is None or not door_open():
@@ -651,6 +667,51 @@ class FrontDoor:
         if answer is None:
             return await self.app(scope, _replaying(body, receive), send)
         await _send(send, answer)
+
+    async def _stream_snapshot(self, scope, receive, send):
+        """``GET /api/streams/{slug}/`` from the snapshot Django's view last stored
+        (``livestream.snapshot_cache``), for anonymous readers."""
+        match = STREAM_PATH.match(scope["path"])
+        answer = None
+        if match is not None and door_open():
+            try:
+                answer = await snapshot_answer(scope, match.group(1))
+            except RedisError as exc:
+                logger.warning("front door handing a stream read to Django: %s", exc)
+        if answer is None:
+            return await self.app(scope, receive, send)
+        await _send(send, answer)
+
+
+# What an anonymous reader may send and still get the one stored rendering: DRF would
+# render the same bytes for these (an ``indent`` parameter, a format, a cookie or a token
+# would not be the same answer).
+_PLAIN_ACCEPT = {None, "*/*", "application/json"}
+
+
+async def snapshot_answer(scope, slug: str) -> Answer | None:
+    """The stored snapshot for an anonymous reader, or None to hand the read to Django."""
+    if scope.get("query_string"):
+        return None
+    request = _read_headers(scope, drop_id=0)
+    if request.repeated or request.cookie or request.authorization:
+        return None
+    if request.accept not in _PLAIN_ACCEPT or not _host_allowed(request):
+        return None
+    secure = _is_secure(scope, request)
+    if settings.SECURE_SSL_REDIRECT and not secure:
+        return None  # Django redirects it
+    result = await shared_connection().evalsha(
+        snapshot_cache.READ_LUA,
+        snapshot_cache.READ_SHA,
+        [snapshot_cache.snapshot_key(slug), snapshot_cache.rebuild_key(slug)],
+        [int(time.time() * 1000), settings.STREAM_SNAPSHOT_MAX_AGE_MS],
+    )
+    if int(result[0]) != 1:
+        return None
+    # The session middleware reads the (absent) session of an anonymous reader, so
+    # Django's answer varies on the cookie: say so too, for caches in between.
+    return Answer(200, result[1].encode(), secure, {"Vary": "Cookie"}, allow="GET, HEAD, OPTIONS")
 
 
 async def _read_body(receive) -> tuple[bytes, bool]:
@@ -682,7 +743,7 @@ def _replaying(body: bytes, receive):
 
 async def _send(send, answer: Answer) -> None:
     headers = [
-        *_response_headers(answer.secure),
+        *_response_headers(answer.secure, answer.allow),
         *((name.lower().encode(), value.encode()) for name, value in answer.extra.items()),
         (b"content-length", str(len(answer.body)).encode()),
     ]

@@ -372,6 +372,9 @@ INVENTORY_GATE_ENABLED = env.bool("INVENTORY_GATE_ENABLED", default=True)
 # With the gate on, the reserve request's refusals and replays are answered ahead of
 # Django by one Redis script (livestream/front_door.py); off: Django answers them all.
 FRONT_DOOR_ENABLED = env.bool("FRONT_DOOR_ENABLED", default=True)
+# The door also answers anonymous ``GET /api/streams/{slug}/`` from the snapshot Django
+# last rendered, never older than this (livestream/snapshot_cache.py); 0: Django answers.
+STREAM_SNAPSHOT_MAX_AGE_MS = env.int("STREAM_SNAPSHOT_MAX_AGE_MS", default=1000)
 # How long a hold lasts before it expires and its units return.
 RESERVATION_HOLD_SECONDS = env.int("RESERVATION_HOLD_SECONDS", default=600)
 # A unit offered to the first viewer on a waitlist is theirs for this long.
