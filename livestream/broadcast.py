@@ -19,6 +19,8 @@ after a fresher one.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -266,6 +268,41 @@ return 0
 """
 
 
+class _Timers:
+    """Calls due later, all on ONE thread per process: a trailing send reads the
+    database, and a thread of its own per send opened a database connection per send
+    (in a Celery worker, a new PostgreSQL backend each time)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Callable[..., None], tuple]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._pid = 0
+
+    def call_later(self, seconds: float, action: Callable[..., None], *args) -> None:
+        with self._wake:
+            if self._pid != os.getpid():  # none yet, or forked: the thread did not follow
+                self._due.clear()
+                threading.Thread(target=self._run, name="broadcast-timers", daemon=True).start()
+                self._pid = os.getpid()
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), action, args))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._wake.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, action, args = heapq.heappop(self._due)
+            try:
+                action(*args)
+            except Exception:
+                logger.exception("timed broadcast failed")
+
+
+_timers = _Timers()
+
+
 class Coalescer:
     """At most one send per key per window, the last value always sent.
 
@@ -316,9 +353,7 @@ class Coalescer:
 
     def _arm(self, key: Hashable, window_ms: int) -> None:
         # The window it was opened with, even if the setting changes meanwhile.
-        timer = threading.Timer(window_ms / 1000, self._trail, args=(key, window_ms))
-        timer.daemon = True
-        timer.start()
+        _timers.call_later(window_ms / 1000, self._trail, key, window_ms)
 
     def _trail(self, key: Hashable, window_ms: int) -> None:
         try:
@@ -334,7 +369,7 @@ class Coalescer:
                 self._send(key)
                 self._arm(key, window_ms)
         finally:
-            close_old_connections()  # this timer thread may have opened one
+            close_old_connections()  # the timers' thread keeps one only while usable
 
     def _send(self, key: Hashable) -> None:
         try:

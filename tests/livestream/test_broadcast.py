@@ -90,6 +90,27 @@ def test_a_burst_is_coalesced_and_the_last_value_delivered(mode, settings):
 
 
 @pytest.mark.redis
+def test_trailing_sends_of_many_keys_run_on_one_thread_in_due_order(settings):
+    """Each trailing send may read the database: one long-lived thread keeps one
+    connection for them all, instead of a thread (and a connection) per send."""
+    settings.BROADCAST_COALESCE_MS = 100
+    sent = []
+    coalescer = broadcast.Coalescer(
+        "test-threads", lambda key: sent.append((key, threading.current_thread().name))
+    )
+    for key in range(20):
+        coalescer.touch(key)
+        coalescer.touch(key)  # folded into the window: a trailing send each
+    time.sleep(0.6)
+
+    trailing = sent[20:]
+    assert sorted(key for key, _ in trailing) == list(range(20))
+    assert [key for key, _ in trailing] == list(range(20))  # as they fell due
+    assert {name for _, name in trailing} == {"broadcast-timers"}
+    assert [t.name for t in threading.enumerate()].count("broadcast-timers") == 1
+
+
+@pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_stock_changes_sold_out_and_pins_reach_the_stream_channel():
     host = UserFactory()
