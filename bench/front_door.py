@@ -183,6 +183,8 @@ def seed(
         quantity=1,
         idempotency_key="door-first",
     )
+    # Settled here, not by the servers' worker: with --rev its tasks may have other names.
+    inventory.allocation_settle_pending(allocation_id=drops["sold_out"].allocation_id)
     # The admissions drop sells without the stage; the spike's is pinned when it fires.
     inventory.allocation_open(allocation_id=drops["admissions"].allocation_id)
     connection.close()
