@@ -687,6 +687,10 @@ class FrontDoor:
 # render the same bytes for these (an ``indent`` parameter, a format, a cookie or a token
 # would not be the same answer).
 _PLAIN_ACCEPT = {None, "*/*", "application/json"}
+# The snapshot script's answers (livestream.snapshot_cache.READ_LUA), and how often a
+# reader waiting for another's rebuild looks again.
+SNAPSHOT_STORED, SNAPSHOT_WAIT = 1, 2
+SNAPSHOT_POLL_SECONDS = 0.01
 
 
 async def snapshot_answer(scope, slug: str) -> Answer | None:
@@ -701,13 +705,21 @@ async def snapshot_answer(scope, slug: str) -> Answer | None:
     secure = _is_secure(scope, request)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None  # Django redirects it
-    result = await shared_connection().evalsha(
-        snapshot_cache.READ_LUA,
-        snapshot_cache.READ_SHA,
-        [snapshot_cache.snapshot_key(slug), snapshot_cache.rebuild_key(slug)],
-        [int(time.time() * 1000), settings.STREAM_SNAPSHOT_MAX_AGE_MS],
-    )
-    if int(result[0]) != 1:
+    most_ms = settings.STREAM_SNAPSHOT_MAX_AGE_MS
+    keys = [snapshot_cache.snapshot_key(slug), snapshot_cache.rebuild_key(slug)]
+    deadline = time.monotonic() + most_ms / 1000
+    while True:
+        result = await shared_connection().evalsha(
+            snapshot_cache.READ_LUA,
+            snapshot_cache.READ_SHA,
+            keys,
+            [int(time.time() * 1000), most_ms],
+        )
+        kind = int(result[0])
+        if kind != SNAPSHOT_WAIT or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(SNAPSHOT_POLL_SECONDS)  # another reader's rebuild
+    if kind != SNAPSHOT_STORED:
         return None
     # The session middleware reads the (absent) session of an anonymous reader, so
     # Django's answer varies on the cookie: say so too, for caches in between.

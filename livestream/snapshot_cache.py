@@ -11,7 +11,9 @@ hold, and the front door answers anonymous readers from them with one Redis scri
 * moved on, or older: ONE reader (per rebuild, across every process) is handed to
   Django, which builds a fresh one and stores it; the others get the stored one
   meanwhile, while it is younger than ``STREAM_SNAPSHOT_MAX_AGE_MS``;
-* none, or older than that: Django.
+* none, or older than that (a stream nobody read for a while, pinned to a viral
+  audience): ONE reader rebuilds it through Django and the others wait for that build,
+  at most ``STREAM_SNAPSHOT_MAX_AGE_MS``, then go to Django themselves.
 
 So a reader's snapshot is at most that old, exact while the stream is quiet, and a
 burst of readers after an event costs one build, not one per reader. Its ``seq`` tells a
@@ -38,17 +40,22 @@ def rebuild_key(slug: str) -> str:
 
 
 # KEYS: snapshot, rebuild mark. ARGV: now (ms), the most age (ms).
-# {1, body}: answer it; {0}: hand the reader to Django.
+# {1, body}: answer it; {0}: hand this reader to Django (it rebuilds); {2}: wait, a rebuild
+# is under way and nothing young enough is stored.
 READ_LUA = """
 local stored = redis.call('HMGET', KEYS[1], 'seq_key', 'seq', 'at', 'body')
-if not stored[4] then return {0} end
-local age = tonumber(ARGV[1]) - tonumber(stored[3])
 local most = tonumber(ARGV[2])
-if age >= most then return {0} end
-local current = redis.call('GET', stored[1]) or '0'
-if current == stored[2] and age < most / 2 then return {1, stored[4]} end
+if stored[4] then
+  local age = tonumber(ARGV[1]) - tonumber(stored[3])
+  if age < most then
+    local current = redis.call('GET', stored[1]) or '0'
+    if current == stored[2] and age < most / 2 then return {1, stored[4]} end
+    if redis.call('SET', KEYS[2], '1', 'NX', 'PX', most) then return {0} end
+    return {1, stored[4]}
+  end
+end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', most) then return {0} end
-return {1, stored[4]}
+return {2}
 """
 READ_SHA = hashlib.sha1(READ_LUA.encode()).hexdigest()
 

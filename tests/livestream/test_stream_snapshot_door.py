@@ -108,7 +108,8 @@ def _read(slug: str) -> tuple[int, str | None]:
 def test_a_crowd_after_an_event_costs_one_rebuild(settings):
     settings.STREAM_SNAPSHOT_MAX_AGE_MS = MAX_AGE_MS
     stream_id, slug = 987_654, "crowded"
-    assert _read(slug) == (0, None)  # nothing stored: Django
+    assert _read(slug) == (0, None)  # nothing stored: this reader builds it
+    assert _read(slug) == (2, None)  # and the others wait for that build
     seq = broadcast.current_seq(stream_id)
     snapshot_cache.snapshot_store(slug=slug, stream_id=stream_id, seq=seq, body=b'{"v":1}')
     assert [_read(slug) for _ in range(3)] == [(1, '{"v":1}')] * 3
@@ -132,4 +133,31 @@ def test_past_half_its_age_one_reader_refreshes_it_before_it_expires(settings):
     )
     assert [_read(slug) for _ in range(3)] == [(0, None), (1, "{}"), (1, "{}")]
     get_redis().hset(snapshot_cache.snapshot_key(slug), "at", int(time.time() * 1000) - MAX_AGE_MS)
-    assert _read(slug) == (0, None)  # too old for anyone
+    get_redis().delete(snapshot_cache.rebuild_key(slug))  # that rebuild never came
+    assert [_read(slug) for _ in range(2)] == [(0, None), (2, None)]  # too old for anyone
+
+
+def _hset_calls() -> int:
+    return int(get_redis().info("commandstats").get("cmdstat_hset", {}).get("calls", 0))
+
+
+@pytest.mark.server
+def test_a_crowd_on_a_cold_stream_waits_for_one_build():
+    """A stream nobody read for a while, pinned to a viral audience: the first readers
+    arrive together and one of them builds the snapshot for all."""
+    import asyncio
+
+    drop = live_drop(quantity=3)
+    url = f"/api/streams/{drop.stream.slug}/"
+    with asgi_server(STREAM_SNAPSHOT_MAX_AGE_MS="3000") as server:
+
+        async def crowd() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+                return await asyncio.gather(*(http.get(url) for _ in range(30)))
+
+        before = _hset_calls()
+        answers = asyncio.run(crowd())
+        builds = _hset_calls() - before
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.content for a in answers}) == 1
+    assert builds == 1
