@@ -695,7 +695,8 @@ SNAPSHOT_POLL_SECONDS = 0.01
 
 async def snapshot_answer(scope, slug: str) -> Answer | None:
     """The stored snapshot for an anonymous reader, or None to hand the read to Django."""
-    if scope.get("query_string"):
+    most_ms = settings.STREAM_SNAPSHOT_MAX_AGE_MS
+    if most_ms <= 0 or scope.get("query_string"):
         return None
     request = _read_headers(scope, drop_id=0)
     if request.repeated or request.cookie or request.authorization:
@@ -705,7 +706,6 @@ async def snapshot_answer(scope, slug: str) -> Answer | None:
     secure = _is_secure(scope, request)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None  # Django redirects it
-    most_ms = settings.STREAM_SNAPSHOT_MAX_AGE_MS
     keys = [snapshot_cache.snapshot_key(slug), snapshot_cache.rebuild_key(slug)]
     deadline = time.monotonic() + most_ms / 1000
     while True:

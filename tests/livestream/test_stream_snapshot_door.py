@@ -161,3 +161,24 @@ def test_a_crowd_on_a_cold_stream_waits_for_one_build():
     assert {a.status_code for a in answers} == {200}
     assert len({a.content for a in answers}) == 1
     assert builds == 1
+
+
+def test_a_max_age_of_zero_leaves_every_read_to_django_without_asking_redis(settings, monkeypatch):
+    import asyncio
+
+    from livestream import front_door
+
+    settings.STREAM_SNAPSHOT_MAX_AGE_MS = 0
+
+    def no_redis():
+        raise AssertionError("the door asked Redis")
+
+    monkeypatch.setattr(front_door, "shared_connection", no_redis)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/streams/any/",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+    }
+    assert asyncio.run(front_door.snapshot_answer(scope, "any")) is None
