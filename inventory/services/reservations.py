@@ -13,7 +13,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from inventory import gate, locks
@@ -303,18 +303,19 @@ def reservations_create_pending(
         # Their active holds (past their expiry they no longer count, swept or not) and
         # their reservations under the keys asked with, in one read: few rows, as the cap
         # bounds the first kind.
-        now = timezone.now()
+        is_active = Q(status=Status.PENDING) | Q(status=Status.HELD, expires_at__gt=timezone.now())
         active: dict[int, int] = defaultdict(int)
         used: set[tuple[int, str]] = set()
-        for customer_id, key, status, expires_at in Reservation.objects.filter(
-            Q(status=Status.PENDING)
-            | Q(status=Status.HELD, expires_at__gt=now)
-            | Q(idempotency_key__in={request.idempotency_key for request in requests}),
-            customer_id__in=customers,
-        ).values_list("customer_id", "idempotency_key", "status", "expires_at"):
+        for customer_id, key, counts in (
+            Reservation.objects.filter(
+                is_active | Q(idempotency_key__in={r.idempotency_key for r in requests}),
+                customer_id__in=customers,
+            )
+            .annotate(counts=ExpressionWrapper(is_active, output_field=BooleanField()))
+            .values_list("customer_id", "idempotency_key", "counts")
+        ):
             used.add((customer_id, key))
-            if status == Status.PENDING or (status == Status.HELD and expires_at > now):
-                active[customer_id] += 1
+            active[customer_id] += counts
         outcomes: list[Reservation | TooManyHolds | None] = []
         rows: list[Reservation] = []
         for request in requests:
