@@ -4,21 +4,23 @@ Stream events (``stream.*``, ``drop.*``, ``stock.changed``, ``viewers.changed``)
 serialised ONCE, numbered with the stream's ``seq`` and published to the stream's Redis
 channel, atomically (one Lua script INCRs the counter and PUBLISHes), so every process
 and every viewer sees them in ``seq`` order. Each server process's hub
-(``livestream.hub``) holds one subscription per watched stream and writes the text to
-its local sockets: no per-viewer channel-layer message (see the design's fan-out
-measurements). With no Redis (the embedded default) the numbering is in-process and the
-text goes straight to this process's hub.
+(``livestream.hub``) holds one pub/sub connection for every stream it watches and
+writes the text to its local sockets: no per-viewer channel-layer message (see the
+design's fan-out measurements). With no Redis (the embedded default) the numbering is
+in-process and the text goes straight to this process's hub.
 
-Personal ``reservation.updated`` events are few and go through the channel layer to the
-buyer's group. Counters are coalesced (``Coalescer``): the first change in a window is
-sent at once, later ones in the window are folded into one trailing event carrying the
-value read at send time, so the last value is always delivered and never a stale one
-after a fresher one.
+Personal events (``reservation.updated``) are published to the user's own channel, one
+PUBLISH each, pipelined for a settled batch; the hubs of the processes holding the
+user's sockets subscribe to it.
+
+Counters are coalesced (``Coalescer``): the first change in a window is sent at once,
+later ones in the window are folded into one trailing event carrying the value read at
+send time, so the last value is always delivered and never a stale one after a fresher
+one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import json
@@ -26,12 +28,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
@@ -48,8 +48,13 @@ def stream_channel(stream_id: int) -> str:
     return f"stream:{stream_id}:events"
 
 
-def personal_group(user_id: int) -> str:
-    return f"user.{user_id}"
+def user_channel(user_id: int) -> str:
+    return f"user:{user_id}:events"
+
+
+# Published on a user's channel when they log out: the hub closes their sockets. Never
+# sent to a client.
+USER_LOGGED_OUT = '{"type":"user.logged_out"}'
 
 
 def seq_key(stream_id: int) -> str:
@@ -111,116 +116,47 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
     return seq
 
 
-# --- the channel layer from synchronous code --------------------------------------------
-
-# How long a sync caller waits for its channel-layer sends (Redis away: give up, log).
-LAYER_SEND_TIMEOUT_SECONDS = 10.0
-
-
-class _LayerLoop:
-    """One event loop per process, in a thread of its own, for channel-layer sends from
-    synchronous code that has no loop to return to (Celery tasks, the front door's
-    writer, the coalescer's timers).
-
-    ``async_to_sync`` there would build a new loop per call, and the Redis channel
-    layer keeps its connections per loop: every call connected to Redis afresh
-    (measured: half of a settling worker's CPU went to personal events, most of it to
-    connecting). Here the layer's connections live as long as the process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-
-    def _running(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():  # none yet, or forked
-                loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=loop.run_forever, name="channel-layer-loop", daemon=True
-                ).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-    def run(self, make: Callable[[], Awaitable[None]]) -> None:
-        future = asyncio.run_coroutine_threadsafe(make(), self._running())
-        try:
-            future.result(timeout=LAYER_SEND_TIMEOUT_SECONDS)
-        except TimeoutError:
-            future.cancel()
-            raise
-
-
-_layer_loop = _LayerLoop()
-
-
-def _layer_send(layer, make: Callable[[], Awaitable[None]]) -> None:
-    """Run channel-layer sends to completion from synchronous code. The in-memory layer
-    (the embedded default, one process) hands messages to queues of the serving loop,
-    so it keeps ``async_to_sync``'s way back to that loop."""
-    if isinstance(layer, InMemoryChannelLayer):
-        async_to_sync(make)()
-    else:
-        _layer_loop.run(make)
+# --- personal events ---------------------------------------------------------------------
 
 
 def send_personal(user_id: int, event_type: str, **fields: Any) -> None:
-    """A user's own event (not numbered): through the channel layer to their group."""
+    """A user's own event (not numbered), to every socket of theirs in any process."""
     send_personal_many([(user_id, event_type, fields)])
 
 
-# Group sends in flight at once when many buyers hear at the same moment.
-PERSONAL_SEND_CONCURRENCY = 16
-
-
 def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
-    """Several users' own events: one trip into the event loop with the group sends
-    overlapped, not one blocking round trip each (a settle batch tells dozens of buyers
-    at once)."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    messages = [
-        (
-            personal_group(user_id),
-            {
-                "type": "personal.event",
-                "text": json.dumps(
-                    {"type": event_type, **fields}, separators=(",", ":"), default=str
-                ),
-            },
-        )
+    """Several users' own events in one round trip to Redis (a settle batch tells
+    dozens of buyers at once)."""
+    _send_personal_texts(
+        (user_id, json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str))
         for user_id, event_type, fields in events
-    ]
-    if not messages:
+    )
+
+
+def _send_personal_texts(texts: Iterable[tuple[int, str]]) -> None:
+    texts = list(texts)
+    if not texts:
         return
+    if redis_configured():
+        pipe = get_redis().pipeline(transaction=False)
+        for user_id, text in texts:
+            pipe.publish(user_channel(user_id), text)
+        pipe.execute()
+        return
+    from livestream.hub import get_hub
 
-    async def send_all() -> None:
-        slots = asyncio.Semaphore(PERSONAL_SEND_CONCURRENCY)
-
-        async def send_one(group: str, message: dict) -> None:
-            async with slots:
-                await layer.group_send(group, message)
-
-        await asyncio.gather(*(send_one(group, message) for group, message in messages))
-
-    _layer_send(layer, send_all)
+    hub = get_hub()
+    for user_id, text in texts:
+        hub.deliver_personal(user_id, text)
 
 
 def user_signed_out(user_id: int) -> None:
     """The user logged out (a session, or their API tokens revoked): every websocket
-    of theirs, in any process, closes with 4001 (``StreamConsumer.user_logged_out``),
-    so none keeps host rights or personal events it was granted at connect. A client
-    that reconnects is who its credentials say now: the same user on another still
-    valid session or token, else anonymous."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-
-    async def send() -> None:
-        await layer.group_send(personal_group(user_id), {"type": "user.logged_out"})
-
-    _layer_send(layer, send)
+    of theirs, in any process, closes with 4001 (``StreamConsumer.logged_out``), so
+    none keeps host rights or personal events it was granted at connect. A client that
+    reconnects is who its credentials say now: the same user on another still valid
+    session or token, else anonymous."""
+    _send_personal_texts([(user_id, USER_LOGGED_OUT)])
 
 
 def on_user_logged_out(sender, request=None, user=None, **kwargs) -> None:

@@ -1,8 +1,9 @@
 """The viewer's websocket: ``ws/streams/<slug>/``.
 
-Thin: it joins the process's hub (stream events) and presence, sends the snapshot,
-answers the few client messages and leaves on disconnect. Stream events never pass
-through the channel layer (see ``livestream.hub``); only the personal group does.
+Thin: it joins the process's hub (stream events, and the user's personal events when
+signed in) and presence, sends the snapshot, answers the few client messages and
+leaves on disconnect. Nothing reaches it through the channel layer (see
+``livestream.hub``): it takes none, so it holds no layer channel either.
 
 Every outgoing text goes through one bounded queue drained by one sender task, so hub
 events, replies and personal events never interleave mid-send and a slow viewer is
@@ -31,7 +32,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from inventory.exceptions import NotFound
-from livestream.broadcast import current_seq, personal_group
+from livestream.broadcast import current_seq
 from livestream.exceptions import NotStreamHost
 from livestream.hub import get_hub, seq_of
 from livestream.models import Stream
@@ -198,6 +199,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._in_flight: asyncio.Future | None = None
         self._sender_busy = False
         self._joined = False
+        self._user_id: int | None = None  # signed in: gets the user's personal events
         self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
 
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
@@ -220,9 +222,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await get_hub().join(self.stream_id, self)
         await presence_join(self.stream_id, self.conn_id)
         if user is not None and user.is_authenticated:
-            group = personal_group(user.pk)
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups.append(group)  # discarded by websocket_disconnect
+            self._user_id = user.pk
+            await get_hub().join_user(user.pk, self)
         await self._send_state()
         if self.is_host:
             self._host_stats = asyncio.create_task(self._host_stats_loop())
@@ -255,6 +256,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._joined = False
         try:
             await get_hub().leave(self.stream_id, self)
+            if self._user_id is not None:
+                await get_hub().leave_user(self._user_id, self)
         finally:
             try:
                 await presence_leave(self.stream_id, self.conn_id)
@@ -403,14 +406,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
             hub.share_snapshot(self.stream_id, *state)
         return state
 
-    async def personal_event(self, message):
-        """``reservation.updated`` and other personal events, from the channel layer."""
-        self._enqueue(message["text"])
+    def personal(self, text: str) -> None:
+        """From the hub: ``reservation.updated`` and other personal events."""
+        self._enqueue(text)
 
-    async def user_logged_out(self, message):
-        """Its user logged out (``broadcast.user_signed_out``). Closed rather than kept
-        as anonymous, so the client knows and reconnects as whoever its credentials now
-        say; until the close completes it is no host and gets nothing more."""
+    def logged_out(self) -> None:
+        """From the hub: its user logged out (``broadcast.user_signed_out``). Closed
+        rather than kept as anonymous, so the client knows and reconnects as whoever its
+        credentials now say; until the close completes it is no host and gets nothing
+        more."""
         self.is_host = False
         self._close_soon(CLOSE_LOGGED_OUT)
 

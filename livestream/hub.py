@@ -1,26 +1,29 @@
 """The per-process fan-out hub: one event, serialised once, written to every local
-viewer of its stream.
+viewer of its stream, and each signed-in viewer's personal events to their sockets.
 
 Why not a channel-layer ``group_send``: every viewer's copy would be its own layer
 message (a queue, a task, a decode, a thread hop per message); measured, that collapses
-long before ten thousand viewers (see the design, "Fan-out"). Here each process holds,
-per stream, the set of its local viewer connections and, when Redis is configured, ONE
-pub/sub subscription to the stream's channel (``broadcast.stream_channel``), dropped
-when the last local viewer leaves. Without Redis (the embedded default) the broadcast
-module hands events straight to ``deliver``.
+long before ten thousand viewers (see the design, "Fan-out"), and even one buyer's
+personal event cost several Redis round trips to send and as many to receive. Here
+each process holds, per stream and per signed-in user, the set of its local
+connections and, when Redis is configured, ONE pub/sub connection subscribed to the
+channel of each of them (``broadcast.stream_channel``, ``broadcast.user_channel``); a
+channel is dropped when its last local connection leaves, the connection when nothing
+is watched. Without Redis (the embedded default) the broadcast module hands events
+straight to ``deliver`` and ``deliver_personal``.
 
-A connection is anything with ``conn_id: str``, ``is_host: bool`` and
-``offer(text) -> bool``: ``offer`` puts the text on the connection's own bounded queue
-(drained by its own sender task) and returns False when that queue is full, in which
-case the connection closes itself (4008) and the hub forgets it at once, so a slow
-viewer never stalls the others.
+A connection is anything with ``conn_id: str``, ``is_host: bool``, ``offer(text) ->
+bool``, ``personal(text)`` and ``logged_out()``: ``offer`` puts the text on the
+connection's own bounded queue (drained by its own sender task) and returns False when
+that queue is full, in which case the connection closes itself (4008) and the hub
+forgets it at once, so a slow viewer never stalls the others.
 
 Redis pub/sub loses what is published while the subscription is down. After a
-listener error the hub resubscribes with backoff and sends every local viewer of the
-stream ``{"type": "resync.required"}``; clients then ask for a fresh snapshot
-(``{"type": "resync"}`` on the socket, or REST), spread over their own jitter. The hub
-does not push snapshots itself: building one per viewer at the same instant is exactly
-the database stampede a reconnect must not cause.
+listener error the hub reconnects with backoff, resubscribes every channel and sends
+every local viewer of each stream ``{"type": "resync.required"}``; clients then ask for
+a fresh snapshot (``{"type": "resync"}`` on the socket, or REST), spread over their own
+jitter. The hub does not push snapshots itself: building one per viewer at the same
+instant is exactly the database stampede a reconnect must not cause.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.client import PubSub
 
 from inventory.redis_conn import redis_configured
-from livestream.broadcast import stream_channel
+from livestream.broadcast import USER_LOGGED_OUT, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,10 @@ class Connection(Protocol):
     is_host: bool
 
     def offer(self, text: str, seq: int | None = None) -> bool: ...
+
+    def personal(self, text: str) -> None: ...
+
+    def logged_out(self) -> None: ...
 
 
 # --- the process's asyncio Redis client ------------------------------------------------
@@ -119,12 +128,24 @@ def seq_of(text: str) -> int | None:
 
 
 @dataclass(eq=False)
+class _Channel:
+    """One channel of the process's subscription: where its messages go, and whether
+    Redis has confirmed it (a PUBLISH after the confirmation reaches us)."""
+
+    on_message: Callable[[str], None]
+    # Called on every confirmation; True when the subscription had been confirmed and
+    # was then lost (what was published meanwhile never reached us).
+    on_confirmed: Callable[[bool], None] | None = None
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False
+
+
+@dataclass(eq=False)
 class _Stream:
     """One watched stream in this process."""
 
     connections: set[Connection] = field(default_factory=set)
-    listener: asyncio.Task | None = None
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    channel: _Channel | None = None  # None without Redis
     # A viewer built its snapshot before the subscription was confirmed.
     stale: bool = False
     # The highest ``seq`` fanned out here: a snapshot at least this new misses nothing
@@ -134,14 +155,28 @@ class _Stream:
     snapshot: tuple[int, str, float] | None = None
 
 
+@dataclass(eq=False)
+class _User:
+    """One signed-in user with sockets in this process: their personal events."""
+
+    connections: set[Connection] = field(default_factory=set)
+    channel: _Channel | None = None
+
+
 class Hub:
-    """Local viewers per stream and their one subscription per stream. All state is
-    touched on the hub's event loop only; ``deliver`` is the one entry point from other
-    threads."""
+    """Local viewers per stream and per signed-in user, and the process's ONE pub/sub
+    connection carrying every channel they need (redis-py's ``PubSub`` takes any number
+    of channels; a connection per channel would drain the pool with a few hundred
+    streams or users). All state is touched on the hub's event loop only; ``deliver``
+    and ``deliver_personal`` are the entry points from other threads."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._streams: dict[int, _Stream] = {}
+        self._users: dict[int, _User] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._pubsub: PubSub | None = None  # set while connected, every channel sent
+        self._listener: asyncio.Task | None = None
         self._heartbeat: asyncio.Task | None = None
         self._chores: set[asyncio.Task] = set()
 
@@ -156,6 +191,10 @@ class Hub:
                 logger.warning("hub moved to another event loop with viewers still joined")
             self._loop = loop
             self._streams = {}
+            self._users = {}
+            self._channels = {}
+            self._pubsub = None
+            self._listener = None
             self._heartbeat = None
             self._chores = set()
         return loop
@@ -170,18 +209,17 @@ class Hub:
         if entry is None:
             entry = self._streams[stream_id] = _Stream()
             if redis_configured():
-                entry.listener = loop.create_task(
-                    self._listen(stream_id, entry), name=f"hub-listener-{stream_id}"
+                entry.channel = _Channel(
+                    on_message=partial(self._fanout, stream_id, entry=entry),
+                    on_confirmed=partial(self._stream_confirmed, stream_id, entry),
                 )
+                await self._subscribe(stream_channel(stream_id), entry.channel)
         entry.connections.add(connection)
         if redis_configured():
             self._ensure_heartbeat(loop)
-        if entry.listener is not None and not entry.subscribed.is_set():
-            try:
-                await asyncio.wait_for(entry.subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
-            except TimeoutError:
-                entry.stale = True
-                logger.warning("stream %s: subscription not confirmed in time", stream_id)
+        if entry.channel is not None and not await _confirmed(entry.channel):
+            entry.stale = True
+            logger.warning("stream %s: subscription not confirmed in time", stream_id)
 
     async def leave(self, stream_id: int, connection: Connection) -> None:
         """Remove a local viewer (idempotent); the last one unsubscribes."""
@@ -193,6 +231,33 @@ class Hub:
         entry.connections.discard(connection)
         if not entry.connections:
             await self._forget_stream(stream_id, entry)
+
+    async def join_user(self, user_id: int, connection: Connection) -> None:
+        """Deliver the user's personal events to this connection too; the user's first
+        connection in this process subscribes to their channel (bounded wait)."""
+        self._bind()
+        entry = self._users.get(user_id)
+        if entry is None:
+            entry = self._users[user_id] = _User()
+            if redis_configured():
+                entry.channel = _Channel(on_message=partial(self._tell_user, user_id, entry=entry))
+                await self._subscribe(user_channel(user_id), entry.channel)
+        entry.connections.add(connection)
+        if entry.channel is not None and not await _confirmed(entry.channel):
+            logger.warning("user %s: subscription not confirmed in time", user_id)
+
+    async def leave_user(self, user_id: int, connection: Connection) -> None:
+        """Stop the user's personal events to this connection (idempotent)."""
+        if self._loop is not asyncio.get_running_loop():
+            return
+        entry = self._users.get(user_id)
+        if entry is None or connection not in entry.connections:
+            return
+        entry.connections.discard(connection)
+        if not entry.connections:
+            del self._users[user_id]
+            if entry.channel is not None:
+                await self._unsubscribe(user_channel(user_id), entry.channel)
 
     def local_count(self, stream_id: int) -> int:
         entry = self._streams.get(stream_id)
@@ -209,24 +274,25 @@ class Hub:
         entry = self._streams.get(stream_id)
         return [c.conn_id for c in entry.connections] if entry is not None else []
 
+    def user_connections(self, user_id: int) -> set[Connection]:
+        """The local connections that get the user's personal events."""
+        entry = self._users.get(user_id)
+        return set(entry.connections) if entry is not None else set()
+
     def is_subscribed(self, stream_id: int) -> bool:
         """Whether this process holds a confirmed subscription to the stream."""
         entry = self._streams.get(stream_id)
-        return entry is not None and entry.subscribed.is_set()
+        return entry is not None and entry.channel is not None and entry.channel.confirmed.is_set()
 
     def listener_count(self) -> int:
-        """Subscriptions (listener tasks) alive in this process."""
-        return sum(
-            1 for e in self._streams.values() if e.listener is not None and not e.listener.done()
-        )
+        """Pub/sub connections (listener tasks) alive in this process: 0 or 1."""
+        return int(self._listener is not None and not self._listener.done())
 
     async def _forget_stream(self, stream_id: int, entry: _Stream) -> None:
         if self._streams.get(stream_id) is entry:
             del self._streams[stream_id]
-        if entry.listener is not None:
-            entry.listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await entry.listener
+        if entry.channel is not None:
+            await self._unsubscribe(stream_channel(stream_id), entry.channel)
 
     # -- events -------------------------------------------------------------------------
 
@@ -234,12 +300,19 @@ class Hub:
         """Write an event to every local viewer of the stream. Callable from any thread;
         always scheduled onto the hub's loop, in call order, so events keep their
         ``seq`` order. Dropped when no viewer ever connected in this process."""
+        self._call_soon(self._fanout, stream_id, text)
+
+    def deliver_personal(self, user_id: int, text: str) -> None:
+        """``deliver`` for a user's personal event (or ``USER_LOGGED_OUT``)."""
+        self._call_soon(self._tell_user, user_id, text)
+
+    def _call_soon(self, callback, *args) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         # Closed between the check and the call: nobody is left to receive it.
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._fanout, stream_id, text)
+            loop.call_soon_threadsafe(callback, *args)
 
     def seen_seq(self, stream_id: int) -> int | None:
         """The highest ``seq`` of the stream fanned out to local viewers so far, or None
@@ -248,7 +321,7 @@ class Hub:
         entry = self._streams.get(stream_id)
         if entry is None or entry.stale:
             return None
-        if entry.listener is not None and not entry.subscribed.is_set():
+        if entry.channel is not None and not entry.channel.confirmed.is_set():
             return None
         return entry.last_seq
 
@@ -294,37 +367,88 @@ class Hub:
             self._chores.add(task)  # held: the loop keeps only a weak reference
             task.add_done_callback(self._chores.discard)
 
-    async def _listen(self, stream_id: int, entry: _Stream) -> None:
-        """The stream's one subscription: resubscribe after errors, with backoff, and
-        then ask the viewers to resync (what was published meanwhile is lost)."""
-        channel = stream_channel(stream_id)
+    def _stream_confirmed(self, stream_id: int, entry: _Stream, after_loss: bool) -> None:
+        if after_loss or entry.stale:
+            # Events published meanwhile never reached us: no snapshot from before may
+            # be shared any more, and the viewers ask for a fresh one.
+            entry.snapshot = None
+            entry.stale = False
+            self._fanout(stream_id, RESYNC_REQUIRED, entry)
+
+    def _tell_user(self, user_id: int, text: str, entry: _User | None = None) -> None:
+        entry = entry if entry is not None else self._users.get(user_id)
+        if entry is None:
+            return
+        for connection in list(entry.connections):
+            try:
+                if text == USER_LOGGED_OUT:
+                    connection.logged_out()
+                else:
+                    connection.personal(text)
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("user %s: personal event failed", user_id)
+
+    # -- the one subscription -------------------------------------------------------------
+
+    async def _subscribe(self, name: str, channel: _Channel) -> None:
+        self._channels[name] = channel
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="hub-listener"
+            )
+        elif self._pubsub is not None:
+            try:
+                await self._pubsub.subscribe(name)
+            except Exception as exc:  # the listener's reconnect subscribes it again
+                logger.warning("subscribing to %s failed (%s)", name, exc)
+        # else: the listener is connecting and sends every channel it holds by then.
+
+    async def _unsubscribe(self, name: str, channel: _Channel) -> None:
+        if self._channels.get(name) is not channel:
+            return
+        del self._channels[name]
+        if not self._channels:
+            # Nothing watched any more: drop the connection (a new join opens another).
+            listener, self._listener, self._pubsub = self._listener, None, None
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+        elif self._pubsub is not None:
+            with contextlib.suppress(Exception):  # lost: the reconnect leaves it out
+                await self._pubsub.unsubscribe(name)
+
+    async def _listen(self) -> None:
+        """The process's one subscription: every channel in ``_channels``; after an
+        error, reconnect with backoff and resubscribe them all (each stream's viewers
+        are then asked to resync: what was published meanwhile is lost)."""
         backoff = RECONNECT_BACKOFF_MIN_SECONDS
-        failed = False
         while True:
             pubsub = async_redis().pubsub()
             try:
-                await pubsub.subscribe(channel)
-                while True:  # until Redis confirms (a PUBLISH after this reaches us)
-                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_SECONDS)
-                    if message is None:
-                        raise TimeoutError("no subscribe confirmation")
-                    if message["type"] == "subscribe":
-                        break
-                if failed or entry.stale:
-                    # Events published meanwhile never reached us: no snapshot from
-                    # before may be shared any more.
-                    entry.snapshot = None
-                entry.subscribed.set()
-                if failed or entry.stale:
-                    entry.stale = False
-                    self._fanout(stream_id, RESYNC_REQUIRED, entry)
-                failed, backoff = False, RECONNECT_BACKOFF_MIN_SECONDS
+                # Channels added while a SUBSCRIBE is in flight are sent next; only then
+                # may ``_subscribe`` send on this connection itself.
+                sent: set[str] = set()
+                while missing := [name for name in self._channels if name not in sent]:
+                    await pubsub.subscribe(*missing)
+                    sent.update(missing)
+                self._pubsub = pubsub
+                backoff = RECONNECT_BACKOFF_MIN_SECONDS
                 while True:
                     message = await pubsub.get_message(timeout=LISTENER_IDLE_PING_SECONDS)
                     if message is None:
                         await pubsub.ping()  # a dead connection raises here
+                        continue
+                    channel = self._channels.get(message["channel"])
+                    if channel is None:
+                        continue  # unsubscribed meanwhile, or a pong
+                    if message["type"] == "subscribe":
+                        after_loss, channel.lost = channel.lost, False
+                        channel.confirmed.set()
+                        if channel.on_confirmed is not None:
+                            channel.on_confirmed(after_loss)
                     elif message["type"] == "message":
-                        self._fanout(stream_id, message["data"], entry)
+                        channel.on_message(message["data"])
                         # Let the senders drain before the next buffered message: a
                         # burst read in one go must not overflow healthy viewers.
                         await asyncio.sleep(0)
@@ -332,14 +456,18 @@ class Hub:
                 raise
             except Exception as exc:
                 logger.warning(
-                    "stream %s: subscription lost (%s), resubscribing in %.1fs",
-                    stream_id,
+                    "hub subscription lost (%s), resubscribing %d channels in %.1fs",
                     exc,
+                    len(self._channels),
                     backoff,
                 )
-                failed = True
-                entry.subscribed.clear()
+                for channel in self._channels.values():
+                    if channel.confirmed.is_set():
+                        channel.confirmed.clear()
+                        channel.lost = True
             finally:
+                if self._pubsub is pubsub:
+                    self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
@@ -385,14 +513,26 @@ class Hub:
         """Drop every subscription and the heartbeat (process shutdown, tests)."""
         if self._loop is not asyncio.get_running_loop():
             return
-        for stream_id, entry in list(self._streams.items()):
-            entry.connections.clear()
-            await self._forget_stream(stream_id, entry)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._heartbeat
-            self._heartbeat = None
+        self._streams.clear()
+        self._users.clear()
+        self._channels.clear()
+        listener, self._listener, self._pubsub = self._listener, None, None
+        for task in (listener, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._heartbeat = None
+
+
+async def _confirmed(channel: _Channel) -> bool:
+    """Wait, bounded, until Redis confirms the channel's subscription."""
+    if not channel.confirmed.is_set():
+        try:
+            await asyncio.wait_for(channel.confirmed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return False
+    return True
 
 
 _hub = Hub()

@@ -1,10 +1,10 @@
 """Settings shared by every mode, driven by the environment.
 
-With no URLs set this is the *embedded default*: SQLite, the in-memory channel layer,
-a local-memory cache and Celery running tasks eagerly in process. Setting ``REDIS_URL``
-switches the channel layer, the cache, the admission gate and the Celery broker to
-Redis; setting ``DATABASE_URL`` switches to PostgreSQL. Every variable is listed with
-its default in ``.env.example``.
+With no URLs set this is the *embedded default*: SQLite, live events handed over in
+memory, a local-memory cache and Celery running tasks eagerly in process. Setting
+``REDIS_URL`` switches the live events (pub/sub), the cache, the admission gate and the
+Celery broker to Redis; setting ``DATABASE_URL`` switches to PostgreSQL. Every variable
+is listed with its default in ``.env.example``.
 """
 
 import warnings
@@ -113,7 +113,7 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: gate, cache, channel layer, broker -----------------------------------------
+# --- Redis: gate, cache, live events, broker -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 # redis-py's pool raises "Too many connections" past its size under a connect storm:
 # size it for the peak number of concurrent requests one process serves.
@@ -134,28 +134,11 @@ if REDIS_URL:
             },
         }
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # No socket timeout: channels-redis blocks up to 5 s waiting for messages,
-            # and redis-py's default 5 s timeout fired first under a connect storm.
-            # The pool's default of 100 connections ran out in a connect storm (every
-            # signed-in viewer's group_add at once): "Too many connections".
-            "CONFIG": {
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": None,
-                        "max_connections": REDIS_MAX_CONNECTIONS,
-                    }
-                ],
-                "prefix": "asgi",
-            },
-        }
-    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# No channel layer: events reach websockets through each process's hub
+# (``livestream.hub``), over Redis pub/sub when REDIS_URL is set, in process when not.
 
 # --- Celery ---------------------------------------------------------------------------
 # No broker configured: tasks run eagerly in process (the embedded default).

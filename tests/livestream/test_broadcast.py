@@ -15,10 +15,27 @@ from tests.factories import UserFactory, stocked_variant
 
 
 def _listen(stream_id):
+    return _subscribed(broadcast.stream_channel(stream_id))
+
+
+def _subscribed(*channels):
     pubsub = get_redis().pubsub()
-    pubsub.subscribe(broadcast.stream_channel(stream_id))
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    pubsub.subscribe(*channels)
+    for _ in channels:
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     return pubsub
+
+
+def _personal(pubsub, *, wait=2.0) -> dict[int, list[dict]]:
+    """The personal events heard, per user id (from the channel's name)."""
+    found: dict[int, list[dict]] = {}
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.05)
+        if message and message["type"] == "message":
+            user_id = int(message["channel"].split(":")[1])
+            found.setdefault(user_id, []).append(json.loads(message["data"]))
+    return found
 
 
 def _events(pubsub, *, wait=1.0):
@@ -157,17 +174,13 @@ def test_stock_changes_sold_out_and_pins_reach_the_stream_channel():
     )
 
 
+@pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-def test_the_buyer_gets_a_personal_reservation_event():
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    buyer = UserFactory()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(broadcast.personal_group(buyer.pk), channel)
+def test_the_buyer_gets_a_personal_reservation_event_on_their_own_channel():
     from tests.factories import open_allocation
 
+    buyer, other = UserFactory(), UserFactory()
+    pubsub = _subscribed(broadcast.user_channel(buyer.pk), broadcast.user_channel(other.pk))
     allocation = open_allocation(quantity=3)
 
     reservation = inventory.reservation_request(
@@ -179,29 +192,23 @@ def test_the_buyer_gets_a_personal_reservation_event():
         currency="USD",
     )
 
-    message = async_to_sync(layer.receive)(channel)
-    event = json.loads(message["text"])
-    assert message["type"] == "personal.event"
-    assert event["type"] == "reservation.updated"
+    heard = _personal(pubsub, wait=1.0)
+    assert set(heard) == {buyer.pk}  # nobody else hears of it
+    assert [e["type"] for e in heard[buyer.pk]] == ["reservation.updated"]
+    event = heard[buyer.pk][0]
     assert (event["reservation"]["id"], event["reservation"]["status"]) == (reservation.pk, "held")
 
 
+@pytest.mark.redis
 @pytest.mark.django_db
 def test_every_buyer_of_a_settled_batch_gets_their_own_event(django_capture_on_commit_callbacks):
     """A batch this big is told by a task (eager here), one trip for all buyers."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
     from inventory.models import Reservation
     from tests.factories import open_allocation
 
-    layer = get_channel_layer()
     allocation = open_allocation(quantity=30)
     buyers = [UserFactory() for _ in range(20)]
-    channels = {}
-    for buyer in buyers:
-        channels[buyer.pk] = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(broadcast.personal_group(buyer.pk), channels[buyer.pk])
+    pubsub = _subscribed(*(broadcast.user_channel(buyer.pk) for buyer in buyers))
     rows = Reservation.objects.bulk_create(
         [
             Reservation(
@@ -221,10 +228,38 @@ def test_every_buyer_of_a_settled_batch_gets_their_own_event(django_capture_on_c
     with django_capture_on_commit_callbacks(execute=True):
         inventory.allocation_settle_pending(allocation_id=allocation.pk)
 
+    heard = _personal(pubsub)
     for buyer, row in zip(buyers, rows, strict=True):
-        event = json.loads(async_to_sync(layer.receive)(channels[buyer.pk])["text"])
+        [event] = heard[buyer.pk]
         assert event["type"] == "reservation.updated"
         assert (event["reservation"]["id"], event["reservation"]["status"]) == (row.pk, "held")
+
+
+@pytest.mark.redis
+def test_a_settled_batch_tells_its_buyers_in_one_round_trip(monkeypatch):
+    """One pipeline of PUBLISHes, not a round trip (or several) per buyer."""
+    import redis
+
+    trips = []
+    real = redis.client.Pipeline.execute
+    monkeypatch.setattr(
+        redis.client.Pipeline,
+        "execute",
+        lambda self, *a, **k: trips.append(len(self.command_stack)) or real(self, *a, **k),
+    )
+    pubsub = _subscribed(*(broadcast.user_channel(uid) for uid in (901, 902, 903)))
+
+    broadcast.send_personal_many(
+        [(uid, "reservation.updated", {"reservation": {"id": uid}}) for uid in (901, 902, 903)]
+    )
+
+    assert trips == [3]
+    heard = _personal(pubsub, wait=0.5)
+    assert {uid: [e["reservation"]["id"] for e in events] for uid, events in heard.items()} == {
+        901: [901],
+        902: [902],
+        903: [903],
+    }
 
 
 @pytest.mark.redis

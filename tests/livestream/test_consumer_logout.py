@@ -6,7 +6,6 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -27,9 +26,7 @@ PERSONAL = '{"type":"reservation.updated","reservation":{"id":7}}'
 
 
 async def _tell(user) -> None:
-    await get_channel_layer().group_send(
-        broadcast.personal_group(user.pk), {"type": "personal.event", "text": PERSONAL}
-    )
+    broadcast.send_personal(user.pk, "reservation.updated", reservation={"id": 7})
 
 
 async def _personal_events(communicator, *, within: float = 0.5) -> list[dict]:

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -142,13 +141,14 @@ async def test_connect_sends_the_full_snapshot_first_with_seq_and_viewers():
         assert await communicator.receive_nothing(timeout=0.2)
 
 
-async def test_anonymous_viewer_watches_without_personal_group_or_host_rights():
+async def test_anonymous_viewer_watches_without_personal_events_or_host_rights():
     stream, _, _ = await make_stream()
     async with viewer(stream.slug) as (_, state):
         assert state["stream"]["slug"] == stream.slug
         [connection] = get_hub()._streams[stream.pk].connections
         assert connection.is_host is False
-        assert connection.groups == []
+        assert connection._user_id is None
+        assert get_hub()._users == {}
         assert connection.scope["user"].is_authenticated is False
 
 
@@ -164,18 +164,18 @@ async def test_unknown_slug_is_closed_with_4404_and_not_counted():
 # --- authentication -------------------------------------------------------------------------
 
 
-async def test_token_in_query_authenticates_and_joins_the_personal_group():
+async def test_token_in_query_authenticates_and_gets_the_users_personal_events():
     stream, _, _ = await make_stream()
     user, key = await make_token()
 
     async with viewer(stream.slug, query=f"?token={key}") as (communicator, _):
         [connection] = get_hub()._streams[stream.pk].connections
         assert connection.scope["user"].pk == user.pk
-        text = '{"type":"reservation.updated","reservation":{"id":7}}'
-        await get_channel_layer().group_send(
-            broadcast.personal_group(user.pk), {"type": "personal.event", "text": text}
+        assert get_hub().user_connections(user.pk) == {connection}
+        broadcast.send_personal(user.pk, "reservation.updated", reservation={"id": 7})
+        assert await communicator.receive_from(timeout=5) == (
+            '{"type":"reservation.updated","reservation":{"id":7}}'
         )
-        assert await communicator.receive_from(timeout=5) == text
 
 
 async def test_a_bad_token_watches_as_anonymous():
@@ -186,10 +186,7 @@ async def test_a_bad_token_watches_as_anonymous():
         assert state["stream"]["viewers"] == 1
         [connection] = get_hub()._streams[stream.pk].connections
         assert connection.scope["user"].is_authenticated is False
-        await get_channel_layer().group_send(
-            broadcast.personal_group(user.pk),
-            {"type": "personal.event", "text": '{"type":"reservation.updated"}'},
-        )
+        broadcast.send_personal(user.pk, "reservation.updated")
         assert await communicator.receive_nothing(timeout=0.3)
 
 

@@ -1,4 +1,5 @@
-"""The per-process hub: local fan-out, one Redis subscription per stream, resubscribe."""
+"""The per-process hub: local fan-out, personal events, one pub/sub connection per
+process for every channel, resubscribe."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from livestream import broadcast
 from livestream import hub as hub_module
 from livestream.broadcast import stream_channel
 from livestream.hub import RESYNC_REQUIRED, Hub, get_hub
@@ -31,6 +33,8 @@ class FakeConnection:
         self.conn_id = name
         self.is_host = False
         self.received: list[str] = []
+        self.personal_events: list[str] = []
+        self.signed_out = False
         self.room = room
 
     def offer(self, text: str, seq: int | None = None) -> bool:
@@ -39,13 +43,30 @@ class FakeConnection:
         self.received.append(text)
         return True
 
+    def personal(self, text: str) -> None:
+        self.personal_events.append(text)
+
+    def logged_out(self) -> None:
+        self.signed_out = True
+
 
 def _sync_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 
 def _numsub(client: redis.Redis, stream_id: int) -> int:
-    return dict(client.pubsub_numsub(stream_channel(stream_id)))[stream_channel(stream_id)]
+    return _subscribers(client, stream_channel(stream_id))
+
+
+def _subscribers(client: redis.Redis, channel: str) -> int:
+    return dict(client.pubsub_numsub(channel))[channel]
+
+
+def _hub_connections(client: redis.Redis) -> list[dict]:
+    """This process's hub connections in subscribe mode, as Redis lists them."""
+    return [
+        c for c in client.client_list(_type="pubsub") if c.get("name") == hub_module.client_name()
+    ]
 
 
 async def _until(predicate, *, timeout: float = 5.0):
@@ -126,7 +147,29 @@ async def test_a_slow_connection_is_dropped_and_the_others_still_get_every_event
     assert hub.local_count(9) == 0
 
 
-# --- Redis: one subscription per stream per process ---------------------------------------
+async def test_personal_events_reach_every_connection_of_their_user_and_nobody_else(embedded):
+    hub = get_hub()
+    phone, laptop, stranger = FakeConnection("phone"), FakeConnection("laptop"), FakeConnection("x")
+    await hub.join_user(5, phone)
+    await hub.join_user(5, laptop)
+    await hub.join_user(6, stranger)
+
+    broadcast.send_personal(5, "reservation.updated", reservation={"id": 1})
+    broadcast.user_signed_out(6)
+    await _until(lambda: len(laptop.personal_events) == 1 and stranger.signed_out)
+
+    text = '{"type":"reservation.updated","reservation":{"id":1}}'
+    assert phone.personal_events == laptop.personal_events == [text]
+    assert stranger.personal_events == []
+    assert (phone.signed_out, laptop.signed_out) == (False, False)
+    await hub.leave_user(5, phone)
+    broadcast.send_personal(5, "reservation.updated", reservation={"id": 2})
+    await _until(lambda: len(laptop.personal_events) == 2)
+    assert len(phone.personal_events) == 1  # left: hears nothing more
+    assert hub.user_connections(5) == {laptop}
+
+
+# --- Redis: one pub/sub connection per process ---------------------------------------------
 
 
 @pytest.mark.redis
@@ -139,6 +182,42 @@ async def test_a_publish_on_the_stream_channel_reaches_the_viewer():
         assert client.publish(stream_channel(stream.pk), text) == 1
         assert await communicator.receive_from(timeout=5) == text
         assert await elsewhere.receive_nothing(timeout=0.3)
+
+
+@pytest.mark.redis
+async def test_one_connection_carries_every_stream_and_user_and_none_is_left_after():
+    """Anonymous sockets to many streams, and signed-in users, share ONE pub/sub
+    connection per process (one per channel would drain the pool)."""
+    hub, client = get_hub(), _sync_redis()
+    viewers = [FakeConnection(f"v{n}") for n in range(40)]
+    for n, connection in enumerate(viewers):
+        await hub.join(1000 + n, connection)
+        await hub.join_user(5000 + n, connection)
+
+    assert hub.listener_count() == 1
+    assert len(_hub_connections(client)) == 1
+    assert all(hub.is_subscribed(1000 + n) for n in range(40))
+    assert {_numsub(client, 1000 + n) for n in range(40)} == {1}
+    assert {_subscribers(client, broadcast.user_channel(5000 + n)) for n in range(40)} == {1}
+    client.publish(stream_channel(1007), '{"seq":1,"type":"stock.changed"}')
+    client.publish(broadcast.user_channel(5011), '{"type":"reservation.updated"}')
+    await _until(lambda: viewers[7].received and viewers[11].personal_events)
+    assert viewers[7].received == ['{"seq":1,"type":"stock.changed"}']
+    assert viewers[11].personal_events == ['{"type":"reservation.updated"}']
+    assert sum(len(v.received) + len(v.personal_events) for v in viewers) == 2
+
+    for n, connection in enumerate(viewers[:39]):
+        await hub.leave(1000 + n, connection)
+        await hub.leave_user(5000 + n, connection)
+    # A channel is dropped with its last local connection, the connection with the last.
+    await _until(lambda: _numsub(client, 1000) == 0)
+    assert _subscribers(client, broadcast.user_channel(5000)) == 0
+    assert _numsub(client, 1039) == 1
+    assert len(_hub_connections(client)) == 1
+    await hub.leave(1039, viewers[39])
+    await hub.leave_user(5039, viewers[39])
+    assert hub.listener_count() == 0
+    await _until(lambda: not _hub_connections(client))
 
 
 @pytest.mark.redis
@@ -156,20 +235,17 @@ async def test_one_subscription_per_stream_per_process_and_none_after_the_last_l
 
 
 @pytest.mark.redis
-async def test_after_losing_its_subscription_the_hub_resubscribes_and_asks_for_resync():
+async def test_after_losing_its_connection_the_hub_resubscribes_all_and_every_stream_resyncs():
+    hub, client = get_hub(), _sync_redis()
+    other, buyer = FakeConnection("other"), FakeConnection("buyer")
+    await hub.join(4242, other)
+    await hub.join_user(77, buyer)
     stream, _, _ = await make_stream()
-    client = _sync_redis()
     async with viewer(stream.slug) as (communicator, _):
         assert _numsub(client, stream.pk) == 1
-        # Kill this process's hub connections on the server, as a Redis restart would.
-        mine = [
-            c["id"]
-            for c in client.client_list(_type="pubsub")
-            if c.get("name") == hub_module.client_name()
-        ]
-        assert mine
-        for client_id in mine:
-            client.client_kill_filter(_id=client_id)
+        # Kill this process's hub connection on the server, as a Redis restart would.
+        [mine] = _hub_connections(client)
+        client.client_kill_filter(_id=mine["id"])
 
         assert await receive_type(communicator, "resync.required") == json.loads(RESYNC_REQUIRED)
         assert get_hub().is_subscribed(stream.pk)
@@ -177,6 +253,13 @@ async def test_after_losing_its_subscription_the_hub_resubscribes_and_asks_for_r
         client.publish(stream_channel(stream.pk), text)
         assert await communicator.receive_from(timeout=5) == text
         assert _numsub(client, stream.pk) == 1
+        # Every channel came back on the one new connection: the other stream resynced
+        # too, and the buyer's personal events flow again.
+        await _until(lambda: RESYNC_REQUIRED in other.received)
+        assert _numsub(client, 4242) == 1
+        assert len(_hub_connections(client)) == 1
+        client.publish(broadcast.user_channel(77), '{"type":"reservation.updated"}')
+        await _until(lambda: buyer.personal_events == ['{"type":"reservation.updated"}'])
 
 
 def test_client_name_names_the_process():

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from rest_framework.test import APIClient
 
 from livestream import broadcast
@@ -40,9 +39,7 @@ async def _personal_events(communicator, *, within: float = 0.5) -> list[dict]:
 
 
 async def _tell(user) -> None:
-    await get_channel_layer().group_send(
-        broadcast.personal_group(user.pk), {"type": "personal.event", "text": PERSONAL}
-    )
+    broadcast.send_personal(user.pk, "reservation.updated", reservation={"id": 7})
 
 
 async def test_a_ticket_signs_the_socket_in_as_its_user_and_as_the_host():
