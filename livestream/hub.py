@@ -87,8 +87,8 @@ def client_name() -> str:
 def async_redis() -> aioredis.Redis:
     """The asyncio Redis client of the running event loop (its connections belong to
     that loop), on a bounded blocking pool: under a connect storm callers wait for a
-    connection instead of failing with "Too many connections". Every pub/sub
-    subscription holds one connection of the pool while it lasts."""
+    connection instead of failing with "Too many connections". The process's one
+    pub/sub connection holds one connection of the pool while anything is watched."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
