@@ -107,6 +107,29 @@ def test_a_burst_is_coalesced_and_the_last_value_delivered(mode, settings):
 
 
 @pytest.mark.redis
+def test_a_late_trailing_timer_lets_no_other_process_send_inside_the_window(settings):
+    """Two processes share the window in Redis. The owner's timer fires late (a busy
+    process): the window must still be closed to the other process until the owner's
+    trailing send, so sends stay a window apart."""
+    settings.BROADCAST_COALESCE_MS = 100
+    sent = []
+    owner = broadcast.Coalescer("test-late", lambda key: sent.append(("owner", time.monotonic())))
+    other = broadcast.Coalescer("test-late", lambda key: sent.append(("other", time.monotonic())))
+    late = 0.2  # twice the window
+    owner._arm = lambda key, window_ms: broadcast._timers.call_later(
+        late, owner._trail, key, window_ms
+    )
+
+    owner.touch(3)
+    time.sleep(0.15)  # past the window, before the owner's late timer
+    other.touch(3)
+    time.sleep(0.3)
+
+    assert [who for who, _ in sent] == ["owner", "owner"]  # the lead, then its trail
+    assert sent[1][1] - sent[0][1] >= 0.1
+
+
+@pytest.mark.redis
 def test_trailing_sends_of_many_keys_run_on_one_thread_in_due_order(settings):
     """Each trailing send may read the database: one long-lived thread keeps one
     connection for them all, instead of a thread (and a connection) per send."""
