@@ -26,7 +26,7 @@ import random
 import resource
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,6 +64,12 @@ class Phase:
         self.stock_latency = Counter()  # ``stock.changed`` only
         self.messages = 0
         self.stock_per_viewer = [0] * viewers
+        # Per viewer, the most ``stock.changed`` sent within any one second (the
+        # coalescing target), by the events' own ``ts``: the rate the server sends at,
+        # not the transport's jitter (a late event followed by a prompt one would
+        # otherwise count as two inside one second).
+        self.stock_peak_per_viewer = [0] * viewers
+        self.stock_recent: list[deque] = [deque() for _ in range(viewers)]
         self.first = None
         self.last = None
         self.sample: list[tuple[float, str]] = []  # what viewer 0 got, for the replay
@@ -110,6 +116,12 @@ async def _viewers(job: dict) -> None:
                 phase.stock_latency[bucket] += 1
         if kind == "stock.changed":
             phase.stock_per_viewer[viewer.index] += 1
+            recent, sent = phase.stock_recent[viewer.index], ts if ts is not None else now
+            recent.append(sent)
+            while recent[0] <= sent - 1.0:
+                recent.popleft()
+            if len(recent) > phase.stock_peak_per_viewer[viewer.index]:
+                phase.stock_peak_per_viewer[viewer.index] = len(recent)
             viewer.remaining[event["drop"]] = event["remaining"]
         if record_sample and viewer.index == 0 and kind in ("stock.changed", "viewers.changed"):
             phase.sample.append((now - phase.started, text))
@@ -196,6 +208,7 @@ async def _viewers(job: dict) -> None:
                     "latency": phase.latency,
                     "stock_latency": phase.stock_latency,
                     "stock_per_viewer": phase.stock_per_viewer,
+                    "stock_peak_per_viewer": phase.stock_peak_per_viewer,
                     "closes": state["closes"],
                     "sample": phase.sample,
                 }

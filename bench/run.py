@@ -242,11 +242,13 @@ def _pct(histogram: Counter, q: float) -> float | None:
 def merge_reports(reports: list[dict]) -> dict:
     latency, stock_latency, closes = Counter(), Counter(), Counter()
     per_viewer: list[int] = []
+    peak_per_viewer: list[int] = []
     for report in reports:
         latency.update({int(k): v for k, v in report["latency"].items()})
         stock_latency.update({int(k): v for k, v in report["stock_latency"].items()})
         closes.update(report["closes"])
         per_viewer += report["stock_per_viewer"]
+        peak_per_viewer += report["stock_peak_per_viewer"]
     firsts = [r["first"] for r in reports if r["first"]]
     lasts = [r["last"] for r in reports if r["last"]]
     messages = sum(r["messages"] for r in reports)
@@ -265,6 +267,8 @@ def merge_reports(reports: list[dict]) -> dict:
         "stock_p99_ms": _ms(_pct(stock_latency, 0.99)),
         "stock_messages_per_viewer": (sum(per_viewer) / len(per_viewer)) if per_viewer else 0,
         "stock_messages_max_viewer": max(per_viewer, default=0),
+        # The most stock.changed any viewer got within one second.
+        "stock_peak_per_s": max(peak_per_viewer, default=0),
         "closes": dict(closes),
         "sample": next((r["sample"] for r in reports if r["sample"]), []),
     }
@@ -627,12 +631,14 @@ def build_table(results: dict, args) -> list[dict]:
             co = fan.get(name)
             if co:
                 reached = co["buyers"]["rate_reached"]
+                # Over the sending time (the settle's tail arrives after it, so
+                # this overstates the rate), and in the busiest second of any viewer.
                 row(
                     f"coalescing: stock.changed/viewer/s at {reached:.0f} {how}"
-                    f" (asked {args.coalesce_rate})",
-                    f"{co['stock_per_viewer_per_s']} (max {co['stock_max_viewer_per_s']})",
-                    target="<= 5/s",
-                    met=co["stock_max_viewer_per_s"] <= 5,
+                    f" (asked {args.coalesce_rate}): mean over the load; busiest second",
+                    f"{co['stock_per_viewer_per_s']}; {co['stock_peak_per_s']}",
+                    target="<= 4 in any second",
+                    met=co["stock_peak_per_s"] <= 4,
                 )
     return rows
 
