@@ -214,6 +214,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.is_host = _can_control(stream, user)
 
         self._sender = asyncio.create_task(self._send_loop())
+        if stream.status == Stream.Status.ENDED:
+            # Nothing happens on it any more: its snapshot, and no subscription, presence
+            # or personal events (sockets to ended streams must hold no channels).
+            await self._send_state()
+            return
         self._pending = []  # buffer hub events until the snapshot is out
         self._joined = True
         # Read right before joining, with no await in between: every event fanned out

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
+import redis
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
@@ -159,6 +160,26 @@ async def test_unknown_slug_is_closed_with_4404_and_not_counted():
     assert await receive_close(communicator) == consumers.CLOSE_NOT_FOUND
     await communicator.disconnect()
     assert get_hub()._streams == {}
+
+
+@pytest.mark.redis
+async def test_an_ended_streams_viewer_gets_its_snapshot_and_holds_no_subscription():
+    stream, host, _ = await make_stream()
+    await database_sync_to_async(services.stream_end)(stream_id=stream.pk, actor=host)
+    user, key = await make_token()
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+
+    async with viewer(stream.slug, query=f"?token={key}") as (communicator, state):
+        assert state["stream"]["status"] == "ended"
+        assert get_hub().local_count(stream.pk) == 0
+        assert get_hub().user_connections(user.pk) == set()
+        assert get_hub().listener_count() == 0
+        channel = broadcast.stream_channel(stream.pk)
+        assert dict(client.pubsub_numsub(channel))[channel] == 0
+        assert await database_sync_to_async(presence.presence_count)(stream.pk) == 0
+        await communicator.send_json_to({"type": "resync"})  # still answered
+        again = await communicator.receive_json_from(timeout=5)
+        assert (again["type"], again["stream"]["status"]) == ("stream.state", "ended")
 
 
 # --- authentication -------------------------------------------------------------------------
