@@ -20,6 +20,7 @@ from config.health import HealthConsumer  # noqa: E402
 from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
+from livestream.ws_limits import ConnectionLimits  # noqa: E402
 
 # Tokens and tickets in websocket URLs never reach uvicorn's logs.
 log_redaction.install()
@@ -42,9 +43,12 @@ application = ProtocolTypeRouter(
         # the reserve request's refusals and replays are answered ahead of Django
         # (livestream/front_door.py), everything else by Django.
         "http": BodySizeLimit(FrontDoor(django_asgi_app)),
-        # Browser origins checked, then the session or ?token= user (see ws_auth).
-        "websocket": websocket_stack(
-            URLRouter([path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns])
+        # A full process refuses new sockets first (ws_limits), before any database
+        # work; then browser origins are checked, then the session or ?token= user.
+        "websocket": ConnectionLimits(
+            websocket_stack(
+                URLRouter([path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns])
+            )
         ),
     }
 )

@@ -1,0 +1,98 @@
+"""Caps on websockets, per server process and per client address in it.
+
+A process past what it can serve must refuse new sockets at once rather than slow every
+viewer it already has (live shopping platforms shed at the door the same way): the
+sockets it holds keep their latency, and the refused client knows when to come back.
+
+A refused socket is accepted and closed at once, before any database or Redis work
+(the origin check and authentication come after this), so that the client can tell
+why: a browser's ``WebSocket`` shows a close code and reason, never the status of a
+refused handshake. The codes:
+
+- 4503: this process holds ``WS_MAX_CONNECTIONS_PER_PROCESS`` sockets;
+- 4429: the client's address holds ``WS_MAX_CONNECTIONS_PER_ADDRESS`` of them.
+
+The reason is a JSON object, ``{"code": "server_full" | "too_many_connections",
+"retry_after": seconds}``, the seconds drawn between ``WS_RETRY_AFTER_SECONDS`` and
+twice that, so that a refused crowd does not come back in one wave. A cap of 0 is no
+cap. Counts are per process (each uvicorn worker keeps its own): with N workers an
+address may hold up to N times its cap, which is what sharing the load across them
+means anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+from django.conf import settings
+
+from shop.api.throttles import client_address_of
+
+CLOSE_TOO_MANY_FROM_ADDRESS = 4429
+CLOSE_SERVER_FULL = 4503
+
+
+def _forwarded_for(scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            return value.decode("latin-1")
+    return ""
+
+
+def retry_after() -> int:
+    """Seconds a refused client should wait, jittered over [base, 2 x base]."""
+    base = settings.WS_RETRY_AFTER_SECONDS
+    return round(random.uniform(base, 2 * base))
+
+
+class ConnectionLimits:
+    """ASGI middleware for websocket scopes: counts this process's open sockets, in all
+    and per address, and refuses a new one past either cap."""
+
+    def __init__(self, app):
+        self.app = app
+        self.open = 0
+        self.by_address: Counter[str] = Counter()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        remote = (scope.get("client") or ("",))[0] or ""
+        address = client_address_of(remote, _forwarded_for(scope))
+        refusal = self._refusal(address)
+        if refusal is not None:
+            return await _refuse(receive, send, *refusal)
+        self.open += 1
+        self.by_address[address] += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.open -= 1
+            self.by_address[address] -= 1
+            if self.by_address[address] <= 0:
+                del self.by_address[address]  # bounded by the addresses connected now
+
+    def _refusal(self, address: str) -> tuple[int, str] | None:
+        most = settings.WS_MAX_CONNECTIONS_PER_PROCESS
+        if most and self.open >= most:
+            return CLOSE_SERVER_FULL, "server_full"
+        most = settings.WS_MAX_CONNECTIONS_PER_ADDRESS
+        if most and self.by_address[address] >= most:
+            return CLOSE_TOO_MANY_FROM_ADDRESS, "too_many_connections"
+        return None
+
+
+async def _refuse(receive, send, code: int, reason: str) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # gone before the handshake
+    await send({"type": "websocket.accept"})
+    await send(
+        {
+            "type": "websocket.close",
+            "code": code,
+            "reason": json.dumps({"code": reason, "retry_after": retry_after()}),
+        }
+    )
