@@ -171,6 +171,7 @@ async def _viewers(job: dict) -> None:
                 "connected": sum(v.snapshot for v in viewers),
                 "failed": state["failed"],
                 "closed": state["closed"],
+                "closes": dict(state["closes"]),  # refused sockets, by close code
             }
         )
 

@@ -206,11 +206,12 @@ class Viewers:
                 f"{self.label}: {sum(counts)}/{self.viewers} viewers connected", force=False
             )
             time.sleep(0.2)
-        totals = Counter()
+        totals, closes = Counter(), Counter()
         for line in done.values():
             totals.update({k: line[k] for k in ("connected", "failed", "closed")})
+            closes.update(line.get("closes", {}))
         self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
-        return dict(totals)
+        return {**totals, "closes": dict(closes)}
 
     def phase(self, name: str) -> None:
         for client in self.clients:
@@ -418,6 +419,40 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
         viewers.stop()
         raise
     return result, viewers
+
+
+def run_storm(stack, seed, args, progress) -> dict:
+    """A connect storm past what the processes may hold: every viewer asks at once; the
+    processes accept up to their cap (``WS_MAX_CONNECTIONS_PER_PROCESS``) and close the
+    rest at once (4503, with a retry hint) instead of slowing those they hold."""
+    viewers = Viewers(
+        url=f"{stack.ws_url}/ws/streams/{seed.stream_slug}/",
+        viewers=args.storm_viewers,
+        processes=args.client_processes,
+        env=stack.env,
+        progress=progress,
+        label="storm",
+    )
+    try:
+        started = time.monotonic()
+        connect = viewers.wait_connected(args.connect_timeout)
+        seconds = time.monotonic() - started
+    finally:
+        viewers.stop()
+    refused = connect["closes"].get("4503", 0)
+    return {
+        "viewers_asked": args.storm_viewers,
+        "cap_per_process": args.storm_cap,
+        # The processes that take websockets (server_pids counts uvicorn's master too).
+        "server_processes": args.ws_workers or args.web_workers,
+        "seconds": round(seconds, 2),
+        "accepted": connect["connected"],
+        "refused": refused,
+        "failed": connect["failed"],
+        "closes": connect["closes"],
+        "accepted_per_s": round(connect["connected"] / seconds, 1),
+        "refused_per_s": round(refused / seconds, 1),
+    }
 
 
 def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
@@ -640,6 +675,21 @@ def build_table(results: dict, args) -> list[dict]:
                     target="<= 4 in any second",
                     met=co["stock_peak_per_s"] <= 4,
                 )
+    storm = results.get("storm")
+    if storm:
+        held = storm["cap_per_process"] * storm["server_processes"]
+        row(
+            f"connect storm: {storm['viewers_asked']:,} viewers at once, cap"
+            f" {storm['cap_per_process']:,} x {storm['server_processes']} processes:"
+            " accepted/s; refused (4503)/s",
+            f"{storm['accepted_per_s']:,}; {storm['refused_per_s']:,}"
+            f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s)",
+            # The kernel spreads connections over the processes unevenly, so one may
+            # refuse while another still has room: at most the caps, never past them.
+            target=f"accepted <= {held:,}, every other refused at once",
+            met=storm["accepted"] <= held
+            and storm["accepted"] + storm["refused"] == storm["viewers_asked"],
+        )
     return rows
 
 
@@ -671,9 +721,18 @@ def correctness(results: dict, args) -> tuple[bool, str]:
                 problems.append(f"{name} oversold {phase['oversold']}")
             if phase["saw_final"] != args.viewers:
                 problems.append(f"{name}: {phase['saw_final']}/{args.viewers} saw the final stock")
+    storm = results.get("storm")
+    if storm:
+        if storm["failed"] or storm["accepted"] + storm["refused"] != storm["viewers_asked"]:
+            problems.append(f"storm: not every viewer accepted or refused: {storm}")
+        if storm["accepted"] > storm["cap_per_process"] * storm["server_processes"]:
+            problems.append(f"storm: more accepted than the caps allow: {storm['accepted']}")
     line = (
         "correctness: oversold 0, every request answered, no 5xx, every viewer connected"
         " and saw the final stock"
+        if not storm
+        else "correctness: every viewer of the storm accepted or refused with 4503, none past"
+        " the caps"
     )
     return (not problems), (line if not problems else "CORRECTNESS FAILED: " + "; ".join(problems))
 
@@ -726,7 +785,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="the small size CI runs")
-    parser.add_argument("--only", choices=("all", "spike", "fanout", "limits"), default="all")
+    parser.add_argument(
+        "--only", choices=("all", "spike", "fanout", "limits", "storm"), default="all"
+    )
+    parser.add_argument(
+        "--storm-viewers", type=int, default=10_000, help="viewers of the connect storm"
+    )
+    parser.add_argument(
+        "--storm-cap",
+        type=int,
+        default=3_000,
+        help="the storm's WS_MAX_CONNECTIONS_PER_PROCESS (only with --only storm)",
+    )
     parser.add_argument("--viewers", type=int, default=5000)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--buyers", type=int, default=1000, help="users seeded for buying")
@@ -806,7 +876,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         websockets = f" (+ x{args.ws_workers} for websockets)" if args.ws_workers else ""
         progress(f"starting uvicorn x{args.web_workers}{websockets} and Celery x{args.celery}")
+        if args.only == "storm":
+            stack.env["WS_MAX_CONNECTIONS_PER_PROCESS"] = str(args.storm_cap)
         stack.start()
+        if args.only == "storm":
+            results["storm"] = run_storm(stack, seed, args, progress)
         if args.only in ("all", "limits", "spike"):
             progress("limit: GET /healthz")
             results["healthz"] = run_once(
