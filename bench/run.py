@@ -421,6 +421,18 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
     return result, viewers
 
 
+def _cpu_seconds(pids) -> float:
+    """User + system CPU the processes used so far (``/proc``; gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_storm(stack, seed, args, progress) -> dict:
     """A connect storm past what the processes may hold: every viewer asks at once; the
     processes accept up to their cap (``WS_MAX_CONNECTIONS_PER_PROCESS``) and close the
@@ -433,10 +445,14 @@ def run_storm(stack, seed, args, progress) -> dict:
         progress=progress,
         label="storm",
     )
+    servers = stack.server_pids()
+    clients = [client.process.pid for client in viewers.clients]
     try:
+        cpu_before = _cpu_seconds(servers), _cpu_seconds(clients)
         started = time.monotonic()
         connect = viewers.wait_connected(args.connect_timeout)
         seconds = time.monotonic() - started
+        cpu_after = _cpu_seconds(servers), _cpu_seconds(clients)
     finally:
         viewers.stop()
     refused = connect["closes"].get("4503", 0)
@@ -452,6 +468,9 @@ def run_storm(stack, seed, args, progress) -> dict:
         "closes": connect["closes"],
         "accepted_per_s": round(connect["connected"] / seconds, 1),
         "refused_per_s": round(refused / seconds, 1),
+        # Cores busy meanwhile: the Python clients share the two cores with the servers.
+        "server_cores": round((cpu_after[0] - cpu_before[0]) / seconds, 2),
+        "client_cores": round((cpu_after[1] - cpu_before[1]) / seconds, 2),
     }
 
 
@@ -683,7 +702,8 @@ def build_table(results: dict, args) -> list[dict]:
             f" {storm['cap_per_process']:,} x {storm['server_processes']} processes:"
             " accepted/s; refused (4503)/s",
             f"{storm['accepted_per_s']:,}; {storm['refused_per_s']:,}"
-            f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s)",
+            f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s;"
+            f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']})",
             # The kernel spreads connections over the processes unevenly, so one may
             # refuse while another still has room: at most the caps, never past them.
             target=f"accepted <= {held:,}, every other refused at once",
