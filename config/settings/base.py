@@ -341,9 +341,9 @@ HOST_STATS_SECONDS = env.float("HOST_STATS_SECONDS", default=2.0)
 # TRUSTED_PROXY_COUNT proxies, from X-Forwarded-For); past either a new socket is closed
 # at once (4503, 4429) with a retry hint of this many seconds, jittered up to twice
 # that (livestream/ws_limits.py). 0: no cap. An address is often many people (a venue's
-# wifi, a mobile carrier's NAT): its cap is generous.
+# wifi, a mobile carrier's NAT shares one among thousands): its cap is generous.
 WS_MAX_CONNECTIONS_PER_PROCESS = env.int("WS_MAX_CONNECTIONS_PER_PROCESS", default=15_000)
-WS_MAX_CONNECTIONS_PER_ADDRESS = env.int("WS_MAX_CONNECTIONS_PER_ADDRESS", default=200)
+WS_MAX_CONNECTIONS_PER_ADDRESS = env.int("WS_MAX_CONNECTIONS_PER_ADDRESS", default=1_000)
 WS_RETRY_AFTER_SECONDS = env.int("WS_RETRY_AFTER_SECONDS", default=5)
 
 # --- Shop -----------------------------------------------------------------------------
