@@ -35,10 +35,14 @@ CLOSE_SERVER_FULL = 4503
 
 
 def _forwarded_for(scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-forwarded-for":
-            return value.decode("latin-1")
-    return ""
+    """Every ``X-Forwarded-For`` header, joined with commas as Django (and the front
+    door) join them: reading only the first would let a client's own header stand in
+    for what the trusted proxy appended."""
+    return ",".join(
+        value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-for"
+    )
 
 
 def retry_after() -> int:

@@ -99,3 +99,31 @@ def test_an_address_at_its_cap_is_refused_with_4429_and_others_still_connect(db_
 
         first.close()
         held.enter_context(_open(server, address=crowd))  # its place is free again
+
+
+def test_an_address_in_a_second_forwarded_header_is_the_one_counted(db_ready):
+    """The trusted proxy's entry is the last of all X-Forwarded-For headers joined, as
+    Django reads them: a client's own first header does not escape the cap."""
+    with (
+        asgi_server(
+            WS_MAX_CONNECTIONS_PER_PROCESS="0",
+            WS_MAX_CONNECTIONS_PER_ADDRESS="1",
+            TRUSTED_PROXY_COUNT="1",
+        ) as server,
+        ExitStack() as held,
+    ):
+        held.enter_context(_open(server, address="203.0.113.9"))
+        with (
+            connect(
+                f"{server.ws_url}/ws/healthz/",
+                origin="http://127.0.0.1",
+                additional_headers=[
+                    ("X-Forwarded-For", "198.51.100.77"),  # the client's own words
+                    ("X-Forwarded-For", "203.0.113.9"),  # what the proxy appended
+                ],
+                open_timeout=5,
+            ) as ws,
+            pytest.raises(ConnectionClosed) as closed,
+        ):
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == CLOSE_TOO_MANY_FROM_ADDRESS
