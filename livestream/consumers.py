@@ -5,9 +5,13 @@ signed in) and presence, sends the snapshot, answers the few client messages and
 leaves on disconnect. Nothing reaches it through the channel layer (see
 ``livestream.hub``): it takes none, so it holds no layer channel either.
 
-Every outgoing text goes through one bounded queue drained by one sender task, so hub
-events, replies and personal events never interleave mid-send and a slow viewer is
-closed (4008) instead of buffering without bound.
+Outgoing texts, per viewer, cost little more than the frame write: a text is written at
+once when nothing waits ahead of it (uvicorn writes the frame without suspending while
+the socket is writable). Only when a write has to wait (a slow reader: the transport is
+paused) does the viewer get a backlog and one task draining it, gone again once it has
+caught up; so hub events, replies and personal events never interleave mid-send, and
+a viewer that falls ``SEND_BACKLOG_SIZE`` texts behind is closed (4008) instead of
+buffering without bound. Thousands of viewers that keep up hold no queue and no task.
 
 Snapshot and events, without loss or reordering: events are buffered from before the
 hub join until the snapshot is sent. The snapshot's ``seq`` is read BEFORE its state, so
@@ -21,13 +25,16 @@ race would be harmless anyway; a gap means the client asks for ``resync``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -43,7 +50,7 @@ from livestream.services import stream_check_control
 logger = logging.getLogger(__name__)
 
 # Outgoing texts one viewer may lag behind before it is closed as too slow.
-SEND_QUEUE_SIZE = 64
+SEND_BACKLOG_SIZE = 64
 # Client messages: size, and a token bucket (burst of RATE_BURST, refilled over
 # RATE_PERIOD_SECONDS).
 MAX_MESSAGE_BYTES = 4096
@@ -153,6 +160,8 @@ def _host_stats_text(stream_id: int) -> str | None:
 
 
 class TokenBucket:
+    __slots__ = ("capacity", "rate", "stamp", "tokens")
+
     def __init__(self, *, burst: int, period: float):
         self.capacity = float(burst)
         self.rate = burst / period
@@ -179,25 +188,43 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
+        """Channels' loop, minus what a viewer does not need: no channel layer, and one
+        message read at a time without a task around each (Channels' ``await_many_dispatch``
+        keeps one per socket to also wait on the layer)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             # Also when the consumer dies without a disconnect message (cancelled at
             # shutdown, crashed): never leave a ghost in the hub or in presence.
             await self._cleanup()
 
+    async def dispatch(self, message):
+        """Channels' dispatch without its hop to the sync thread per message to close
+        old database connections: every database call here goes through
+        ``database_sync_to_async``, which closes them around each call already, and
+        that hop, per connect of a connect storm, queued behind the buyers' requests
+        in the same thread."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         self.conn_id = uuid.uuid4().hex
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=SEND_QUEUE_SIZE)
         self._pending: list[str] | None = None
         self._pending_overflow = False
         self._floor_seq = 0
         self._closing = False
-        self._sender: asyncio.Task | None = None
-        # A send that could not finish at once (backpressure), completing in the
-        # background; the sender task and the fast path wait for it.
-        self._in_flight: asyncio.Future | None = None
-        self._sender_busy = False
+        # Texts waiting behind a write that could not finish at once, and the task
+        # finishing that write and draining them: both None while the viewer keeps up.
+        self._backlog: collections.deque[str] | None = None
+        self._drain: asyncio.Task | None = None
         self._joined = False
         self._user_id: int | None = None  # signed in: gets the user's personal events
         self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
@@ -213,7 +240,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         self.is_host = _can_control(stream, user)
 
-        self._sender = asyncio.create_task(self._send_loop())
         if stream.status == Stream.Status.ENDED:
             # Nothing happens on it any more: its snapshot, and no subscription, presence
             # or personal events (sockets to ended streams must hold no channels).
@@ -250,9 +276,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _cleanup(self):
         self._closing = True
-        sender, self._sender = getattr(self, "_sender", None), None
-        if sender is not None:
-            sender.cancel()
+        drain, self._drain = getattr(self, "_drain", None), None
+        if drain is not None:
+            drain.cancel()
         stats, self._host_stats = getattr(self, "_host_stats", None), None
         if stats is not None:
             stats.cancel()
@@ -277,7 +303,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self._closing:
             return False
         if self._pending is not None:
-            if len(self._pending) < SEND_QUEUE_SIZE:
+            if len(self._pending) < SEND_BACKLOG_SIZE:
                 self._pending.append(text)
             else:
                 self._pending_overflow = True  # the snapshot is rebuilt
@@ -293,27 +319,21 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def _enqueue(self, text: str) -> bool:
         if self._closing:
             return False
-        if (
-            self._queue.empty()
-            and not self._sender_busy
-            and (self._in_flight is None or self._in_flight.done())
-        ):
-            # Nothing ahead of it: write it now, without waking the sender task (a
-            # fan-out to thousands of viewers otherwise costs a task switch each).
+        if self._drain is None:
             return self._send_now(text)
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self._backlog) >= SEND_BACKLOG_SIZE:
             self._close_soon(CLOSE_SLOW)
             return False
+        self._backlog.append(text)
         return True
 
     def _close_soon(self, code: int) -> None:
         if self._closing:
             return
         self._closing = True
-        if self._sender is not None:
-            self._sender.cancel()
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
         # Held: the loop keeps only a weak reference to a task.
         self._close_task = asyncio.get_running_loop().create_task(self._close(code))
 
@@ -322,11 +342,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=code)
 
     def _send_now(self, text: str) -> bool:
-        """Run the send coroutine by hand: when the socket is writable, uvicorn writes
-        the frame without ever suspending, so it completes here. If it does suspend
-        (the transport is paused: a slow reader), it is finished in the background and
-        what follows queues behind it."""
-        sending = self.send(text_data=text)
+        """Run the send coroutine by hand, straight into uvicorn's ``send`` (a viewer
+        needs none of the consumer's wrappers): when the socket is writable, uvicorn
+        writes the frame without ever suspending, so it completes here, with no task
+        switch per viewer of a fan-out. If it does suspend (the transport is paused: a
+        slow reader), a drain task finishes it and what follows waits behind it."""
+        sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             waiting_on = sending.send(None)
         except StopIteration:
@@ -335,29 +356,29 @@ class StreamConsumer(AsyncWebsocketConsumer):
             logger.debug("stream %s: send failed: %s", self.stream_id, exc)
             self._closing = True
             return False
-        self._in_flight = asyncio.ensure_future(_resume(sending, waiting_on))
-        self._in_flight.add_done_callback(self._in_flight_done)
+        self._backlog = collections.deque()
+        self._drain = asyncio.get_running_loop().create_task(
+            self._drain_backlog(sending, waiting_on)
+        )
         return True
 
-    def _in_flight_done(self, future: asyncio.Future) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            logger.debug("stream %s: send failed: %s", self.stream_id, future.exception())
-            self._closing = True
-
-    async def _send_loop(self):
+    async def _drain_backlog(self, sending, waiting_on) -> None:
+        """Finish the write that suspended, then the texts queued behind it, in order;
+        once caught up, the viewer is back on the direct path."""
         try:
-            while True:
-                text = await self._queue.get()
-                self._sender_busy = True
-                if self._in_flight is not None and not self._in_flight.done():
-                    await self._in_flight
-                await self.send(text_data=text)
-                self._sender_busy = False
+            await _resume(sending, waiting_on)
+            while self._backlog:
+                text = self._backlog.popleft()
+                await self.base_send({"type": "websocket.send", "text": text})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket is gone; disconnect cleans up
             logger.debug("stream %s: send failed: %s", self.stream_id, exc)
             self._closing = True
+        finally:
+            if self._drain is asyncio.current_task():
+                self._drain = None
+                self._backlog = None
 
     async def _send_state(self):
         """Send a fresh ``stream.state``, then the events buffered meanwhile that are

@@ -5,24 +5,34 @@
   ``CSRF_TRUSTED_ORIGINS``, so a foreign page cannot ride a viewer's session cookie
   (cross-site websocket hijacking). A missing ``Origin`` means a non-browser client (an
   app, a load test): it carries no ambient cookie to abuse and authenticates by token.
-- ``TokenAuthMiddleware``: ``?ticket=<ticket>`` (from ``POST /api/auth/ws-ticket/``,
-  single use, 30 s) or ``?token=<key>``, with the same cached lookup as the REST API
-  (``Authorization: Token``), authenticates; a bad, used or expired one means anonymous
-  (who may still watch). Without either the session user from ``AuthMiddlewareStack``
-  stays. A ticket keeps the long-lived token out of URLs, which get logged (and uvicorn's
-  logs have both values redacted anyway: ``config/log_redaction.py``).
+- ``ViewerIdentity``: sets ``scope["user"]`` once, at connect. ``?ticket=<ticket>``
+  (from ``POST /api/auth/ws-ticket/``, single use, 30 s) or ``?token=<key>``, with the
+  same cached lookup as the REST API (``Authorization: Token``), authenticates; a bad,
+  used or expired one means anonymous (who may still watch). Without either, the
+  session cookie's user, checked as Django checks it (the session's auth hash must
+  match, so a changed password signs the socket out too). A ticket keeps the
+  long-lived token out of URLs, which get logged (and uvicorn's logs have both values
+  redacted anyway: ``config/log_redaction.py``).
+
+Channels' ``AuthMiddlewareStack`` would do the session part, but it stays in the path
+of every frame the socket sends for its life (a session wrapper around ``send``, which
+saves sessions on HTTP responses) and keeps three copies of the scope per socket.
+With thousands of viewers each receiving every event, that is a measurable share of
+the fan-out's CPU and memory (``bench/README.md``), for a socket that never changes
+its session: a logout reaches it through the hub (``livestream.broadcast``) instead.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from urllib.parse import parse_qs, urlparse
 
-from channels.auth import AuthMiddlewareStack
+from channels.auth import get_user
 from channels.db import database_sync_to_async
-from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http import parse_cookie
 from rest_framework.exceptions import AuthenticationFailed
 
 from shop.api.authentication import CachedTokenAuthentication, ws_ticket_redeem
@@ -57,17 +67,41 @@ def _user_for_token(key: str):
     return user
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """Sets ``scope["user"]`` from ``?ticket=`` or else ``?token=``, when one is given."""
+def _session_key(scope) -> str | None:
+    cookies = "; ".join(
+        value.decode("latin1") for name, value in scope.get("headers", ()) if name == b"cookie"
+    )
+    return parse_cookie(cookies).get(settings.SESSION_COOKIE_NAME) if cookies else None
+
+
+async def _user_for_session(session_key: str):
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return await get_user({"session": session})
+
+
+async def viewer_of(scope):
+    """The user a websocket speaks for: its ticket, else its token, else its session."""
+    ticket = _from_query(scope, "ticket")
+    if ticket is not None:
+        return await _user_for_ticket(ticket)
+    key = _from_query(scope, "token")
+    if key is not None:
+        return await _user_for_token(key)
+    session_key = _session_key(scope)
+    if session_key:
+        return await _user_for_session(session_key)
+    return AnonymousUser()  # no database or thread hop for the anonymous crowd
+
+
+class ViewerIdentity:
+    """ASGI middleware: ``scope["user"]`` resolved once, then out of the way (the inner
+    application gets the original ``receive`` and ``send``)."""
+
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
-        ticket = _from_query(scope, "ticket")
-        key = _from_query(scope, "token") if ticket is None else None
-        if ticket is not None:
-            scope = dict(scope, user=await _user_for_ticket(ticket))
-        elif key is not None:
-            scope = dict(scope, user=await _user_for_token(key))
-        return await super().__call__(scope, receive, send)
+        return await self.app(dict(scope, user=await viewer_of(scope)), receive, send)
 
 
 def _allowed_origins() -> list[str]:
@@ -102,6 +136,5 @@ class BrowserOriginValidator(OriginValidator):
 
 
 def websocket_stack(inner):
-    """Origin check, then the session user, then ``?ticket=`` / ``?token=`` (which win
-    when given)."""
-    return BrowserOriginValidator(AuthMiddlewareStack(TokenAuthMiddleware(inner)))
+    """Origin check, then who the viewer is."""
+    return BrowserOriginValidator(ViewerIdentity(inner))

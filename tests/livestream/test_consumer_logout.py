@@ -100,6 +100,28 @@ async def test_a_session_logout_closes_the_users_sockets_and_a_reconnect_is_anon
         assert await _personal_events(again) == []
 
 
+@database_sync_to_async
+def _change_password(user) -> None:
+    user.set_password("a-new-password-for-the-test")
+    user.save(update_fields=["password"])
+
+
+async def test_a_session_from_before_a_password_change_watches_as_anonymous():
+    """As Django's own check: a session whose auth hash no longer matches the user's
+    signs nobody in, so a changed password ends the browser's old sessions here too."""
+    stream, host, _ = await make_stream()
+    _, headers = await _signed_in_browser(host)
+    async with viewer(stream.slug, headers=headers):
+        [connection] = get_hub()._streams[stream.pk].connections
+        assert (connection.scope["user"].pk, connection.is_host) == (host.pk, True)
+
+    await _change_password(host)
+
+    async with viewer(stream.slug, headers=headers):
+        [connection] = get_hub()._streams[stream.pk].connections
+        assert (connection.scope["user"].is_authenticated, connection.is_host) == (False, False)
+
+
 async def test_a_logout_reaches_every_socket_of_the_user_and_no_one_elses():
     stream, _, _ = await make_stream()
     user, key = await make_token()

@@ -355,16 +355,20 @@ async def test_a_viewer_whose_socket_stalls_is_closed_4008_and_the_others_keep_u
     async with viewer(stream.slug) as (stalled, _):
         [stalled_connection] = get_hub()._streams[stream.pk].connections
         async with viewer(stream.slug) as (fast, _):
-            # Its socket takes nothing any more: a send never completes (as when the
-            # transport is paused for a reader that stopped reading).
+            # Its socket takes no text any more: a send never completes (as when the
+            # transport is paused for a reader that stopped reading). The close frame
+            # still passes, so that the test can read its code.
             stall = asyncio.get_running_loop().create_future()
+            real_send = stalled_connection.base_send
 
-            async def stalled_send(text_data=None, bytes_data=None, close=False):
-                await stall
+            async def stalled_send(message):
+                if message["type"] == "websocket.send":
+                    await stall
+                await real_send(message)
 
-            stalled_connection.send = stalled_send
+            stalled_connection.base_send = stalled_send
 
-            base, count = 10_000, consumers.SEND_QUEUE_SIZE + 10
+            base, count = 10_000, consumers.SEND_BACKLOG_SIZE + 10
             for n in range(count):
                 get_hub().deliver(stream.pk, f'{{"seq":{base + n},"type":"stock.changed"}}')
                 if n % 8 == 7:
@@ -383,18 +387,18 @@ async def test_a_send_that_has_to_wait_keeps_the_order_of_what_follows():
     stream, _, _ = await make_stream()
     async with viewer(stream.slug) as (communicator, _):
         [connection] = get_hub()._streams[stream.pk].connections
-        real_send = connection.send
+        real_send = connection.base_send
         paused = asyncio.get_running_loop().create_future()
         calls = 0
 
-        async def send_pausing_once(text_data=None, bytes_data=None, close=False):
+        async def send_pausing_once(message):
             nonlocal calls
             calls += 1
             if calls == 1:
                 await paused  # the transport is paused for this one
-            await real_send(text_data=text_data)
+            await real_send(message)
 
-        connection.send = send_pausing_once
+        connection.base_send = send_pausing_once
         base = 20_000
         for n in range(10):
             get_hub().deliver(stream.pk, f'{{"seq":{base + n},"type":"stock.changed"}}')
@@ -406,3 +410,5 @@ async def test_a_send_that_has_to_wait_keeps_the_order_of_what_follows():
         seqs = [(await receive_type(communicator, "stock.changed"))["seq"] for _ in range(10)]
         assert seqs == list(range(base, base + 10))
         assert calls == 10
+        # Caught up: back on the direct path, holding no backlog and no task.
+        assert connection._drain is None and connection._backlog is None
