@@ -46,6 +46,7 @@ from livestream.models import Stream
 from livestream.presence import presence_count, presence_join, presence_leave
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
+from livestream.ws_auth import viewer_of
 
 logger = logging.getLogger(__name__)
 
@@ -179,11 +180,53 @@ class TokenBucket:
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
-    """One viewer of one stream (anonymous, session or ``?token=``)."""
+    """One viewer of one stream (anonymous, session, ``?ticket=`` or ``?token=``)."""
 
-    stream_id: int | None = None
-    conn_id: str = ""
-    is_host: bool = False
+    # A process holds thousands of these: all its state in slots (no instance dict),
+    # since a dict of this many keys costs more than the rest of the object
+    # (bench/README.md).
+    __slots__ = (
+        "_backlog",
+        "_bucket",
+        "_close_task",
+        "_closing",
+        "_drain",
+        "_floor_seq",
+        "_host_stats",
+        "_joined",
+        "_pending",
+        "_pending_floor",
+        "_pending_overflow",
+        "_user_id",
+        "base_send",
+        "channel_layer",
+        "conn_id",
+        "is_host",
+        "scope",
+        "slug",
+        "stream_id",
+    )
+    groups = ()  # none: Channels would otherwise give each socket its own empty list
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_id: int | None = None
+        self.conn_id = ""
+        self.is_host = False
+        self._closing = False
+        self._joined = False
+        # Texts waiting behind a write that could not finish at once, and the task
+        # finishing that write and draining them: both None while the viewer keeps up.
+        self._backlog: collections.deque[str] | None = None
+        self._drain: asyncio.Task | None = None
+        self._host_stats: asyncio.Task | None = None
+        self._close_task: asyncio.Task | None = None
+        self._pending: list[str] | None = None
+        self._pending_overflow = False
+        self._pending_floor: int | None = None
+        self._floor_seq = 0
+        self._user_id: int | None = None  # signed in: gets the user's personal events
+        self._bucket: TokenBucket | None = None  # made at the first client message
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -217,17 +260,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         self.conn_id = uuid.uuid4().hex
-        self._pending: list[str] | None = None
-        self._pending_overflow = False
-        self._floor_seq = 0
-        self._closing = False
-        # Texts waiting behind a write that could not finish at once, and the task
-        # finishing that write and draining them: both None while the viewer keeps up.
-        self._backlog: collections.deque[str] | None = None
-        self._drain: asyncio.Task | None = None
-        self._joined = False
-        self._user_id: int | None = None  # signed in: gets the user's personal events
-        self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
+        # Who the viewer is, resolved here once rather than by a middleware's copy of
+        # the scope per socket; the scope is this socket's own (the router's copy), as
+        # Channels' own ``login`` sets it.
+        user = self.scope["user"] = await viewer_of(self.scope)
 
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
         stream = await _find_stream_cached(self.slug)
@@ -237,7 +273,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.stream_id = stream.pk
-        user = self.scope.get("user")
         self.is_host = _can_control(stream, user)
 
         if stream.status == Stream.Status.ENDED:
@@ -276,13 +311,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _cleanup(self):
         self._closing = True
-        drain, self._drain = getattr(self, "_drain", None), None
+        drain, self._drain = self._drain, None
         if drain is not None:
             drain.cancel()
-        stats, self._host_stats = getattr(self, "_host_stats", None), None
+        stats, self._host_stats = self._host_stats, None
         if stats is not None:
             stats.cancel()
-        if not getattr(self, "_joined", False):
+        if not self._joined:
             return
         self._joined = False
         try:
@@ -453,6 +488,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if size > MAX_MESSAGE_BYTES:
             self._close_soon(CLOSE_TOO_BIG)
             return
+        if self._bucket is None:
+            self._bucket = TokenBucket(burst=RATE_BURST, period=RATE_PERIOD_SECONDS)
         if not self._bucket.take():
             self._close_soon(CLOSE_RATE_LIMITED)
             return

@@ -5,7 +5,7 @@
   ``CSRF_TRUSTED_ORIGINS``, so a foreign page cannot ride a viewer's session cookie
   (cross-site websocket hijacking). A missing ``Origin`` means a non-browser client (an
   app, a load test): it carries no ambient cookie to abuse and authenticates by token.
-- ``ViewerIdentity``: sets ``scope["user"]`` once, at connect. ``?ticket=<ticket>``
+- ``viewer_of``: the socket's user, asked once by the consumer at connect. ``?ticket=<ticket>``
   (from ``POST /api/auth/ws-ticket/``, single use, 30 s) or ``?token=<key>``, with the
   same cached lookup as the REST API (``Authorization: Token``), authenticates; a bad,
   used or expired one means anonymous (who may still watch). Without either, the
@@ -16,10 +16,11 @@
 
 Channels' ``AuthMiddlewareStack`` would do the session part, but it stays in the path
 of every frame the socket sends for its life (a session wrapper around ``send``, which
-saves sessions on HTTP responses) and keeps three copies of the scope per socket.
-With thousands of viewers each receiving every event, that is a measurable share of
-the fan-out's CPU and memory (``bench/README.md``), for a socket that never changes
-its session: a logout reaches it through the hub (``livestream.broadcast``) instead.
+saves sessions on HTTP responses) and keeps three copies of the scope per socket; a
+middleware of ours would still keep one. With thousands of viewers each receiving
+every event, that is a measurable share of the fan-out's CPU and memory
+(``bench/README.md``), for a socket that never changes its session: a logout reaches
+it through the hub (``livestream.broadcast``) instead.
 """
 
 from __future__ import annotations
@@ -93,17 +94,6 @@ async def viewer_of(scope):
     return AnonymousUser()  # no database or thread hop for the anonymous crowd
 
 
-class ViewerIdentity:
-    """ASGI middleware: ``scope["user"]`` resolved once, then out of the way (the inner
-    application gets the original ``receive`` and ``send``)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        return await self.app(dict(scope, user=await viewer_of(scope)), receive, send)
-
-
 def _allowed_origins() -> list[str]:
     hosts = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not hosts:
@@ -136,5 +126,5 @@ class BrowserOriginValidator(OriginValidator):
 
 
 def websocket_stack(inner):
-    """Origin check, then who the viewer is."""
-    return BrowserOriginValidator(ViewerIdentity(inner))
+    """The origin check; who the viewer is, the consumer asks ``viewer_of``."""
+    return BrowserOriginValidator(inner)
