@@ -1,6 +1,7 @@
 """The load: separate client processes, never inside the server.
 
     python bench/clients.py viewers   # websocket viewers, driven by lines on stdin
+    python bench/clients.py stalled   # viewers that stop reading on "stall" (same protocol)
     python bench/clients.py buyers    # reserve requests at a steady rate (job on stdin)
     python bench/clients.py healthz   # the framework's ceiling (job on stdin)
     python bench/clients.py spike     # pin a drop, fire every attempt at once
@@ -21,6 +22,7 @@ the moment this client read it; client and server share one clock on this machin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import resource
@@ -224,6 +226,62 @@ async def _viewers(job: dict) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+# --- stalled viewers ---------------------------------------------------------------------
+
+
+async def _read_for(ws, seconds: float) -> None:
+    """Read (and drop) what a socket got, until it closes or ``seconds`` pass."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            async for _ in ws:
+                pass
+
+
+async def _stalled(job: dict) -> None:
+    """Viewers that connect, get their snapshot, then stop reading (a frozen phone, a
+    tab in the background): a small receive buffer, and reading paused on ``stall``,
+    so what the server sends piles up on its side. On ``report`` they read again and
+    tell how many the server closed, with which codes, and how many are still open."""
+    import socket
+    from urllib.parse import urlparse
+
+    from websockets.asyncio.client import connect
+
+    url, count, rcvbuf = job["url"], job["count"], job.get("rcvbuf", 4096)
+    where = urlparse(url)
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (where.hostname, where.port))
+        ws = await connect(url, sock=sock, ping_interval=None, max_queue=None, open_timeout=60)
+        await ws.recv()  # the stream.state
+        sockets.append(ws)
+    _emit({"type": "connected", "connected": len(sockets)})
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        if command["cmd"] == "stall":
+            for ws in sockets:
+                ws.transport.pause_reading()
+            _emit({"type": "stalled", "count": len(sockets)})
+        elif command["cmd"] == "report":
+            for ws in sockets:
+                ws.transport.resume_reading()
+
+            await asyncio.gather(*(_read_for(ws, command.get("timeout", 5)) for ws in sockets))
+            closes = Counter(str(ws.close_code) for ws in sockets if ws.close_code is not None)
+            still_open = sum(1 for ws in sockets if ws.close_code is None)
+            _emit({"type": "report", "closes": dict(closes), "open": still_open})
+        elif command["cmd"] == "quit":
+            break
+    for ws in sockets:
+        ws.transport.abort()
+
+
 # --- buyers at a steady rate -------------------------------------------------------------
 
 
@@ -376,9 +434,9 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     _use_uvloop()
     random.seed()
-    if role == "viewers":
+    if role in ("viewers", "stalled"):
         job = json.loads(sys.stdin.readline())
-        asyncio.run(_viewers(job))
+        asyncio.run(_viewers(job) if role == "viewers" else _stalled(job))
         return
     job = json.load(sys.stdin)
     runner = {"buyers": _buyers, "healthz": _healthz, "spike": _spike}[role]

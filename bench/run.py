@@ -13,7 +13,9 @@ Starts PostgreSQL's fresh database ``bench_live``, Redis db 4, uvicorn (``--web-
 1. limits: ``GET /healthz`` (the framework's ceiling), the gate's Lua script in a loop
    (``redis-benchmark``), the settle's conditional UPDATE on one hot row (``pgbench``);
 2. the spike (``bench/spike.py``);
-3. the fan-out: V viewers on one stream while buyers reserve at P per second, then the
+3. the fan-out: V viewers on one stream while buyers reserve at P per second (figure
+   (b)); the events one viewer got, published again at the same offsets through the
+   broadcast with no buyers (figure (a), ``--no-replay`` leaves it out); then the
    coalescing check at ``--coalesce-rate`` per second, through the API and then with the
    holds written directly (the rate HTTP cannot reach on a small box);
 4. the fan-out ceiling: the same viewers on ``bench/ceiling_ws_server.py`` replaying
@@ -164,6 +166,7 @@ class Viewers:
     ):
         self.label = label
         self.progress = progress
+        self.url = url
         shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
         self.clients = [
             LineProcess(
@@ -340,6 +343,35 @@ def holds_at_rate(*, drop_id: int, customer_ids: list[int], rate: float, seconds
     }
 
 
+REPLAY_END_REMAINING = -1  # a value no real event carries: the end of a replay
+# A stalled viewer's receive buffer: small, so that what it leaves unread piles up on
+# the server's side of its socket within the run (as for a phone on a weak network).
+STALLED_RCVBUF = 4096
+
+
+def replay_through_broadcast(*, stream_id: int, drop_id: int, sample: list, sold: int) -> dict:
+    """The events one viewer got in the fan-out phase, published again at the same
+    offsets through the product's own broadcast path (``broadcast.publish``: numbered,
+    stamped and sent to every process's hub through Redis), with no purchase load; then
+    an end marker. What the plain server replays too: figure (a) of the fan-out."""
+    from livestream import broadcast
+
+    started = time.monotonic()
+    for offset, text in sample:
+        delay = started + offset - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        event = json.loads(text)
+        kind = event.pop("type")
+        for stamp in ("seq", "ts"):
+            event.pop(stamp, None)
+        broadcast.publish(stream_id, kind, **event)
+    broadcast.publish(
+        stream_id, "stock.changed", drop=drop_id, remaining=REPLAY_END_REMAINING, sold=sold
+    )
+    return {"events": len(sample) + 1, "seconds": round(time.monotonic() - started, 2)}
+
+
 def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
     _post(f"{stack.base_url}/api/drops/{seed.fanout_drop}/pin/", seed.host_token)
     server_pids = stack.server_pids()
@@ -354,6 +386,7 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
         compression=None if args.viewer_compression == "none" else args.viewer_compression,
     )
     result: dict = {"viewers_wanted": args.viewers, "server_processes": len(server_pids)}
+    stalled: LineProcess | None = None
     try:
         connect_started = time.monotonic()
         result["connect"] = viewers.wait_connected(args.connect_timeout)
@@ -364,14 +397,56 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
         result["rss_kb_before"], result["rss_kb_after"] = rss_before, rss_after
         result["rss_kb_per_viewer"] = round((rss_after - rss_before) / connected, 1)
 
+        if args.replay and args.stalled:
+            # Viewers that will stop reading in the second replay, connected (and
+            # reading) from here on, outside the counts above.
+            stalled = LineProcess(
+                "stalled",
+                {"url": viewers.url, "count": args.stalled, "rcvbuf": STALLED_RCVBUF},
+                env=stack.env,
+            )
+            stalled.next("connected", args.connect_timeout)
+        replay_seconds = args.seconds if args.replay else 0
         for name, rate, seconds in (
             ("fanout", args.rate, args.seconds),
+            ("replay", 0, replay_seconds),
+            ("replay_stalled", 0, replay_seconds if stalled else 0),
+            # Once more without them (they read again): how far two replays differ anyway.
+            ("replay_again", 0, replay_seconds if stalled else 0),
             ("coalesce", args.coalesce_rate, args.coalesce_seconds),
             ("coalesce_direct", args.coalesce_rate, args.coalesce_seconds),
         ):
             if seconds <= 0:
                 continue
             viewers.phase(name)
+            if name.startswith("replay"):
+                if name == "replay_stalled":
+                    stalled.send({"cmd": "stall"})
+                    stalled.next("stalled", 30)
+                sample = result["fanout"]["sample"]
+                progress(f"{name}: {len(sample)} events through the broadcast, no buyers")
+                cpu_before = _cpu_by_pid(server_pids)
+                replayed = replay_through_broadcast(
+                    stream_id=seed.stream_id,
+                    drop_id=seed.fanout_drop,
+                    sample=sample,
+                    sold=result["fanout"]["final_sold"],
+                )
+                report = viewers.final(
+                    drop=seed.fanout_drop,
+                    remaining=REPLAY_END_REMAINING,
+                    timeout=args.final_timeout,
+                )
+                report.pop("sample", None)
+                report["replayed"] = replayed
+                report["server_cpu_us_per_delivery"] = _cpu_per_delivery(
+                    _cpu_since(cpu_before), report["messages"]
+                )
+                if name == "replay_stalled":
+                    stalled.send({"cmd": "report", "timeout": 5})
+                    report["stalled"] = {"viewers": args.stalled, **stalled.next("report", 60)}
+                result[name] = report
+                continue
             if name == "coalesce_direct":
                 progress(f"{name}: {rate:.0f} holds/s written for {seconds}s, no HTTP")
                 buyers = holds_at_rate(
@@ -418,19 +493,38 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
     except BaseException:
         viewers.stop()
         raise
+    finally:
+        if stalled is not None:
+            stalled.stop()
     return result, viewers
 
 
-def _cpu_seconds(pids) -> float:
-    """User + system CPU the processes used so far (``/proc``; gone ones count 0)."""
-    total = 0.0
+def _cpu_per_delivery(seconds: float, deliveries: int) -> float | None:
+    return round(seconds / deliveries * 1e6, 1) if deliveries else None
+
+
+def _cpu_by_pid(pids) -> dict[int, float]:
+    """User + system CPU each process used so far (``/proc``; gone ones left out)."""
+    used = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _cpu_seconds(pids) -> float:
+    """User + system CPU the processes used so far (gone ones count 0)."""
+    return sum(_cpu_by_pid(pids).values())
+
+
+def _cpu_since(before: dict[int, float]) -> float:
+    """CPU used since ``before`` by the processes alive then and now (one that ended
+    meanwhile would otherwise subtract what it had used)."""
+    now = _cpu_by_pid(before)
+    return sum(now[pid] - before[pid] for pid in now)
 
 
 def run_storm(stack, seed, args, progress) -> dict:
@@ -482,7 +576,7 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
         "seq": 10**9,
         "type": "stock.changed",
         "drop": seed.fanout_drop,
-        "remaining": -1,  # a value the replayed events never carry: the end marker
+        "remaining": REPLAY_END_REMAINING,
         "sold": phase["final_sold"],
         "ts": 0,
     }
@@ -533,16 +627,21 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
             time.sleep(args.quiet_seconds)
             rss_after = stack_module.rss_kb(serving)
             viewers.phase("ceiling")
+            cpu_before = _cpu_by_pid(serving)
             os.kill(server.pid, signal.SIGUSR1)
             length = sample[-1][0] if sample else 0
             progress(f"ceiling: replaying {len(sample)} events over {length:.1f} s")
             time.sleep(length + 0.5)
-            report = viewers.final(drop=seed.fanout_drop, remaining=-1, timeout=args.final_timeout)
+            report = viewers.final(
+                drop=seed.fanout_drop, remaining=REPLAY_END_REMAINING, timeout=args.final_timeout
+            )
+            cpu_used = _cpu_since(cpu_before)  # while the processes still run
         finally:
             viewers.stop()
     finally:
         stack_module.stop(server)
     report.pop("sample", None)
+    report["server_cpu_us_per_delivery"] = _cpu_per_delivery(cpu_used, report["messages"])
     report["connect"] = connect
     report["events_replayed"] = len(sample) + 1
     report["rss_kb_per_viewer"] = round((rss_after - rss_before) / max(connect["connected"], 1), 1)
@@ -671,6 +770,48 @@ def build_table(results: dict, args) -> list[dict]:
                 f"fan-out: stock.changed/viewer/s at {main['buyers']['rate_reached']:.0f} buys/s",
                 main["stock_per_viewer_per_s"],
             )
+        replay = fan.get("replay")
+        if replay:
+            # Figure (a): the same events through the product's broadcast, no buyers.
+            for q, target in (("p99", 1.3), ("p50", 1.3)):
+                r = _ratio(replay[f"{q}_ms"], ceiling and ceiling[f"{q}_ms"])
+                row(
+                    f"fan-out (a), broadcast only: delivery {q} ms",
+                    replay[f"{q}_ms"],
+                    "plain websockets server",
+                    ceiling and ceiling[f"{q}_ms"],
+                    r,
+                    f"<= {target}x",
+                    r is not None and r <= target,
+                )
+            r = _ratio(
+                replay["server_cpu_us_per_delivery"],
+                ceiling and ceiling["server_cpu_us_per_delivery"],
+            )
+            row(
+                "fan-out (a), broadcast only: server CPU µs per delivery",
+                replay["server_cpu_us_per_delivery"],
+                "plain websockets server",
+                ceiling and ceiling["server_cpu_us_per_delivery"],
+                r,
+            )
+        with_stalled, again = fan.get("replay_stalled"), fan.get("replay_again")
+        if replay and with_stalled and again:
+            info = with_stalled["stalled"]
+            # Against the replays just before and just after, without them.
+            without = (replay["p99_ms"] + again["p99_ms"]) / 2
+            r = _ratio(with_stalled["p99_ms"], without)
+            row(
+                f"fan-out (a) beside {info['viewers']} stalled viewers: everyone else's"
+                f" delivery p99 ms (stalled ones closed by the server: {info['closes'] or 0},"
+                f" still open: {info['open']})",
+                with_stalled["p99_ms"],
+                "the replays before and after, without them (mean)",
+                f"{without:.1f} ({replay['p99_ms']}, {again['p99_ms']})",
+                r,
+                "<= 1.1x",
+                r is not None and r <= 1.1,
+            )
         r = fan["rss_kb_per_viewer"]
         row(
             "fan-out: server RSS KB per viewer",
@@ -678,8 +819,8 @@ def build_table(results: dict, args) -> list[dict]:
             "plain websockets server",
             ceiling and ceiling["rss_kb_per_viewer"],
             _ratio(r, ceiling and ceiling["rss_kb_per_viewer"]),
-            "< 64 KB",
-            r < 64,
+            "<= 24 KB",
+            r <= 24,
         )
         for name, how in (("coalesce", "buys/s"), ("coalesce_direct", "holds/s, no HTTP")):
             co = fan.get(name)
@@ -741,6 +882,10 @@ def correctness(results: dict, args) -> tuple[bool, str]:
                 problems.append(f"{name} oversold {phase['oversold']}")
             if phase["saw_final"] != args.viewers:
                 problems.append(f"{name}: {phase['saw_final']}/{args.viewers} saw the final stock")
+        for name in ("replay", "replay_stalled", "replay_again"):
+            replay = fan.get(name)
+            if replay and replay["saw_final"] != args.viewers:
+                problems.append(f"{name}: {replay['saw_final']}/{args.viewers} saw its last event")
     storm = results.get("storm")
     if storm:
         if storm["failed"] or storm["accepted"] + storm["refused"] != storm["viewers_asked"]:
@@ -797,6 +942,7 @@ SMOKE = {
     "pgbench_seconds": 1,
     "concurrency": 16,
     "quiet_seconds": 0.5,
+    "stalled": 2,
 }
 
 
@@ -824,6 +970,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attempts", type=int, default=2, help="spike attempts per buyer")
     parser.add_argument("--rate", type=float, default=50, help="fan-out purchases per second")
     parser.add_argument("--seconds", type=float, default=20, help="fan-out duration")
+    parser.add_argument(
+        "--replay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="figure (a): replay the fan-out's events through the broadcast, no buyers",
+    )
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=10,
+        help="viewers that stop reading during a second replay (0: no second replay)",
+    )
     parser.add_argument("--coalesce-rate", type=float, default=500)
     parser.add_argument("--coalesce-seconds", type=float, default=6)
     parser.add_argument("--concurrency", type=int, default=64, help="HTTP requests in flight")
@@ -968,6 +1126,8 @@ def main(argv: list[str] | None = None) -> int:
             "attempts",
             "rate",
             "seconds",
+            "replay",
+            "stalled",
             "coalesce_rate",
             "coalesce_seconds",
             "concurrency",
