@@ -344,6 +344,9 @@ HOST_STATS_SECONDS = env.float("HOST_STATS_SECONDS", default=2.0)
 # wifi, a mobile carrier's NAT shares one among thousands): its cap is generous.
 WS_MAX_CONNECTIONS_PER_PROCESS = env.int("WS_MAX_CONNECTIONS_PER_PROCESS", default=15_000)
 WS_MAX_CONNECTIONS_PER_ADDRESS = env.int("WS_MAX_CONNECTIONS_PER_ADDRESS", default=1_000)
+# A process whose event loop runs this late refuses new sockets (4503 server_busy) until
+# it has caught up; its viewers' frames are that late already (livestream/ws_limits.py).
+WS_SHED_LOOP_LAG_MS = env.int("WS_SHED_LOOP_LAG_MS", default=1000)
 WS_RETRY_AFTER_SECONDS = env.int("WS_RETRY_AFTER_SECONDS", default=5)
 
 # --- Shop -----------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Websocket caps on the real ASGI server: a full process, or an address at its cap,
 gets a new socket closed at once with a code and a retry hint; the sockets it holds
-keep working."""
+keep working. Shedding by the event loop's lag is shown in process, on a loop the test
+blocks itself (a real server's loop cannot be made late on cue from outside)."""
 
+import asyncio
 import json
+import time
 from contextlib import ExitStack, contextmanager
 
 import pytest
+from channels.testing import WebsocketCommunicator
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -127,3 +131,66 @@ def test_an_address_in_a_second_forwarded_header_is_the_one_counted(db_ready):
         ):
             ws.recv(timeout=5)
         assert closed.value.rcvd.code == CLOSE_TOO_MANY_FROM_ADDRESS
+
+
+# --- shedding by load: the event loop's own lateness, in process ----------------------
+
+
+def _health_behind_limits():
+    from channels.routing import URLRouter
+    from django.urls import path
+
+    from config.health import HealthConsumer
+    from livestream.ws_limits import ConnectionLimits
+
+    return ConnectionLimits(URLRouter([path("ws/healthz/", HealthConsumer.as_asgi())]))
+
+
+async def _join(app) -> tuple[WebsocketCommunicator, dict]:
+    """A socket through the caps: (communicator, its first output after the accept)."""
+    communicator = WebsocketCommunicator(app, "/ws/healthz/")
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    return communicator, await communicator.receive_output(timeout=5)
+
+
+async def test_a_process_whose_loop_runs_late_refuses_joins_until_it_has_caught_up(settings):
+    settings.WS_SHED_LOOP_LAG_MS = 300
+    settings.WS_RETRY_AFTER_SECONDS = 4
+    app = _health_behind_limits()
+    held, first = await _join(app)
+    assert first["type"] == "websocket.send"
+
+    time.sleep(1.0)  # the loop is blocked, as by a fan-out it cannot keep up with
+    await asyncio.sleep(0)  # the late tick runs
+    _, output = await _join(app)
+    assert output["type"] == "websocket.close"
+    assert output["code"] == CLOSE_SERVER_FULL
+    reason = json.loads(output["reason"])
+    assert reason["code"] == "server_busy" and 4 <= reason["retry_after"] <= 8
+
+    # Prompt ticks bring the lag down: joins are taken again within a few of them.
+    deadline = asyncio.get_running_loop().time() + 3
+    while True:
+        again, output = await _join(app)
+        if output["type"] == "websocket.send":
+            break
+        assert asyncio.get_running_loop().time() < deadline, "still refusing"
+        await asyncio.sleep(0.05)
+    # The socket it held kept working throughout.
+    await held.send_json_to({"type": "ping"})
+    assert await held.receive_json_from(timeout=5) == {"type": "pong"}
+    for communicator in (held, again):
+        await communicator.disconnect()
+
+
+async def test_lag_shedding_set_to_0_never_refuses(settings):
+    settings.WS_SHED_LOOP_LAG_MS = 0
+    app = _health_behind_limits()
+    held, _ = await _join(app)
+    time.sleep(1.0)
+    await asyncio.sleep(0)
+    joined, output = await _join(app)
+    assert output["type"] == "websocket.send"
+    for communicator in (held, joined):
+        await communicator.disconnect()
