@@ -4,6 +4,7 @@ their own browser context (their own session), signed in through the sign-in pag
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -16,6 +17,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 from rest_framework.authtoken.models import Token
+from websockets.sync.client import connect as ws_connect
 
 from inventory.models import Reservation
 from livestream import services as live
@@ -271,6 +273,31 @@ def test_a_viewer_reconnects_after_a_dropped_connection_and_resyncs_on_a_gap():
         assert viewer.evaluate("Live.socket.resyncs") == 1
         assert viewer.evaluate("Live.socket.connects") == 2  # resynced on the same socket
         _not_reloaded(viewer)
+
+    assert browsers.errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_viewer_comes_back_after_the_servers_retry_hint_not_at_once():
+    host, stream, _, _ = _stage(units=1)
+    live.stream_start(stream_id=stream.pk, actor=host)
+    env = {**SERVER_ENV, "WS_MAX_CONNECTIONS_PER_ADDRESS": "1", "WS_RETRY_AFTER_SECONDS": "2"}
+
+    with asgi_server(**env) as server, chromium() as browser:
+        browsers = Browsers(browser, server.base_url)
+        viewer = browsers.page()
+        # Someone else on the same address holds its one socket: the page is refused.
+        with ws_connect(f"{server.ws_url}/ws/streams/{stream.slug}/", open_timeout=10) as held:
+            assert json.loads(held.recv(timeout=10))["type"] == "stream.state"
+            viewer.goto(f"/streams/{stream.slug}/")
+            # It waits the 2-4 s the server asked for (its own backoff would retry
+            # within half a second), and once the address has room it is back by itself.
+            connection = viewer.locator("#connection")
+            expect(connection).to_have_attribute("data-status", "reconnecting")
+            expect(connection).to_have_text(re.compile(r"Reconnecting in [234] s"))
+        _connected(viewer)
+        # Two opened: the refused one (accepted only to be told why) and this one.
+        assert viewer.evaluate("Live.socket.connects") == 2
 
     assert browsers.errors == []
 

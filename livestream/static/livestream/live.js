@@ -192,6 +192,16 @@
   // The server closes an unknown stream with 4404: reconnecting would not help.
   const CLOSE_NOT_FOUND = 4404;
 
+  /* A refusal's close reason is JSON with retry_after in seconds; 0 when there is none. */
+  function retryAfterMs(reason) {
+    try {
+      const seconds = JSON.parse(reason || "null").retry_after;
+      return typeof seconds === "number" && seconds > 0 ? seconds * 1000 : 0;
+    } catch (err) {
+      return 0;
+    }
+  }
+
   /* One stream's websocket, kept open: the first message is the snapshot
    * (stream.state); numbered events follow. A gap in seq, or resync.required from the
    * server, asks for a fresh stream.state; events arriving meanwhile are skipped, as
@@ -239,7 +249,7 @@
         this.startPing();
       };
       socket.onmessage = (message) => this.receive(message.data);
-      socket.onclose = (event) => this.closed(socket, event.code);
+      socket.onclose = (event) => this.closed(socket, event.code, event.reason);
     }
 
     /* Forget the current socket (without waiting for a close handshake a dead network
@@ -266,7 +276,7 @@
       }
     }
 
-    closed(socket, code) {
+    closed(socket, code, reason) {
       if (socket !== this.socket) {
         return;
       }
@@ -276,12 +286,14 @@
         this.status("gone", "This stream no longer exists.");
         return;
       }
-      this.scheduleReconnect();
+      this.scheduleReconnect(retryAfterMs(reason));
     }
 
-    scheduleReconnect() {
+    /* After the server's own hint when it refused the socket (full, busy or too many
+     * from this address: it spreads a refused crowd's returns), else with backoff. */
+    scheduleReconnect(hintMs) {
       const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * Math.pow(2, this.attempt));
-      const delay = Math.round(base * (0.5 + Math.random() / 2));
+      const delay = hintMs || Math.round(base * (0.5 + Math.random() / 2));
       this.attempt += 1;
       this.status("reconnecting", "Reconnecting in " + Math.ceil(delay / 1000) + " s…");
       this.retryTimer = setTimeout(() => this.open(), delay);
