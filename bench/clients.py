@@ -87,12 +87,27 @@ class Viewer:
         self.remaining: dict[int, int] = {}
 
 
+def _reason_code(reason: str | None) -> str:
+    """A refusal's machine code (its close reason is JSON), or "" for any other close."""
+    try:
+        code = json.loads(reason or "null").get("code")
+    except (ValueError, AttributeError):
+        return ""
+    return code if isinstance(code, str) else ""
+
+
 async def _viewers(job: dict) -> None:
     from websockets.asyncio.client import connect
 
     count, url = job["count"], job["url"]
     viewers = [Viewer(i) for i in range(count)]
-    state = {"phase": Phase("connect", count), "failed": 0, "closed": 0, "closes": Counter()}
+    state = {
+        "phase": Phase("connect", count),
+        "failed": 0,
+        "closed": 0,
+        "closes": Counter(),
+        "reasons": Counter(),
+    }
     record_sample = job.get("record_sample", False)
 
     def on_message(viewer: Viewer, text: str) -> None:
@@ -154,6 +169,7 @@ async def _viewers(job: dict) -> None:
             code = viewer.ws.close_code
             state["closed"] += 1
             state["closes"][str(code)] += 1
+            state["reasons"][_reason_code(viewer.ws.close_reason)] += 1
 
     gate = asyncio.Semaphore(job.get("connect_concurrency", 64))
     connected = asyncio.Event()
@@ -174,6 +190,7 @@ async def _viewers(job: dict) -> None:
                 "failed": state["failed"],
                 "closed": state["closed"],
                 "closes": dict(state["closes"]),  # refused sockets, by close code
+                "reasons": dict(state["reasons"]),  # ... and by the reason's code
             }
         )
 

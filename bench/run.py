@@ -209,12 +209,13 @@ class Viewers:
                 f"{self.label}: {sum(counts)}/{self.viewers} viewers connected", force=False
             )
             time.sleep(0.2)
-        totals, closes = Counter(), Counter()
+        totals, closes, reasons = Counter(), Counter(), Counter()
         for line in done.values():
             totals.update({k: line[k] for k in ("connected", "failed", "closed")})
             closes.update(line.get("closes", {}))
+            reasons.update(line.get("reasons", {}))
         self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
-        return {**totals, "closes": dict(closes)}
+        return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
 
     def phase(self, name: str) -> None:
         for client in self.clients:
@@ -349,7 +350,9 @@ REPLAY_END_REMAINING = -1  # a value no real event carries: the end of a replay
 STALLED_RCVBUF = 4096
 
 
-def replay_through_broadcast(*, stream_id: int, drop_id: int, sample: list, sold: int) -> dict:
+def replay_through_broadcast(
+    *, stream_id: int, drop_id: int, sample: list, sold: int, end=REPLAY_END_REMAINING
+) -> dict:
     """The events one viewer got in the fan-out phase, published again at the same
     offsets through the product's own broadcast path (``broadcast.publish``: numbered,
     stamped and sent to every process's hub through Redis), with no purchase load; then
@@ -366,9 +369,7 @@ def replay_through_broadcast(*, stream_id: int, drop_id: int, sample: list, sold
         for stamp in ("seq", "ts"):
             event.pop(stamp, None)
         broadcast.publish(stream_id, kind, **event)
-    broadcast.publish(
-        stream_id, "stock.changed", drop=drop_id, remaining=REPLAY_END_REMAINING, sold=sold
-    )
+    broadcast.publish(stream_id, "stock.changed", drop=drop_id, remaining=end, sold=sold)
     return {"events": len(sample) + 1, "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -527,30 +528,101 @@ def _cpu_since(before: dict[int, float]) -> float:
     return sum(now[pid] - before[pid] for pid in now)
 
 
+STORM_EVENTS_PER_S = 4  # what the held viewers get meanwhile: a drop's coalesced stock
+
+
+def _steady_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
+    """``stock.changed`` at ``STORM_EVENTS_PER_S`` for ``seconds``, as a replay sample."""
+    count = int(seconds * STORM_EVENTS_PER_S)
+    return [
+        (
+            i / STORM_EVENTS_PER_S,
+            json.dumps({"type": "stock.changed", "drop": drop_id, "remaining": 10**6 + i}),
+        )
+        for i in range(count)
+    ]
+
+
+def _held_replay(seed, viewers: Viewers, sample, args, *, end: int) -> dict:
+    """The sample through the broadcast to the held viewers, measured as a phase that
+    ends when every one of them has seen the end marker ``end`` (one per phase)."""
+    replay_through_broadcast(
+        stream_id=seed.stream_id, drop_id=seed.fanout_drop, sample=sample, sold=0, end=end
+    )
+    report = viewers.final(drop=seed.fanout_drop, remaining=end, timeout=args.final_timeout)
+    report.pop("sample", None)
+    return report
+
+
 def run_storm(stack, seed, args, progress) -> dict:
     """A connect storm past what the processes may hold: every viewer asks at once; the
     processes accept up to their cap (``WS_MAX_CONNECTIONS_PER_PROCESS``) and close the
-    rest at once (4503, with a retry hint) instead of slowing those they hold."""
-    viewers = Viewers(
-        url=f"{stack.ws_url}/ws/streams/{seed.stream_slug}/",
-        viewers=args.storm_viewers,
-        processes=args.client_processes,
-        env=stack.env,
-        progress=progress,
-        label="storm",
-    )
-    servers = stack.server_pids()
-    clients = [client.process.pid for client in viewers.clients]
+    rest at once (4503, with a retry hint) instead of slowing those they hold.
+
+    ``--storm-held`` viewers connect first and get a steady event stream through the
+    broadcast, once before the storm and once during it: their latency in the two."""
+    url = f"{stack.ws_url}/ws/streams/{seed.stream_slug}/"
+    held = None
+    result: dict = {}
+    if args.storm_held:
+        held = Viewers(
+            url=url,
+            viewers=args.storm_held,
+            processes=1,
+            env=stack.env,
+            progress=progress,
+            label="held",
+        )
     try:
-        cpu_before = _cpu_seconds(servers), _cpu_seconds(clients)
-        started = time.monotonic()
-        connect = viewers.wait_connected(args.connect_timeout)
-        seconds = time.monotonic() - started
-        cpu_after = _cpu_seconds(servers), _cpu_seconds(clients)
+        if held is not None:
+            result["held_connect"] = held.wait_connected(args.connect_timeout)
+            time.sleep(2)  # their own join events settle
+            progress(f"held: {args.storm_held} viewers, events before the storm")
+            held.phase("before")
+            result["held_before"] = _held_replay(
+                seed, held, _steady_events(seed.fanout_drop, 5), args, end=-2
+            )
+            held.phase("during")
+        viewers = Viewers(
+            url=url,
+            viewers=args.storm_viewers,
+            processes=args.client_processes,
+            env=stack.env,
+            progress=progress,
+            label="storm",
+        )
+        servers = stack.server_pids()
+        clients = [client.process.pid for client in viewers.clients]
+        during: dict = {}
+        publisher = None
+        if held is not None:
+            # Events for the held viewers all through the storm (it has lasted 15-20 s).
+            publisher = threading.Thread(
+                target=lambda: during.update(
+                    _held_replay(seed, held, _steady_events(seed.fanout_drop, 15), args, end=-3)
+                ),
+                daemon=True,
+            )
+        try:
+            cpu_before = _cpu_seconds(servers), _cpu_seconds(clients)
+            started = time.monotonic()
+            if publisher is not None:
+                publisher.start()
+            connect = viewers.wait_connected(args.connect_timeout)
+            seconds = time.monotonic() - started
+            cpu_after = _cpu_seconds(servers), _cpu_seconds(clients)
+            if publisher is not None:
+                publisher.join(args.final_timeout + 60)
+                result["held_during"] = during
+        finally:
+            viewers.stop()
     finally:
-        viewers.stop()
+        if held is not None:
+            held.stop()
     refused = connect["closes"].get("4503", 0)
     return {
+        **result,
+        "viewers_held": args.storm_held,
         "viewers_asked": args.storm_viewers,
         "cap_per_process": args.storm_cap,
         # The processes that take websockets (server_pids counts uvicorn's master too).
@@ -560,6 +632,8 @@ def run_storm(stack, seed, args, progress) -> dict:
         "refused": refused,
         "failed": connect["failed"],
         "closes": connect["closes"],
+        # 4503 is both a full process and a busy one: told apart by the reason's code.
+        "reasons": connect["reasons"],
         "accepted_per_s": round(connect["connected"] / seconds, 1),
         "refused_per_s": round(refused / seconds, 1),
         # Cores busy meanwhile: the Python clients share the two cores with the servers.
@@ -843,14 +917,26 @@ def build_table(results: dict, args) -> list[dict]:
             f" {storm['cap_per_process']:,} x {storm['server_processes']} processes:"
             " accepted/s; refused (4503)/s",
             f"{storm['accepted_per_s']:,}; {storm['refused_per_s']:,}"
-            f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s;"
+            f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s,"
+            f" refused as {storm.get('reasons') or {}};"
             f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']})",
             # The kernel spreads connections over the processes unevenly, so one may
             # refuse while another still has room: at most the caps, never past them.
             target=f"accepted <= {held:,}, every other refused at once",
-            met=storm["accepted"] <= held
+            met=storm["accepted"] + storm["viewers_held"] <= held
             and storm["accepted"] + storm["refused"] == storm["viewers_asked"],
         )
+        before, during = storm.get("held_before"), storm.get("held_during")
+        if before and during:
+            for q in ("p50", "p99"):
+                row(
+                    f"connect storm: the {storm['viewers_held']:,} viewers connected before"
+                    f" it, {STORM_EVENTS_PER_S} events/s: delivery {q} ms during the storm",
+                    during[f"{q}_ms"],
+                    "before the storm",
+                    before[f"{q}_ms"],
+                    _ratio(during[f"{q}_ms"], before[f"{q}_ms"]),
+                )
     return rows
 
 
@@ -890,8 +976,16 @@ def correctness(results: dict, args) -> tuple[bool, str]:
     if storm:
         if storm["failed"] or storm["accepted"] + storm["refused"] != storm["viewers_asked"]:
             problems.append(f"storm: not every viewer accepted or refused: {storm}")
-        if storm["accepted"] > storm["cap_per_process"] * storm["server_processes"]:
+        if storm["accepted"] + storm["viewers_held"] > (
+            storm["cap_per_process"] * storm["server_processes"]
+        ):
             problems.append(f"storm: more accepted than the caps allow: {storm['accepted']}")
+        for name in ("held_before", "held_during"):
+            phase = storm.get(name)
+            if phase is not None and (
+                phase["saw_final"] != storm["viewers_held"] or phase["open"] != phase["viewers"]
+            ):
+                problems.append(f"storm: held viewers lost events or sockets ({name}): {phase}")
     line = (
         "correctness: oversold 0, every request answered, no 5xx, every viewer connected"
         " and saw the final stock"
@@ -956,6 +1050,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--storm-viewers", type=int, default=10_000, help="viewers of the connect storm"
+    )
+    parser.add_argument(
+        "--storm-held",
+        type=int,
+        default=2000,
+        help="viewers connected before the storm, whose latency it must not raise",
     )
     parser.add_argument(
         "--storm-cap",
