@@ -251,8 +251,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Channels' dispatch without its hop to the sync thread per message to close
         old database connections: every database call here goes through
         ``database_sync_to_async``, which closes them around each call already, and
-        that hop, per connect of a connect storm, queued behind the buyers' requests
-        in the same thread."""
+        in a connect storm those hops (one per connect, one per disconnect) queue in
+        the one thread every socket's database work shares, ahead of the snapshots."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
