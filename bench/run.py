@@ -217,6 +217,9 @@ class Viewers:
         self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
         return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
 
+    def pids(self) -> list[int]:
+        return [client.process.pid for client in self.clients]
+
     def phase(self, name: str) -> None:
         for client in self.clients:
             client.send({"cmd": "phase", "name": name})
@@ -427,6 +430,8 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
                 sample = result["fanout"]["sample"]
                 progress(f"{name}: {len(sample)} events through the broadcast, no buyers")
                 cpu_before = _cpu_by_pid(server_pids)
+                client_cpu_before = _cpu_by_pid(viewers.pids())
+                started = time.monotonic()
                 replayed = replay_through_broadcast(
                     stream_id=seed.stream_id,
                     drop_id=seed.fanout_drop,
@@ -442,6 +447,11 @@ def run_fanout(stack, seed, args, progress) -> tuple[dict, Viewers]:
                 report["replayed"] = replayed
                 report["server_cpu_us_per_delivery"] = _cpu_per_delivery(
                     _cpu_since(cpu_before), report["messages"]
+                )
+                # The load generator's share of the two cores (a limit only counts if it
+                # is not the bottleneck).
+                report["client_cores"] = round(
+                    _cpu_since(client_cpu_before) / (time.monotonic() - started), 2
                 )
                 if name == "replay_stalled":
                     stalled.send({"cmd": "report", "timeout": 5})
@@ -592,7 +602,7 @@ def run_storm(stack, seed, args, progress) -> dict:
             label="storm",
         )
         servers = stack.server_pids()
-        clients = [client.process.pid for client in viewers.clients]
+        clients = viewers.pids()
         during: dict = {}
         publisher = None
         if held is not None:
@@ -702,6 +712,8 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
             rss_after = stack_module.rss_kb(serving)
             viewers.phase("ceiling")
             cpu_before = _cpu_by_pid(serving)
+            client_cpu_before = _cpu_by_pid(viewers.pids())
+            started = time.monotonic()
             os.kill(server.pid, signal.SIGUSR1)
             length = sample[-1][0] if sample else 0
             progress(f"ceiling: replaying {len(sample)} events over {length:.1f} s")
@@ -710,12 +722,14 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
                 drop=seed.fanout_drop, remaining=REPLAY_END_REMAINING, timeout=args.final_timeout
             )
             cpu_used = _cpu_since(cpu_before)  # while the processes still run
+            client_cores = round(_cpu_since(client_cpu_before) / (time.monotonic() - started), 2)
         finally:
             viewers.stop()
     finally:
         stack_module.stop(server)
     report.pop("sample", None)
     report["server_cpu_us_per_delivery"] = _cpu_per_delivery(cpu_used, report["messages"])
+    report["client_cores"] = client_cores
     report["connect"] = connect
     report["events_replayed"] = len(sample) + 1
     report["rss_kb_per_viewer"] = round((rss_after - rss_before) / max(connect["connected"], 1), 1)
@@ -861,6 +875,12 @@ def build_table(results: dict, args) -> list[dict]:
             r = _ratio(
                 replay["server_cpu_us_per_delivery"],
                 ceiling and ceiling["server_cpu_us_per_delivery"],
+            )
+            row(
+                "fan-out (a), broadcast only: the viewer clients' cores busy meanwhile",
+                replay["client_cores"],
+                "plain websockets server",
+                ceiling and ceiling["client_cores"],
             )
             row(
                 "fan-out (a), broadcast only: server CPU µs per delivery",
