@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -736,6 +737,202 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
     return report
 
 
+# --- figure (a) with C viewers: sizes where Python clients would be the bottleneck -------
+
+C_END_MARK = f'"remaining":{REPLAY_END_REMAINING},'
+C_REPLAY_EVENTS_PER_S = 5  # a live drop's coalesced stock (4/s) and the viewer count (1/s)
+
+
+def _c_viewers_binary() -> Path:
+    """``bench/ws_viewers.c``, compiled once into the logs folder (a C compiler is needed:
+    Debian's ``gcc``; nothing is downloaded)."""
+    source, binary = HERE / "ws_viewers.c", stack_module.LOGS / "ws_viewers"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("--only fanout-c needs a C compiler: apt-get install -y gcc")
+    stack_module.LOGS.mkdir(parents=True, exist_ok=True)
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+class CViewers:
+    """V viewers in K processes of ``bench/ws_viewers.c``, each one line when connected
+    and one report when every viewer saw the end marker."""
+
+    def __init__(self, *, port: int, path: str, viewers: int, processes: int, seconds: float):
+        binary = _c_viewers_binary()
+        shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
+        self.processes = [
+            stack_module.spawn(
+                [str(binary), "127.0.0.1", str(port), path, str(share), str(seconds), C_END_MARK],
+                env=dict(os.environ),
+                log="client-c.log",
+                stdout=subprocess.PIPE,
+                stderr=open(stack_module.LOGS / "client-c.err", "a"),  # noqa: SIM115
+                text=True,
+            )
+            for share in shares
+            if share
+        ]
+        self.viewers = viewers
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def restart_counts(self) -> None:
+        """What arrives from now on is the measured phase (SIGUSR1)."""
+        for process in self.processes:
+            os.kill(process.pid, signal.SIGUSR1)
+        time.sleep(0.1)  # each process notices within its 50 ms wait
+
+    def _lines(self, kind: str) -> list[dict]:
+        lines = [json.loads(process.stdout.readline() or "{}") for process in self.processes]
+        if any(line.get("type") != kind for line in lines):
+            raise RuntimeError(f"a C viewer process gave no {kind!r} (see bench/results/logs)")
+        return lines
+
+    def wait_connected(self) -> dict:
+        lines = self._lines("connected")
+        return {k: sum(line[k] for line in lines) for k in ("connected", "failed", "closed")}
+
+    def report(self) -> dict:
+        reports = self._lines("report")
+        latency = Counter()
+        for report in reports:
+            latency.update({int(k): v for k, v in report["latency"].items()})
+        firsts = [r["first"] for r in reports if r["first"]]
+        lasts = [r["last"] for r in reports if r["last"]]
+        span = max(lasts) - min(firsts) if firsts and lasts else 0
+        messages = sum(r["messages"] for r in reports)
+        return {
+            "viewers": sum(r["viewers"] for r in reports),
+            "open": sum(r["open"] for r in reports),
+            "saw_final": sum(r["saw_final"] for r in reports),
+            "messages": messages,
+            "deliveries_per_s": messages / span if span > 0 else 0.0,
+            "p50_ms": _ms(_pct(latency, 0.5)),
+            "p99_ms": _ms(_pct(latency, 0.99)),
+            "max_ms": _ms(max(latency) * BUCKET_S if latency else None),
+        }
+
+    def stop(self) -> None:
+        for process in self.processes:
+            stack_module.stop(process)
+
+
+def _steady_sample(drop_id: int, seconds: float) -> list[tuple[float, str]]:
+    """Stock changes and viewer counts at ``C_REPLAY_EVENTS_PER_S``, as a replay sample."""
+    sample = []
+    for i in range(int(seconds * C_REPLAY_EVENTS_PER_S)):
+        if i % C_REPLAY_EVENTS_PER_S == C_REPLAY_EVENTS_PER_S - 1:
+            event = {"type": "viewers.changed", "viewers": 10**5 + i}
+        else:
+            event = {"type": "stock.changed", "drop": drop_id, "remaining": 10**6 + i, "sold": i}
+        sample.append((i / C_REPLAY_EVENTS_PER_S, json.dumps(event, separators=(",", ":"))))
+    return sample
+
+
+def _measure_c(viewers: CViewers, server_pids: list[int], publish) -> dict:
+    """Connect, then ``publish()`` the events and read the report, with both sides' CPU."""
+    connect = viewers.wait_connected()
+    time.sleep(1)  # the join storm's own events end
+    servers, clients = _cpu_by_pid(server_pids), _cpu_by_pid(viewers.pids())
+    started = time.monotonic()
+    viewers.restart_counts()
+    publish()
+    report = viewers.report()
+    seconds = time.monotonic() - started
+    report["connect"] = connect
+    report["server_cpu_us_per_delivery"] = _cpu_per_delivery(
+        _cpu_since(servers), report["messages"]
+    )
+    report["client_cores"] = round(_cpu_since(clients) / seconds, 2)
+    return report
+
+
+def run_fanout_c(stack, seed, args, progress) -> dict:
+    """Figure (a) with C viewers: a steady event stream through the product's broadcast
+    to V viewers, then the same events from the plain server to the same clients."""
+    _post(f"{stack.base_url}/api/drops/{seed.fanout_drop}/pin/", seed.host_token)
+    sample = _steady_sample(seed.fanout_drop, args.seconds)
+    wait = args.seconds + args.final_timeout + 60
+    path = f"/ws/streams/{seed.stream_slug}/"
+    progress(f"fan-out (C viewers): {args.viewers} viewers, {len(sample)} events")
+    ours = CViewers(
+        port=stack.ws_port if stack.ws_workers else stack.port,
+        path=path,
+        viewers=args.viewers,
+        processes=args.client_processes,
+        seconds=wait,
+    )
+    try:
+        result = {
+            "ours": _measure_c(
+                ours,
+                stack.server_pids(),
+                lambda: replay_through_broadcast(
+                    stream_id=seed.stream_id, drop_id=seed.fanout_drop, sample=sample, sold=0
+                ),
+            )
+        }
+    finally:
+        ours.stop()
+    final = {
+        "seq": 10**9,
+        "type": "stock.changed",
+        "drop": seed.fanout_drop,
+        "remaining": REPLAY_END_REMAINING,
+        "sold": 0,
+        "ts": 0,
+    }
+    schedule = {
+        "state": {"type": "stream.state", "seq": 0, "stream": {"drops": []}},
+        "events": sample,
+        "final": json.dumps(final),
+    }
+    schedule_path = stack_module.LOGS / "ceiling-schedule-c.json"
+    schedule_path.write_text(json.dumps(schedule))
+    port = stack_module.free_port()
+    processes = args.ws_workers or args.web_workers
+    server = stack_module.spawn(
+        [
+            sys.executable,
+            str(HERE / "ceiling_ws_server.py"),
+            "--port",
+            str(port),
+            "--schedule",
+            str(schedule_path),
+            "--processes",
+            str(processes),
+        ],
+        env=stack.env,
+        log="ceiling-c.log",
+    )
+    try:
+        stack_module.wait_log_words(server, "ceiling-c.log", "ready ", processes)
+        pids = [server.pid, *stack_module.descendants(server.pid)]
+        serving = pids[1:] if len(pids) > 1 else pids
+        progress(f"plain server (C viewers): {args.viewers} viewers")
+        plain = CViewers(
+            port=port,
+            path="/",
+            viewers=args.viewers,
+            processes=args.client_processes,
+            seconds=wait,
+        )
+        try:
+            result["plain"] = _measure_c(
+                plain, serving, lambda: os.kill(server.pid, signal.SIGUSR1)
+            )
+        finally:
+            plain.stop()
+    finally:
+        stack_module.stop(server)
+    return result
+
+
 # --- the table ---------------------------------------------------------------------------
 
 
@@ -929,6 +1126,34 @@ def build_table(results: dict, args) -> list[dict]:
                     target="<= 4 in any second",
                     met=co["stock_peak_per_s"] <= 4,
                 )
+    fan_c = results.get("fanout_c")
+    if fan_c:
+        ours, plain = fan_c["ours"], fan_c["plain"]
+        for q in ("p99", "p50"):
+            r = _ratio(ours[f"{q}_ms"], plain[f"{q}_ms"])
+            row(
+                f"fan-out (a), {ours['viewers']:,} C viewers: delivery {q} ms",
+                ours[f"{q}_ms"],
+                "plain websockets server",
+                plain[f"{q}_ms"],
+                r,
+                "<= 1.3x" + (" and < 1000 ms" if q == "p99" else ""),
+                r is not None
+                and r <= 1.3
+                and (q != "p99" or (ours[f"{q}_ms"] is not None and ours[f"{q}_ms"] < 1000)),
+            )
+        for key, what in (
+            ("deliveries_per_s", "deliveries/s"),
+            ("server_cpu_us_per_delivery", "server CPU µs per delivery"),
+            ("client_cores", "the C viewer clients' cores busy"),
+        ):
+            row(
+                f"fan-out (a), {ours['viewers']:,} C viewers: {what}",
+                round(ours[key], 1),
+                "plain websockets server",
+                round(plain[key], 1),
+                _ratio(ours[key], plain[key]),
+            )
     storm = results.get("storm")
     if storm:
         held = storm["cap_per_process"] * storm["server_processes"]
@@ -992,6 +1217,13 @@ def correctness(results: dict, args) -> tuple[bool, str]:
             replay = fan.get(name)
             if replay and replay["saw_final"] != args.viewers:
                 problems.append(f"{name}: {replay['saw_final']}/{args.viewers} saw its last event")
+    fan_c = results.get("fanout_c")
+    if fan_c:
+        for side, report in fan_c.items():
+            if report["connect"]["connected"] != args.viewers:
+                problems.append(f"fanout-c {side}: {report['connect']} of {args.viewers}")
+            if report["saw_final"] != args.viewers or report["open"] != args.viewers:
+                problems.append(f"fanout-c {side}: {report['saw_final']} saw the last event")
     storm = results.get("storm")
     if storm:
         if storm["failed"] or storm["accepted"] + storm["refused"] != storm["viewers_asked"]:
@@ -1066,7 +1298,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="the small size CI runs")
     parser.add_argument(
-        "--only", choices=("all", "spike", "fanout", "limits", "storm"), default="all"
+        "--only",
+        choices=("all", "spike", "fanout", "fanout-c", "limits", "storm"),
+        default="all",
+        help="fanout-c: figure (a) with viewers in C (bench/ws_viewers.c), for big sizes",
     )
     parser.add_argument(
         "--storm-viewers", type=int, default=10_000, help="viewers of the connect storm"
@@ -1179,6 +1414,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         if args.only == "storm":
             results["storm"] = run_storm(stack, seed, args, progress)
+        if args.only == "fanout-c":
+            results["fanout_c"] = run_fanout_c(stack, seed, args, progress)
         if args.only in ("all", "limits", "spike"):
             progress("limit: GET /healthz")
             results["healthz"] = run_once(
