@@ -46,6 +46,7 @@ from livestream.models import Stream
 from livestream.presence import presence_count, presence_join, presence_leave
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
+from livestream.wire import direct_socket, write_now
 from livestream.ws_auth import viewer_of
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         "_pending_floor",
         "_pending_overflow",
         "_user_id",
+        "_wire",
         "base_send",
         "channel_layer",
         "conn_id",
@@ -227,6 +229,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._floor_seq = 0
         self._user_id: int | None = None  # signed in: gets the user's personal events
         self._bucket: TokenBucket | None = None  # made at the first client message
+        # The server's socket, when frames may be written to it directly (livestream.wire).
+        self._wire = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -268,6 +272,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.slug = self.scope["url_route"]["kwargs"]["slug"]
         stream = await _find_stream_cached(self.slug)
         await self.accept()
+        self._wire = direct_socket(self.base_send)
         if stream is None:
             self._closing = True
             await self.close(code=CLOSE_NOT_FOUND)
@@ -381,7 +386,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         needs none of the consumer's wrappers): when the socket is writable, uvicorn
         writes the frame without ever suspending, so it completes here, with no task
         switch per viewer of a fan-out. If it does suspend (the transport is paused: a
-        slow reader), a drain task finishes it and what follows waits behind it."""
+        slow reader), a drain task finishes it and what follows waits behind it.
+        Under uvicorn, the frame is written to the socket directly when that send would
+        write it at once (``livestream.wire``: built once per event, not per viewer)."""
+        if self._wire is not None and write_now(self._wire, text):
+            return True
         sending = self.base_send({"type": "websocket.send", "text": text})
         try:
             waiting_on = sending.send(None)
