@@ -70,7 +70,11 @@ async def _serve(port: int, schedule: dict) -> None:
         "127.0.0.1",
         port,
         compression=None,
-        ping_interval=None,
+        # Keepalive as uvicorn runs it for the real stack (ws_ping_interval and
+        # ws_ping_timeout, 20 s each): a production server pings, and with thousands of
+        # sockets per process that is part of the load.
+        ping_interval=20,
+        ping_timeout=20,
         reuse_port=True,
         backlog=8192,
         max_queue=16,
