@@ -30,6 +30,7 @@ bounded; every child process is stopped on exit, Ctrl-C or error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -542,16 +543,23 @@ def _cpu_since(before: dict[int, float]) -> float:
 STORM_EVENTS_PER_S = 4  # what the held viewers get meanwhile: a drop's coalesced stock
 
 
-def _steady_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
-    """``stock.changed`` at ``STORM_EVENTS_PER_S`` for ``seconds``, as a replay sample."""
-    count = int(seconds * STORM_EVENTS_PER_S)
-    return [
-        (
-            i / STORM_EVENTS_PER_S,
-            json.dumps({"type": "stock.changed", "drop": drop_id, "remaining": 10**6 + i}),
-        )
-        for i in range(count)
-    ]
+def _steady_sample(
+    drop_id: int, seconds: float, *, per_s: int, with_viewer_counts: bool
+) -> list[tuple[float, str]]:
+    """A replay sample of ``per_s`` events a second for ``seconds``: stock changes, and
+    with ``with_viewer_counts`` every ``per_s``-th one a viewer count instead."""
+    sample = []
+    for i in range(int(seconds * per_s)):
+        if with_viewer_counts and i % per_s == per_s - 1:
+            event = {"type": "viewers.changed", "viewers": 10**5 + i}
+        else:
+            event = {"type": "stock.changed", "drop": drop_id, "remaining": 10**6 + i, "sold": i}
+        sample.append((i / per_s, json.dumps(event, separators=(",", ":"))))
+    return sample
+
+
+def _storm_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
+    return _steady_sample(drop_id, seconds, per_s=STORM_EVENTS_PER_S, with_viewer_counts=False)
 
 
 def _held_replay(seed, viewers: Viewers, sample, args, *, end: int) -> dict:
@@ -591,7 +599,7 @@ def run_storm(stack, seed, args, progress) -> dict:
             progress(f"held: {args.storm_held} viewers, events before the storm")
             held.phase("before")
             result["held_before"] = _held_replay(
-                seed, held, _steady_events(seed.fanout_drop, 5), args, end=-2
+                seed, held, _storm_events(seed.fanout_drop, 5), args, end=-2
             )
             held.phase("during")
         viewers = Viewers(
@@ -610,7 +618,7 @@ def run_storm(stack, seed, args, progress) -> dict:
             # Events for the held viewers all through the storm (it has lasted 15-20 s).
             publisher = threading.Thread(
                 target=lambda: during.update(
-                    _held_replay(seed, held, _steady_events(seed.fanout_drop, 15), args, end=-3)
+                    _held_replay(seed, held, _storm_events(seed.fanout_drop, 15), args, end=-3)
                 ),
                 daemon=True,
             )
@@ -653,32 +661,28 @@ def run_storm(stack, seed, args, progress) -> dict:
     }
 
 
-def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
-    """The same clients, the same events at the same times, a plain websockets server."""
-    phase = fanout["fanout"]
-    sample = phase.pop("sample")
+@contextlib.contextmanager
+def _plain_server(stack, args, *, sample, drop_id: int, sold: int, state_drops: list, log: str):
+    """``bench/ceiling_ws_server.py`` with ``sample`` as its schedule (then the end marker),
+    as many processes as the real stack serves websockets with; yields ``(process, port,
+    the pids holding the sockets)`` and stops it on the way out."""
     final = {
         "seq": 10**9,
         "type": "stock.changed",
-        "drop": seed.fanout_drop,
+        "drop": drop_id,
         "remaining": REPLAY_END_REMAINING,
-        "sold": phase["final_sold"],
+        "sold": sold,
         "ts": 0,
     }
     schedule = {
-        "state": {
-            "type": "stream.state",
-            "seq": 0,
-            "stream": {"drops": [{"id": seed.fanout_drop, "remaining": 0}]},
-        },
+        "state": {"type": "stream.state", "seq": 0, "stream": {"drops": state_drops}},
         "events": sample,
         "final": json.dumps(final),
     }
-    path = stack_module.LOGS / "ceiling-schedule.json"
+    path = stack_module.LOGS / f"{log}-schedule.json"
     path.write_text(json.dumps(schedule))
     port = stack_module.free_port()
-    # As many processes as the real stack serves websockets with.
-    ceiling_processes = args.ws_workers or args.web_workers
+    processes = args.ws_workers or args.web_workers
     server = stack_module.spawn(
         [
             sys.executable,
@@ -688,16 +692,33 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
             "--schedule",
             str(path),
             "--processes",
-            str(ceiling_processes),
+            str(processes),
         ],
         env=stack.env,
-        log="ceiling.log",
+        log=f"{log}.log",
     )
     try:
-        stack_module.wait_log_words(server, "ceiling.log", "ready ", ceiling_processes)
+        stack_module.wait_log_words(server, f"{log}.log", "ready ", processes)
         pids = [server.pid, *stack_module.descendants(server.pid)]
         # The supervising parent holds no socket (with one process it is the server).
-        serving = pids[1:] if len(pids) > 1 else pids
+        yield server, port, (pids[1:] if len(pids) > 1 else pids)
+    finally:
+        stack_module.stop(server)
+
+
+def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
+    """The same clients, the same events at the same times, a plain websockets server."""
+    phase = fanout["fanout"]
+    sample = phase.pop("sample")
+    with _plain_server(
+        stack,
+        args,
+        sample=sample,
+        drop_id=seed.fanout_drop,
+        sold=phase["final_sold"],
+        state_drops=[{"id": seed.fanout_drop, "remaining": 0}],
+        log="ceiling",
+    ) as (server, port, serving):
         rss_before = stack_module.rss_kb(serving)
         viewers = Viewers(
             url=f"ws://127.0.0.1:{port}/",
@@ -726,8 +747,6 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
             client_cores = round(_cpu_since(client_cpu_before) / (time.monotonic() - started), 2)
         finally:
             viewers.stop()
-    finally:
-        stack_module.stop(server)
     report.pop("sample", None)
     report["server_cpu_us_per_delivery"] = _cpu_per_delivery(cpu_used, report["messages"])
     report["client_cores"] = client_cores
@@ -822,18 +841,6 @@ class CViewers:
             stack_module.stop(process)
 
 
-def _steady_sample(drop_id: int, seconds: float) -> list[tuple[float, str]]:
-    """Stock changes and viewer counts at ``C_REPLAY_EVENTS_PER_S``, as a replay sample."""
-    sample = []
-    for i in range(int(seconds * C_REPLAY_EVENTS_PER_S)):
-        if i % C_REPLAY_EVENTS_PER_S == C_REPLAY_EVENTS_PER_S - 1:
-            event = {"type": "viewers.changed", "viewers": 10**5 + i}
-        else:
-            event = {"type": "stock.changed", "drop": drop_id, "remaining": 10**6 + i, "sold": i}
-        sample.append((i / C_REPLAY_EVENTS_PER_S, json.dumps(event, separators=(",", ":"))))
-    return sample
-
-
 def _measure_c(viewers: CViewers, server_pids: list[int], publish) -> dict:
     """Connect, then ``publish()`` the events and read the report, with both sides' CPU."""
     connect = viewers.wait_connected()
@@ -856,7 +863,9 @@ def run_fanout_c(stack, seed, args, progress) -> dict:
     """Figure (a) with C viewers: a steady event stream through the product's broadcast
     to V viewers, then the same events from the plain server to the same clients."""
     _post(f"{stack.base_url}/api/drops/{seed.fanout_drop}/pin/", seed.host_token)
-    sample = _steady_sample(seed.fanout_drop, args.seconds)
+    sample = _steady_sample(
+        seed.fanout_drop, args.seconds, per_s=C_REPLAY_EVENTS_PER_S, with_viewer_counts=True
+    )
     wait = args.seconds + args.final_timeout + 60
     path = f"/ws/streams/{seed.stream_slug}/"
     progress(f"fan-out (C viewers): {args.viewers} viewers, {len(sample)} events")
@@ -879,41 +888,15 @@ def run_fanout_c(stack, seed, args, progress) -> dict:
         }
     finally:
         ours.stop()
-    final = {
-        "seq": 10**9,
-        "type": "stock.changed",
-        "drop": seed.fanout_drop,
-        "remaining": REPLAY_END_REMAINING,
-        "sold": 0,
-        "ts": 0,
-    }
-    schedule = {
-        "state": {"type": "stream.state", "seq": 0, "stream": {"drops": []}},
-        "events": sample,
-        "final": json.dumps(final),
-    }
-    schedule_path = stack_module.LOGS / "ceiling-schedule-c.json"
-    schedule_path.write_text(json.dumps(schedule))
-    port = stack_module.free_port()
-    processes = args.ws_workers or args.web_workers
-    server = stack_module.spawn(
-        [
-            sys.executable,
-            str(HERE / "ceiling_ws_server.py"),
-            "--port",
-            str(port),
-            "--schedule",
-            str(schedule_path),
-            "--processes",
-            str(processes),
-        ],
-        env=stack.env,
-        log="ceiling-c.log",
-    )
-    try:
-        stack_module.wait_log_words(server, "ceiling-c.log", "ready ", processes)
-        pids = [server.pid, *stack_module.descendants(server.pid)]
-        serving = pids[1:] if len(pids) > 1 else pids
+    with _plain_server(
+        stack,
+        args,
+        sample=sample,
+        drop_id=seed.fanout_drop,
+        sold=0,
+        state_drops=[],
+        log="ceiling-c",
+    ) as (server, port, serving):
         progress(f"plain server (C viewers): {args.viewers} viewers")
         plain = CViewers(
             port=port,
@@ -928,8 +911,6 @@ def run_fanout_c(stack, seed, args, progress) -> dict:
             )
         finally:
             plain.stop()
-    finally:
-        stack_module.stop(server)
     return result
 
 
