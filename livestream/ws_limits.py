@@ -88,7 +88,7 @@ class LoopLag:
 
 class ConnectionLimits:
     """ASGI middleware for websocket scopes: counts this process's open sockets, in all
-    and per address, and refuses a new one past either cap."""
+    and per address, and refuses a new one past either cap or while its loop is late."""
 
     def __init__(self, app):
         self.app = app
@@ -99,7 +99,8 @@ class ConnectionLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
-        self.lag.watch()
+        if settings.WS_SHED_LOOP_LAG_MS:
+            self.lag.watch()  # no timer at all when shedding by lag is off
         remote = (scope.get("client") or ("",))[0] or ""
         address = client_address_of(remote, _forwarded_for(scope))
         refusal = self._refusal(address)
