@@ -5,7 +5,9 @@
 Every client gets a small ``stream.state`` on connect; on SIGUSR1 each process replays
 the schedule (``[[seconds after start, event text], ...]``, the events one viewer of
 the real stack received in the fan-out phase) to all its clients with
-``websockets.broadcast``, stamping ``ts`` afresh on each, and finally sends ``final``
+``websockets.broadcast``, stamping each ``ts`` with the time the event was due (the
+real stack's publisher stamps on time too, so a server that falls behind its events
+shows it in the latency either way), and finally sends ``final``
 (a text from the schedule file), so the same client code measures it the same way.
 With ``--processes N`` (as many as the real server's workers) the processes share the
 port with SO_REUSEPORT and the kernel spreads the clients.
@@ -24,9 +26,9 @@ import sys
 import time
 
 
-def _restamp(text: str) -> str:
+def _stamped(text: str, ts: float) -> str:
     event = json.loads(text)
-    event["ts"] = round(time.time(), 6)
+    event["ts"] = round(ts, 6)
     return json.dumps(event, separators=(",", ":"))
 
 
@@ -45,14 +47,16 @@ async def _serve(port: int, schedule: dict) -> None:
             clients.discard(ws)
 
     async def replay():
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
+        at = 0.0
         for at, text in schedule["events"]:
             delay = started + at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            broadcast(clients, _restamp(text))
-        await asyncio.sleep(0.3)  # the real stack's trailing event comes a window later
-        broadcast(clients, _restamp(schedule["final"]))
+            broadcast(clients, _stamped(text, wall + at))
+        final_at = at + 0.3  # the real stack's trailing event comes a window later
+        await asyncio.sleep(started + final_at - time.monotonic())
+        broadcast(clients, _stamped(schedule["final"], wall + final_at))
 
     loop = asyncio.get_running_loop()
     tasks = set()
