@@ -14,9 +14,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from config import log_redaction  # noqa: E402
-from config.body_limit import BodySizeLimit  # noqa: E402
-from config.health import HealthConsumer  # noqa: E402
+from core import log_redaction  # noqa: E402
+from core.body_limit import BodySizeLimit  # noqa: E402
+from core.health import HealthConsumer  # noqa: E402
 from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
@@ -39,7 +39,7 @@ gc.set_threshold(*settings.ASGI_GC_THRESHOLDS)
 
 application = ProtocolTypeRouter(
     {
-        # Bodies over the cap are refused before anything reads them (config/body_limit.py);
+        # Bodies over the cap are refused before anything reads them (core/body_limit.py);
         # the reserve request's refusals and replays are answered ahead of Django
         # (livestream/front_door.py), everything else by Django.
         "http": BodySizeLimit(FrontDoor(django_asgi_app)),

@@ -3,8 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import errors, health
-from config.converters import IdConverter
+from core import health
+from core.api import errors
+from core.converters import IdConverter
 
 register_converter(IdConverter, "id")
 
@@ -38,7 +39,7 @@ urlpatterns = [
     path("", include("livestream.page_urls")),
 ]
 
-handler400 = "config.errors.json_400"
-handler403 = "config.errors.json_403"
-handler404 = "config.errors.json_404"
-handler500 = "config.errors.json_500"
+handler400 = "core.api.errors.json_400"
+handler403 = "core.api.errors.json_403"
+handler404 = "core.api.errors.json_404"
+handler500 = "core.api.errors.json_500"

@@ -18,14 +18,14 @@ from django.utils.html import format_html
 from import_export.admin import ImportExportModelAdmin
 from import_export.formats.base_formats import CSV
 
-from config.admin_tools import (
+from core.admin_tools import (
     EditedFieldsOnlyMixin,
     ReadOnlyAdminMixin,
     apply_each,
     has_model_change_permission,
 )
+from core.exceptions import DomainError
 from inventory import services
-from inventory.exceptions import DomainError
 from inventory.forms import StockAdjustForm
 from inventory.models import Allocation, Reservation, StockItem, StockMovement, WaitlistEntry
 from inventory.resources import StockLevelResource

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from inventory.redis_conn import get_redis, redis_configured
+from core.redis import get_redis, redis_configured
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import re
 from django.core.exceptions import ValidationError
 from import_export import fields, resources, widgets
 
+from core.exceptions import DomainError
 from inventory import services
-from inventory.exceptions import DomainError
 from inventory.models import StockItem, StockMovement
 
 _WHOLE_NUMBER = re.compile(r"[+-]?\d{1,12}")

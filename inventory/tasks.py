@@ -15,9 +15,9 @@ from django.db import DatabaseError
 from django.utils import timezone
 from redis import RedisError
 
+from core.redis import get_redis, redis_configured
 from inventory import gate, services
 from inventory.models import Allocation, Reservation
-from inventory.redis_conn import get_redis, redis_configured
 
 logger = logging.getLogger(__name__)
 

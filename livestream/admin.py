@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from import_export.admin import ExportActionModelAdmin
 from import_export.formats.base_formats import CSV
 
-from config.admin_tools import (
+from core.admin_tools import (
     EditedFieldsOnlyMixin,
     ReadOnlyAdminMixin,
     apply_each,

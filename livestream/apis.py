@@ -10,8 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempotent
+from core.api.schema import error_responses
+from core.api.throttles import ReserveIPThrottle, ReserveUserThrottle
+from core.exceptions import NotFound
 from inventory import services as inventory_services
-from inventory.exceptions import NotFound
 from inventory.models import Reservation
 from livestream import selectors, services, snapshot_cache
 from livestream.serializers import (
@@ -25,9 +28,6 @@ from livestream.serializers import (
     WaitlistEntrySerializer,
     WaitlistJoinSerializer,
 )
-from shop.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempotent
-from shop.api.schema import error_responses
-from shop.api.throttles import ReserveIPThrottle, ReserveUserThrottle
 
 
 class StreamListCreateApi(generics.ListAPIView):

@@ -35,8 +35,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
+from core.redis import get_redis, redis_configured
 from inventory import events as inventory_events
-from inventory.redis_conn import get_redis, redis_configured
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from inventory.exceptions import NotFound
+from core.exceptions import NotFound
 from livestream.broadcast import current_seq
 from livestream.exceptions import NotStreamHost
 from livestream.hub import get_hub, seq_of

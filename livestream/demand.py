@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from core.redis import get_redis, redis_configured
 from inventory.models import Allocation, WaitlistEntry
-from inventory.redis_conn import get_redis, redis_configured
 from inventory.services import demand as inventory_demand
 from livestream.models import Drop, DropDemand
 

@@ -3,7 +3,7 @@ machine ``code`` and an HTTP status hint; the API's one exception handler maps t
 
 from __future__ import annotations
 
-from inventory.exceptions import DomainError
+from core.exceptions import DomainError
 
 
 class NotStreamHost(DomainError):

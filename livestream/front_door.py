@@ -10,8 +10,8 @@ the same checks, in the same order, on the same Redis keys as the Django view:
 
 1. the token (``Authorization: Token``): the user's entry in the token cache must be
    there and active (a logout deletes it, so a revoked token is never answered here);
-2. both throttles (``shop.api.throttles``: the same sliding logs);
-3. the ``Idempotency-Key``'s stored answer (``shop.api.idempotency``): a replay gets it
+2. both throttles (``core.api.throttles``: the same sliding logs);
+3. the ``Idempotency-Key``'s stored answer (``core.api.idempotency``): a replay gets it
    back, the same key with another body a 422;
 4. the gate's decision (``inventory.gate``): a refusal is counted as demand and stored
    as the key's answer, exactly as the view would; an admission takes its units.
@@ -49,28 +49,10 @@ from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 from rest_framework.renderers import JSONRenderer
 
-from config.converters import IdConverter
-from inventory import gate
-from inventory.exceptions import (
-    DropNotLive,
-    IdempotencyKeyReused,
-    InvalidInput,
-    LimitReached,
-    SoldOut,
-    TooManyHolds,
-)
-from inventory.models import Reservation
-from inventory.redis_conn import SharedConnection, shared_connection, shared_connection_close
-from inventory.services import AdmittedRequest, reservations_create_pending
-from inventory.services._common import validate_quantity
-from inventory.services.gate_sync import gate_undo_admission
-from livestream import snapshot_cache
-from livestream.selectors import drop_routing_cached
-from livestream.serializers import ReservationSerializer
-from shop.api import idempotency
-from shop.api.authentication import token_cache_key, tokens_load
-from shop.api.parsers import refuse_constant
-from shop.api.throttles import (
+from core.api import idempotency
+from core.api.authentication import token_cache_key, tokens_load
+from core.api.parsers import refuse_constant
+from core.api.throttles import (
     THROTTLE_LUA,
     ReserveIPThrottle,
     ReserveUserThrottle,
@@ -80,6 +62,18 @@ from shop.api.throttles import (
     throttle_wait_of,
     throttled_error,
 )
+from core.converters import IdConverter
+from core.exceptions import IdempotencyKeyReused, InvalidInput
+from core.redis import SharedConnection, shared_connection, shared_connection_close
+from inventory import gate
+from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
+from inventory.models import Reservation
+from inventory.services import AdmittedRequest, reservations_create_pending
+from inventory.services._common import validate_quantity
+from inventory.services.gate_sync import gate_undo_admission
+from livestream import snapshot_cache
+from livestream.selectors import drop_routing_cached
+from livestream.serializers import ReservationSerializer
 
 logger = logging.getLogger(__name__)
 

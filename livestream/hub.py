@@ -31,20 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from django.conf import settings
 from redis.asyncio.client import PubSub
 
-from inventory.redis_conn import redis_configured
+from core.redis import async_redis, redis_configured
 from livestream.broadcast import USER_LOGGED_OUT, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
@@ -69,49 +64,6 @@ class Connection(Protocol):
     def personal(self, text: str) -> None: ...
 
     def logged_out(self) -> None: ...
-
-
-# --- the process's asyncio Redis client ------------------------------------------------
-
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def client_name() -> str:
-    """How this process's hub connections show in Redis ``CLIENT LIST`` (ops: which
-    process holds which subscription)."""
-    return f"livestream-hub:{socket.gethostname()}:{os.getpid()}"
-
-
-def async_redis() -> aioredis.Redis:
-    """The asyncio Redis client of the running event loop (its connections belong to
-    that loop), on a bounded blocking pool: under a connect storm callers wait for a
-    connection instead of failing with "Too many connections". The process's one
-    pub/sub connection holds one connection of the pool while anything is watched."""
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=5,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            health_check_interval=30,
-            decode_responses=True,
-            client_name=client_name(),
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        _async_clients[loop] = client
-    return client
-
-
-async def close_async_redis() -> None:
-    """Close the running loop's client (at shutdown, and in tests before the loop ends)."""
-    client = _async_clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose(close_connection_pool=True)
 
 
 def seq_of(text: str) -> int | None:

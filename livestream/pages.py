@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from inventory.exceptions import NotFound
+from core.exceptions import NotFound
 from livestream import selectors
 from livestream.exceptions import NotStreamHost
 from livestream.models import Stream

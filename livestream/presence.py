@@ -21,9 +21,8 @@ from collections.abc import Iterable, Sequence
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from inventory.redis_conn import get_redis, redis_configured
+from core.redis import async_redis, get_redis, redis_configured
 from livestream import broadcast
-from livestream.hub import async_redis
 
 DEFAULT_HEARTBEAT_SECONDS = 10
 DEFAULT_TTL_SECONDS = 30

@@ -17,9 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.schema import error_responses
 from livestream import readiness, selectors
 from livestream.services import stream_check_control
-from shop.api.schema import error_responses
 
 # --- documented shapes -------------------------------------------------------------------
 

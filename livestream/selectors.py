@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from inventory.exceptions import NotFound
+from core.exceptions import NotFound
 from inventory.models import Reservation
 from livestream import readiness
 from livestream.models import Drop, Stream

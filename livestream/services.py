@@ -23,8 +23,9 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import services as inventory
-from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
+from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from livestream import broadcast
 from livestream.demand import demand_flush, demand_on_pin

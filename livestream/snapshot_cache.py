@@ -28,7 +28,7 @@ import time
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from inventory.redis_conn import get_redis, redis_configured
+from core.redis import get_redis, redis_configured
 
 
 def snapshot_key(slug: str) -> str:

@@ -12,7 +12,7 @@
   session cookie's user, checked as Django checks it (the session's auth hash must
   match, so a changed password signs the socket out too). A ticket keeps the
   long-lived token out of URLs, which get logged (and uvicorn's logs have both values
-  redacted anyway: ``config/log_redaction.py``).
+  redacted anyway: ``core/log_redaction.py``).
 
 Channels' ``AuthMiddlewareStack`` would do the session part, but it stays in the path
 of every frame the socket sends for its life (a session wrapper around ``send``, which
@@ -36,7 +36,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import parse_cookie
 from rest_framework.exceptions import AuthenticationFailed
 
-from shop.api.authentication import CachedTokenAuthentication, ws_ticket_redeem
+from core.api.authentication import CachedTokenAuthentication, ws_ticket_redeem
 
 # DRF keys are 40 hex characters; anything much longer is not worth a lookup.
 TOKEN_MAX_LENGTH = 64

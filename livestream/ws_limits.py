@@ -33,7 +33,7 @@ from collections import Counter
 
 from django.conf import settings
 
-from shop.api.throttles import client_address_of
+from core.api.throttles import client_address_of
 
 CLOSE_TOO_MANY_FROM_ADDRESS = 4429
 CLOSE_SERVER_FULL = 4503

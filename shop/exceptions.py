@@ -7,7 +7,8 @@ re-exported here, so callers of the shop services import errors from one place.
 
 from __future__ import annotations
 
-from inventory.exceptions import DomainError, HoldExpired, NotFound, ReservationNotHeld
+from core.exceptions import DomainError, NotFound
+from inventory.exceptions import HoldExpired, ReservationNotHeld
 
 __all__ = [
     "DomainError",

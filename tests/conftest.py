@@ -67,7 +67,7 @@ def _clean_caches():
     if not settings.REDIS_URL:
         cache.clear()  # local memory; with Redis the cache's keys are deleted below
     else:
-        from inventory.redis_conn import get_redis
+        from core.redis import get_redis
 
         client = get_redis()
         try:

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "import_export",
     "axes",
+    "core",
     "shop",
     "inventory",
     "livestream",
@@ -122,9 +123,9 @@ REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=200)
 if REDIS_URL:
     CACHES = {
         "default": {
-            # One pool per process, not per request thread (config/cache.py); a blocking
+            # One pool per process, not per request thread (core/cache.py); a blocking
             # pool, bounded like the gate's: callers wait for a free connection.
-            "BACKEND": "config.cache.SharedPoolRedisCache",
+            "BACKEND": "core.cache.SharedPoolRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "cache",
             "OPTIONS": {
@@ -232,21 +233,21 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "shop.api.authentication.CachedTokenAuthentication",
+        "core.api.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    # DRF's JSON parser with limits on nesting and text (see shop/api/parsers.py).
-    "DEFAULT_PARSER_CLASSES": ["shop.api.parsers.JSONParser"],
+    # DRF's JSON parser with limits on nesting and text (see core/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "shop.api.pagination.StrictLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # Only for DRF's own use of it; our throttles call shop.api.throttles.client_address.
+    # Only for DRF's own use of it; our throttles call core.api.throttles.client_address.
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
-    # Scoped request rates (see shop/api/throttles.py), counted in the shared cache.
+    # Scoped request rates (see core/api/throttles.py), counted in the shared cache.
     "DEFAULT_THROTTLE_RATES": {
         "reserve_user": env.str("THROTTLE_RESERVE_USER", default="30/min"),
         "reserve_ip": env.str("THROTTLE_RESERVE_IP", default="600/min"),
@@ -270,7 +271,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Request bodies are capped by the server before Django reads them (config/body_limit.py):
+# Request bodies are capped by the server before Django reads them (core/body_limit.py):
 # 413 past these sizes. No API body comes near 64 KiB; admin imports may be bigger.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1024)
@@ -283,8 +284,8 @@ REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=10 * 1024 * 1
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_LOCKOUT_SECONDS", default=900))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_CLIENT_IP_CALLABLE = "shop.api.throttles.client_address"
-AXES_LOCKOUT_CALLABLE = "config.errors.locked_out"
+AXES_CLIENT_IP_CALLABLE = "core.api.throttles.client_address"
+AXES_LOCKOUT_CALLABLE = "core.api.errors.locked_out"
 # Counted in Redis when configured (shared by every process, no SQL on the sign-in
 # path), else in the database: the local-memory cache is per process.
 AXES_HANDLER = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.db.models import Sum
 
+from core.exceptions import InvalidInput
 from inventory import events
-from inventory.exceptions import InvalidInput
 from inventory.models import Reservation
 
 # Quantities fit PostgreSQL's integer column with room to add them up.

@@ -8,8 +8,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import events, locks
-from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
+from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, StockItem, StockMovement
 from inventory.services._common import validate_quantity
 from inventory.services.gate_sync import gate_after_commit

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, Sum
 
+from core.redis import get_redis
 from inventory import gate
 from inventory.models import DemandViewer
-from inventory.redis_conn import get_redis
 
 # Decision outcomes, as the gate script names them.
 ADMITTED, SOLD_OUT, LIMIT, NOT_LIVE = "admitted", "sold_out", "limit", "not_live"

@@ -11,14 +11,9 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from core.exceptions import NotFound
 from inventory import events, locks
-from inventory.exceptions import (
-    HoldExpired,
-    LimitReached,
-    NotFound,
-    ReservationNotHeld,
-    SoldOut,
-)
+from inventory.exceptions import HoldExpired, LimitReached, ReservationNotHeld, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services import waitlist

@@ -16,17 +16,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
+from core.exceptions import IdempotencyKeyReused, InvalidInput, NotFound, RequestInProgress
 from inventory import gate, locks
-from inventory.exceptions import (
-    DropNotLive,
-    IdempotencyKeyReused,
-    InvalidInput,
-    LimitReached,
-    NotFound,
-    RequestInProgress,
-    SoldOut,
-    TooManyHolds,
-)
+from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import demand
 from inventory.services._common import customer_units, validate_quantity

@@ -13,11 +13,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from inventory import events, locks
-from inventory.exceptions import (
-    DropNotLive,
-    LimitReached,
-    SoldOut,
-)
+from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import waitlist

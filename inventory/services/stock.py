@@ -6,8 +6,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import locks
-from inventory.exceptions import InsufficientStock, InvalidInput, NotFound
+from inventory.exceptions import InsufficientStock
 from inventory.models import StockItem, StockMovement
 from inventory.services._common import MAX_ON_HAND, validate_quantity
 

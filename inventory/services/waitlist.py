@@ -22,11 +22,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.exceptions import NotFound
 from inventory import events, locks
 from inventory.exceptions import (
     DropNotLive,
     LimitReached,
-    NotFound,
     NotOnWaitlist,
     NotSoldOut,
     ReservationNotHeld,

@@ -13,11 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inventory.exceptions import DomainError
-from shop.api.authentication import WS_TICKET_SECONDS, token_forget, ws_ticket_issue
-from shop.api.fields import StrictCharField
-from shop.api.schema import error_responses
-from shop.api.throttles import AuthIPThrottle
+from core.api.authentication import WS_TICKET_SECONDS, token_forget, ws_ticket_issue
+from core.api.fields import StrictCharField
+from core.api.schema import error_responses
+from core.api.throttles import AuthIPThrottle
+from core.exceptions import DomainError
 from shop.services.accounts import UsernameTaken, account_register
 
 

@@ -6,8 +6,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.permissions import AllowAny
 
+from core.api.schema import error_responses
 from shop import selectors
-from shop.api.schema import error_responses
 from shop.models import Product, Variant
 
 

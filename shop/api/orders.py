@@ -9,8 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.schema import error_responses
 from shop import selectors, services
-from shop.api.schema import error_responses
 from shop.models import Order, OrderLine
 
 

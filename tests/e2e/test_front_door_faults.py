@@ -15,9 +15,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from core.redis import get_redis
 from inventory import gate, tasks
 from inventory.models import Allocation, Reservation
-from inventory.redis_conn import get_redis
 from tests.factories import UserFactory, live_drop
 from tests.inventory.invariants import assert_inventory_invariants
 from tests.processes import asgi_server, celery_worker, wait_until

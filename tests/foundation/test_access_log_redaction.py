@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from config.log_redaction import RedactCredentials, redact_credentials
+from core.log_redaction import RedactCredentials, redact_credentials
 from tests.processes import ROOT, child_env, free_port
 
 SECRET = "0123456789abcdef0123456789abcdef01234567"

@@ -48,7 +48,7 @@ def test_a_counter_sent_after_the_task_that_armed_it_still_reaches_viewers(
     import json
     from decimal import Decimal
 
-    from inventory.redis_conn import get_redis
+    from core.redis import get_redis
     from livestream import broadcast
     from livestream import services as live
     from tests.factories import live_drop

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from config import health
+from core import health
 from tests.processes import asgi_server, database_url, output_of
 
 
@@ -76,7 +76,7 @@ def test_readyz_names_redis_when_it_does_not_answer_and_logs_why(client, setting
     # Nothing listens on port 1.
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
-    with caplog.at_level(logging.WARNING, logger="config.health"):
+    with caplog.at_level(logging.WARNING, logger="core.health"):
         response = client.get("/readyz")
 
     assert response.status_code == 503
@@ -150,7 +150,7 @@ def test_no_worker_answering_is_remembered_and_logged_once(client, settings, cou
     settings.REDIS_URL = ""
     counted_ping.replies = []
 
-    with caplog.at_level(logging.WARNING, logger="config.health"):
+    with caplog.at_level(logging.WARNING, logger="core.health"):
         answers = [client.get("/readyz") for _ in range(3)]
 
     assert [a.status_code for a in answers] == [503] * 3

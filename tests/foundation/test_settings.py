@@ -76,7 +76,7 @@ def test_urls_switch_to_postgres_and_redis():
 
     assert found["engine"] == "django.db.backends.postgresql"
     assert found["layer"] is None  # the hub's pub/sub carries events between processes
-    assert found["cache"] == "config.cache.SharedPoolRedisCache"
+    assert found["cache"] == "core.cache.SharedPoolRedisCache"
     assert found["broker"] == "redis://127.0.0.1:6379/3"
     assert found["eager"] is False
     assert found["pool"] == {"min_size": 1, "max_size": 6, "timeout": 10.0}

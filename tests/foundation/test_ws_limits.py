@@ -136,7 +136,7 @@ def _health_behind_limits():
     from channels.routing import URLRouter
     from django.urls import path
 
-    from config.health import HealthConsumer
+    from core.health import HealthConsumer
     from livestream.ws_limits import ConnectionLimits
 
     return ConnectionLimits(URLRouter([path("ws/healthz/", HealthConsumer.as_asgi())]))

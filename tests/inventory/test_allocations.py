@@ -9,9 +9,10 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import events, services
 from inventory.events import AllocationChanged, ReservationChanged
-from inventory.exceptions import AllocationClosed, InsufficientStock, InvalidInput, NotFound
+from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, stocked_variant

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
+from core.redis import get_redis
 from inventory import gate, services
 from inventory.exceptions import DropNotLive, HoldExpired, LimitReached, SoldOut
 from inventory.gate import GateDecision, GateState
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.redis_conn import get_redis
 from tests.factories import UserFactory, open_allocation, stocked_variant
 from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
 from tests.inventory.invariants import assert_inventory_invariants

@@ -14,8 +14,8 @@ import pytest
 from django.db import DatabaseError
 from django.utils import timezone
 
+from core.exceptions import DomainError
 from inventory import gate, services
-from inventory.exceptions import DomainError
 from inventory.locks import LockOrderViolation
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from inventory.services.gate_sync import _state_from_database

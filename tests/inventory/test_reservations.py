@@ -12,15 +12,13 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.exceptions import IdempotencyKeyReused, InvalidInput, NotFound
 from inventory import events, gate, services
 from inventory.events import AllocationChanged, ReservationChanged
 from inventory.exceptions import (
     DropNotLive,
     HoldExpired,
-    IdempotencyKeyReused,
-    InvalidInput,
     LimitReached,
-    NotFound,
     ReservationNotHeld,
     SoldOut,
     TooManyHolds,

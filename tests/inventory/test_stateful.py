@@ -40,17 +40,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from core.exceptions import DomainError, IdempotencyKeyReused, InvalidInput, NotFound
+from core.redis import get_redis
 from inventory import gate, services
 from inventory.exceptions import (
     AllocationClosed,
-    DomainError,
     DropNotLive,
     HoldExpired,
-    IdempotencyKeyReused,
     InsufficientStock,
-    InvalidInput,
     LimitReached,
-    NotFound,
     ReservationNotHeld,
     SoldOut,
     TooManyHolds,
@@ -63,7 +61,6 @@ from inventory.models import (
     StockMovement,
     WaitlistEntry,
 )
-from inventory.redis_conn import get_redis
 from inventory.services.stock import MANUAL_REASONS
 from shop.models import Product, Variant
 from tests.factories import UserFactory, VariantFactory, open_allocation

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import services
-from inventory.exceptions import InsufficientStock, InvalidInput, NotFound
+from inventory.exceptions import InsufficientStock
 from inventory.models import StockItem, StockMovement
 from inventory.services._common import MAX_ON_HAND, MAX_QUANTITY
 from inventory.services.stock import MANUAL_REASONS

@@ -8,10 +8,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from core.redis import get_redis
 from inventory import gate, services, tasks
 from inventory.gate import GateState
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.redis_conn import get_redis
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.invariants import assert_inventory_invariants
 

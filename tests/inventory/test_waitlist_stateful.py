@@ -19,8 +19,8 @@ from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from core.exceptions import DomainError
 from inventory import gate, services
-from inventory.exceptions import DomainError
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.invariants import assert_inventory_invariants

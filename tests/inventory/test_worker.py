@@ -13,10 +13,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.redis import get_redis
 from inventory import gate, services, tasks
 from inventory.exceptions import SoldOut
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.redis_conn import get_redis
 from tests.concurrency import run_together
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.invariants import assert_inventory_invariants

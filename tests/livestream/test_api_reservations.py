@@ -224,7 +224,7 @@ def test_viewers_see_and_release_only_their_own_holds():
 
 
 def test_the_reserve_endpoint_is_throttled_per_user(monkeypatch):
-    from shop.api.throttles import ReserveUserThrottle
+    from core.api.throttles import ReserveUserThrottle
 
     monkeypatch.setattr(ReserveUserThrottle, "THROTTLE_RATES", {"reserve_user": "2/min"})
     drop = _live_drop(quantity=10)

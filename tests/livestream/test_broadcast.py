@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 
+from core.redis import get_redis
 from inventory import services as inventory
-from inventory.redis_conn import get_redis
 from livestream import broadcast, services
 from tests.factories import UserFactory, stocked_variant
 

@@ -17,8 +17,9 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
+from core.redis import close_async_redis
 from livestream import broadcast, consumers, presence, services
-from livestream.hub import close_async_redis, get_hub
+from livestream.hub import get_hub
 from livestream.routing import websocket_urlpatterns
 from livestream.selectors import stream_get, stream_snapshot
 from livestream.ws_auth import websocket_stack

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
+from core.redis import get_redis
 from inventory import gate
 from inventory import services as inventory
 from inventory.exceptions import LimitReached, SoldOut
 from inventory.models import Reservation
-from inventory.redis_conn import get_redis
 from livestream import demand, selectors, services
 from livestream.models import DropDemand
 from tests.factories import UserFactory, live_drop

@@ -13,14 +13,13 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.exceptions import InvalidInput, NotFound
 from inventory import services as inventory
 from inventory.exceptions import (
     AllocationClosed,
     DropNotLive,
     InsufficientStock,
-    InvalidInput,
     LimitReached,
-    NotFound,
     SoldOut,
 )
 from inventory.models import Allocation, Reservation, StockItem, StockMovement

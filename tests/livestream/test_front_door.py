@@ -15,15 +15,15 @@ from django.db import OperationalError
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
+from core.api import idempotency
+from core.api.authentication import CachedTokenAuthentication, token_cache_key, token_forget
+from core.api.throttles import ReserveIPThrottle, ReserveUserThrottle, throttle_redis_key
+from core.redis import SharedConnection, get_redis
 from inventory import gate
 from inventory.models import Reservation
-from inventory.redis_conn import SharedConnection, get_redis
 from inventory.services.gate_sync import gate_rebuild
 from livestream import front_door, services
 from livestream.selectors import drop_routing
-from shop.api import idempotency
-from shop.api.authentication import CachedTokenAuthentication, token_cache_key, token_forget
-from shop.api.throttles import ReserveIPThrottle, ReserveUserThrottle, throttle_redis_key
 from tests.factories import UserFactory, live_drop
 from tests.inventory.invariants import assert_inventory_invariants
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 from django.conf import settings
 
+from core import redis as redis_clients
 from livestream import broadcast
-from livestream import hub as hub_module
 from livestream.broadcast import stream_channel
 from livestream.hub import RESYNC_REQUIRED, Hub, get_hub
 from tests.livestream.test_consumers import (
@@ -64,9 +64,8 @@ def _subscribers(client: redis.Redis, channel: str) -> int:
 
 def _hub_connections(client: redis.Redis) -> list[dict]:
     """This process's hub connections in subscribe mode, as Redis lists them."""
-    return [
-        c for c in client.client_list(_type="pubsub") if c.get("name") == hub_module.client_name()
-    ]
+    name = redis_clients.client_name()
+    return [c for c in client.client_list(_type="pubsub") if c.get("name") == name]
 
 
 async def _until(predicate, *, timeout: float = 5.0):
@@ -263,4 +262,4 @@ async def test_after_losing_its_connection_the_hub_resubscribes_all_and_every_st
 
 
 def test_client_name_names_the_process():
-    assert hub_module.client_name().endswith(f":{os.getpid()}")
+    assert redis_clients.client_name().endswith(f":{os.getpid()}")

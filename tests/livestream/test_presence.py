@@ -8,7 +8,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from inventory.redis_conn import get_redis
+from core.redis import get_redis
 from livestream import broadcast, presence
 from livestream.hub import get_hub
 from tests.livestream.test_consumers import (

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from inventory.redis_conn import get_redis
+from core.redis import get_redis
 from livestream import presence
 from livestream import services as live
 from tests.factories import UserFactory, stocked_variant

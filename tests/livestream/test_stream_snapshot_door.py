@@ -10,7 +10,7 @@ import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
-from inventory.redis_conn import get_redis
+from core.redis import get_redis
 from livestream import broadcast, services, snapshot_cache
 from livestream.models import Stream
 from tests.factories import UserFactory, live_drop, stream_drop

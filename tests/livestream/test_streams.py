@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, Group
 from django.utils import timezone
 
-from inventory.exceptions import InvalidInput, NotFound
+from core.exceptions import InvalidInput, NotFound
 from livestream import selectors, services
 from livestream.exceptions import InvalidStreamTransition, NotStreamHost, SlugTaken
 from livestream.models import Stream

@@ -11,7 +11,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from inventory.exceptions import DropNotLive, InvalidInput
+from core.exceptions import InvalidInput
+from inventory.exceptions import DropNotLive
 from inventory.models import Allocation, StockItem, StockMovement
 from livestream import broadcast, selectors, services
 from livestream.models import Drop

@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from shop.api.throttles import AuthIPThrottle
+from core.api.throttles import AuthIPThrottle
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from shop.api import authentication
-from shop.api.authentication import ws_ticket_redeem
+from core.api import authentication
+from core.api.authentication import ws_ticket_redeem
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

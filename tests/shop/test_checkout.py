@@ -8,8 +8,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from core.exceptions import NotFound
 from inventory import services as inventory
-from inventory.exceptions import HoldExpired, NotFound, ReservationNotHeld
+from inventory.exceptions import HoldExpired, ReservationNotHeld
 from inventory.models import Reservation, StockMovement
 from shop import services
 from shop.exceptions import PaymentFailed, PaymentProviderError

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
+from core.exceptions import NotFound
 from inventory import services as inventory
-from inventory.exceptions import NotFound
 from inventory.models import Reservation, StockMovement
 from shop import selectors, services
 from shop.exceptions import PaymentFailed, PaymentProviderError, RefundFailed

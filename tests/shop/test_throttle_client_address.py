@@ -8,7 +8,7 @@ import pytest
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from shop.api.throttles import AuthIPThrottle, client_address
+from core.api.throttles import AuthIPThrottle, client_address
 from tests.processes import asgi_server
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
-from inventory.redis_conn import get_redis, redis_configured
+from core.redis import get_redis, redis_configured
 
 # A revoked token keeps working this long at most (logout deletes the entry at once).
 TOKEN_CACHE_SECONDS = 300

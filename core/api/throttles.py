@@ -19,7 +19,7 @@ from django.conf import settings
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
-from inventory.redis_conn import get_redis, redis_configured
+from core.redis import get_redis, redis_configured
 
 # Lua functions: the wait before a slot frees (-1: allowed now, -2: over a limit lowered
 # since, no wait known, as DRF answers), and counting one request. A limit below 0: none.

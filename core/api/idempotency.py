@@ -19,8 +19,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from inventory.exceptions import DomainError, IdempotencyKeyReused
-from inventory.redis_conn import get_redis, redis_configured
+from core.exceptions import DomainError, IdempotencyKeyReused
+from core.redis import get_redis, redis_configured
 
 HEADER = "Idempotency-Key"
 KEEP_SECONDS = 24 * 3600

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.contrib.auth import get_permission_codename
 
-from inventory.exceptions import DomainError
+from core.exceptions import DomainError
 
 
 class ReadOnlyAdminMixin:

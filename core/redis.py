@@ -1,13 +1,18 @@
-"""The process's Redis client (one bounded connection pool per process), and for
-asyncio code one shared connection per event loop."""
+"""The process's Redis clients: a synchronous one (one bounded connection pool per
+process), for asyncio code one client per event loop, and for the front door one shared
+connection per event loop."""
 
 import asyncio
 import contextlib
+import os
+import socket
+import weakref
 from collections import deque
 from functools import cache
 
 import hiredis
 import redis
+import redis.asyncio as aioredis
 from django.conf import settings
 from redis.connection import parse_url
 
@@ -176,3 +181,46 @@ async def shared_connection_close() -> None:
     connection = _shared.pop(asyncio.get_running_loop(), None)
     if connection is not None:
         await connection.close()
+
+
+# --- the asyncio client of each event loop ----------------------------------------------
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def client_name() -> str:
+    """How this process's asyncio connections (the live hub's subscription, presence)
+    show in Redis ``CLIENT LIST`` (ops: which process holds which subscription)."""
+    return f"livestream-hub:{socket.gethostname()}:{os.getpid()}"
+
+
+def async_redis() -> aioredis.Redis:
+    """The asyncio Redis client of the running event loop (its connections belong to
+    that loop), on a bounded blocking pool: under a connect storm callers wait for a
+    connection instead of failing with "Too many connections". The process's one
+    pub/sub connection holds one connection of the pool while anything is watched."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=30,
+            decode_responses=True,
+            client_name=client_name(),
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        _async_clients[loop] = client
+    return client
+
+
+async def close_async_redis() -> None:
+    """Close the running loop's client (at shutdown, and in tests before the loop ends)."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose(close_connection_pool=True)

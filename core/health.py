@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
+from celery import current_app
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import connection
@@ -105,10 +106,8 @@ _celery_status = SharedResult(ttl=CELERY_CHECK_CACHE_SECONDS)
 
 
 def _ping_workers() -> str | None:
-    from config.celery import app
-
     try:
-        replies = app.control.ping(timeout=CELERY_PING_TIMEOUT_SECONDS)
+        replies = current_app.control.ping(timeout=CELERY_PING_TIMEOUT_SECONDS)
     except Exception as exc:
         logger.warning("readiness check celery failed: %s: %s", exc.__class__.__name__, exc)
         return None
@@ -119,9 +118,7 @@ def _ping_workers() -> str | None:
 
 
 def _check_celery() -> str:
-    from config.celery import app
-
-    if app.conf.task_always_eager:
+    if current_app.conf.task_always_eager:
         return "eager"
     status = _celery_status.get(_ping_workers)
     if status is None:
