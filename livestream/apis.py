@@ -14,8 +14,8 @@ from core.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempo
 from core.api.schema import error_responses
 from core.api.throttles import ReserveIPThrottle, ReserveUserThrottle
 from core.exceptions import NotFound
+from inventory import selectors as inventory_selectors
 from inventory import services as inventory_services
-from inventory.models import Reservation
 from livestream import selectors, services, snapshot_cache
 from livestream.serializers import (
     DropCreateSerializer,
@@ -311,7 +311,8 @@ class ReservationDetailApi(APIView):
 
 
 def _own_reservations(request: Request):
-    return Reservation.objects.filter(customer_id=request.user.pk).select_related(
+    # The serializer names each hold's drop.
+    return inventory_selectors.reservations_of(customer_id=request.user.pk).select_related(
         "allocation__drop"
     )
 

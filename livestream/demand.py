@@ -13,11 +13,12 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from core.redis import get_redis, redis_configured
-from inventory.models import Allocation, WaitlistEntry
+from inventory import selectors as inventory_selectors
+from inventory.models import Allocation
 from inventory.services import demand as inventory_demand
 from livestream.models import Drop, DropDemand
 
@@ -92,14 +93,8 @@ def demand_sold_out(*, drop_id: int, at: datetime | None = None) -> None:
 
 
 def _waitlist_figures(allocation_id: int) -> dict[str, int]:
-    entries = WaitlistEntry.objects.filter(allocation_id=allocation_id)
-    figures = entries.aggregate(
-        waitlist_joined=Count("customer", distinct=True),
-        waitlist_waiting=Count("pk", filter=Q(status=WaitlistEntry.Status.WAITING)),
-        waitlist_offers=Count("pk", filter=Q(reservation__isnull=False)),
-        waitlist_claimed=Count("pk", filter=Q(status=WaitlistEntry.Status.CLAIMED)),
-    )
-    customers = set(entries.values_list("customer_id", flat=True))
+    counts, customers = inventory_selectors.waitlist_figures(allocation_id=allocation_id)
+    figures = {f"waitlist_{name}": value for name, value in counts.items()}
     turned_away = inventory_demand.demand_turned_away_among(
         allocation_id=allocation_id, customer_ids=customers
     )

@@ -701,34 +701,14 @@ def live_taken_buckets(*, allocation_ids: Sequence[int], now: datetime) -> dict[
     """Units held or sold per allocation in each live bucket (newest first), counted by
     when each hold was made, in one query. The newest bucket has no upper bound: a hold
     made while the stats were being computed belongs to the present."""
-    from django.db.models import Q, Sum
+    from inventory import selectors as inventory_selectors
 
-    from inventory.models import Reservation
-
-    if not allocation_ids:
-        return {}
-    buckets = {
-        f"b{k}": Sum(
-            "quantity",
-            filter=Q(created_at__gte=now - timedelta(seconds=(k + 1) * LIVE_BUCKET_SECONDS))
-            & (
-                Q()
-                if k == 0
-                else Q(created_at__lt=now - timedelta(seconds=k * LIVE_BUCKET_SECONDS))
-            ),
-        )
-        for k in range(LIVE_BUCKETS)
-    }
-    rows = (
-        Reservation.objects.filter(
-            allocation_id__in=allocation_ids,
-            status__in=(Reservation.Status.HELD, Reservation.Status.CONFIRMED),
-            created_at__gte=now - timedelta(seconds=LIVE_BUCKETS * LIVE_BUCKET_SECONDS),
-        )
-        .values("allocation_id")
-        .annotate(**buckets)
+    return inventory_selectors.units_taken_by_bucket(
+        allocation_ids=allocation_ids,
+        now=now,
+        bucket_seconds=LIVE_BUCKET_SECONDS,
+        buckets=LIVE_BUCKETS,
     )
-    return {row["allocation_id"]: [row[f"b{k}"] or 0 for k in range(LIVE_BUCKETS)] for row in rows}
 
 
 def live_projection(
@@ -745,7 +725,7 @@ def live_projection(
 def recorded_timelines(*, drop_ids: Sequence[int]) -> list[SaleTimeline]:
     """The recorded spikes of sold-out drops, for ``backtest_live_eta``: when each unit
     was taken (holds that became sales, by their creation time), from the opening."""
-    from inventory.models import Reservation
+    from inventory import selectors as inventory_selectors
     from livestream.models import DropDemand
 
     timelines = []
@@ -755,9 +735,9 @@ def recorded_timelines(*, drop_ids: Sequence[int]) -> list[SaleTimeline]:
         if opened is None:
             continue
         times = []
-        for created, quantity in Reservation.objects.filter(
-            allocation_id=row.drop.allocation_id, status=Reservation.Status.CONFIRMED
-        ).values_list("created_at", "quantity"):
+        for created, quantity in inventory_selectors.units_bought_at(
+            allocation_id=row.drop.allocation_id
+        ):
             times += [(created - opened).total_seconds()] * quantity
         timelines.append(SaleTimeline(supply=row.supply, take_times=sorted(times)))
     return timelines

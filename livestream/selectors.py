@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from core.exceptions import NotFound
-from inventory.models import Reservation
+from inventory import selectors as inventory_selectors
 from livestream import readiness
 from livestream.models import Drop, Stream
 
@@ -140,15 +140,8 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
     now = now or timezone.now()
     drops = list(drops_for_snapshot().filter(stream_id=stream.pk))
     since = now - RATE_WINDOW
-    taken = dict(
-        Reservation.objects.filter(
-            allocation_id__in=[d.allocation_id for d in drops],
-            status__in=(Reservation.Status.HELD, Reservation.Status.CONFIRMED),
-            updated_at__gte=since,
-        )
-        .values("allocation_id")
-        .annotate(units=Sum("quantity"))
-        .values_list("allocation_id", "units")
+    taken = inventory_selectors.units_taken_since(
+        allocation_ids=[d.allocation_id for d in drops], since=since
     )
     # The projection is the readiness estimator's live rate (exponentially weighted
     # towards the last seconds), so the console and the demand report agree.

@@ -9,11 +9,11 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from inventory import selectors as inventory_selectors
 from inventory import services as inventory
 from inventory.models import Reservation
 from shop.exceptions import (
     HoldExpired,
-    NotFound,
     PaymentFailed,
     PaymentProviderError,
     ReservationNotHeld,
@@ -68,17 +68,13 @@ def _prepare(
             if order.status != OrderStatus.PAYMENT_FAILED:
                 return order, None
             # A retry after a declined payment: charge again while the hold lasts.
-            _ensure_held(Reservation.objects.get(pk=reservation_id), now)
+            _ensure_held(inventory_selectors.reservation_get(reservation_id=reservation_id), now)
             order.status = OrderStatus.PENDING_PAYMENT
             order.save(update_fields=["status", "updated_at"])
         else:
-            reservation = (
-                Reservation.objects.select_related("allocation__stock_item")
-                .filter(pk=reservation_id, customer_id=customer_id)
-                .first()
+            reservation = inventory_selectors.reservation_of(
+                customer_id=customer_id, reservation_id=reservation_id
             )
-            if reservation is None:
-                raise NotFound("No such reservation.")
             _ensure_held(reservation, now)
             # Checkout does not lock the reservation: its price, quantity and currency
             # never change, and if it expires from here on, the payment path finds out

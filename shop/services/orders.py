@@ -27,9 +27,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from inventory import selectors as inventory_selectors
 from inventory import services as inventory
 from inventory.exceptions import HoldExpired, LimitReached, SoldOut
-from inventory.models import Reservation
 from shop.exceptions import (
     NotFound,
     OrderNotCancellable,
@@ -234,9 +234,7 @@ def order_cancel(*, order_id: int, customer_id: int | None = None, actor=None) -
         else:
             order.status = OrderStatus.CANCELLED
             _save(order, "status")
-            held = Reservation.objects.filter(
-                pk=order.reservation_id, status=Reservation.Status.HELD
-            ).exists()
+            held = inventory_selectors.reservation_is_held(reservation_id=order.reservation_id)
             # Expired (or settled) meanwhile: its units are back already.
             if held:
                 with contextlib.suppress(ReservationNotHeld):
