@@ -5,7 +5,7 @@ under their locks and stay in ``inventory.services``.)"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, QuerySet, Sum
@@ -42,6 +42,13 @@ def reservation_get(*, reservation_id: int) -> Reservation:
     if reservation is None:
         raise NotFound("No such reservation.")
     return reservation
+
+
+def reservations_with_ids(
+    reservation_ids: Iterable[int], *, fields: Sequence[str]
+) -> QuerySet[Reservation]:
+    """Those reservations, loading only ``fields`` (and their allocation's id)."""
+    return Reservation.objects.filter(pk__in=list(reservation_ids)).only("allocation_id", *fields)
 
 
 def reservation_is_held(*, reservation_id: int) -> bool:

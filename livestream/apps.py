@@ -8,9 +8,9 @@ class LivestreamConfig(AppConfig):
     def ready(self):
         # Stock and hold changes committed by inventory become viewer events.
         from inventory import events
-        from livestream import broadcast
+        from livestream import receivers
 
-        events.subscribe(broadcast.on_inventory_events)
+        events.subscribe(receivers.on_inventory_events)
 
         # Ops opening or closing a drop's allocation by hand keep the drop's rules.
         from inventory import services as inventory
@@ -21,4 +21,4 @@ class LivestreamConfig(AppConfig):
         # A user who logs out keeps no websocket rights (host, personal events).
         from django.contrib.auth.signals import user_logged_out
 
-        user_logged_out.connect(broadcast.on_user_logged_out, dispatch_uid="livestream.logout")
+        user_logged_out.connect(receivers.on_user_logged_out, dispatch_uid="livestream.logout")

@@ -1,4 +1,5 @@
-"""The one module that sends events to viewers.
+"""The one module that sends events to viewers: it numbers, publishes and coalesces
+them (what each event says is ``livestream.announce``'s).
 
 Stream events (``stream.*``, ``drop.*``, ``stock.changed``, ``viewers.changed``) are
 serialised ONCE, numbered with the stream's ``seq`` and published to the stream's Redis
@@ -29,36 +30,16 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from core.redis import get_redis, redis_configured
-from inventory import events as inventory_events
+from livestream.hub import get_hub
+from livestream.topics import USER_LOGGED_OUT, seq_key, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
-
-
-# --- names ----------------------------------------------------------------------------
-
-
-def stream_channel(stream_id: int) -> str:
-    return f"stream:{stream_id}:events"
-
-
-def user_channel(user_id: int) -> str:
-    return f"user:{user_id}:events"
-
-
-# Published on a user's channel when they log out: the hub closes their sockets. Never
-# sent to a client.
-USER_LOGGED_OUT = '{"type":"user.logged_out"}'
-
-
-def seq_key(stream_id: int) -> str:
-    return f"stream:{stream_id}:seq"
 
 
 # --- numbering and publishing ----------------------------------------------------------
@@ -107,8 +88,6 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
         return int(
             get_redis().eval(_PUBLISH, 1, seq_key(stream_id), stream_channel(stream_id), body[1:])
         )
-    from livestream.hub import get_hub
-
     with _local_lock:  # numbering and handing over in one step keeps the order
         seq = _local_seq.get(stream_id, 0) + 1
         _local_seq[stream_id] = seq
@@ -143,8 +122,6 @@ def _send_personal_texts(texts: Iterable[tuple[int, str]]) -> None:
             pipe.publish(user_channel(user_id), text)
         pipe.execute()
         return
-    from livestream.hub import get_hub
-
     hub = get_hub()
     for user_id, text in texts:
         hub.deliver_personal(user_id, text)
@@ -157,17 +134,6 @@ def user_signed_out(user_id: int) -> None:
     reconnects is who its credentials say now: the same user on another still valid
     session or token, else anonymous."""
     _send_personal_texts([(user_id, USER_LOGGED_OUT)])
-
-
-def on_user_logged_out(sender, request=None, user=None, **kwargs) -> None:
-    """Receiver of Django's ``user_logged_out`` (session logout, and token revocation,
-    which sends it too). A broadcast failure never fails the logout itself."""
-    if user is None or getattr(user, "pk", None) is None:
-        return
-    try:
-        user_signed_out(user.pk)
-    except Exception:
-        logger.exception("could not close the websockets of user %s after logout", user.pk)
 
 
 def on_commit(action: Callable[[], None]) -> None:
@@ -339,197 +305,3 @@ class Coalescer:
             self.touch(int(window.removeprefix(prefix)))
             sent += 1
         return sent
-
-
-# --- the events ------------------------------------------------------------------------
-
-
-# The event a stream's status change announces, and the moment it carries.
-_STATUS_EVENTS = {"live": ("stream.started", "started_at"), "ended": ("stream.ended", "ended_at")}
-
-
-def stream_status_changed(stream_id: int) -> None:
-    """``stream.started`` or ``stream.ended``, from the stream's status as committed."""
-    from livestream.models import Stream
-    from livestream.selectors import _iso
-
-    stream = Stream.objects.get(pk=stream_id)
-    event_type, moment = _STATUS_EVENTS[stream.status]
-    publish(
-        stream_id,
-        event_type,
-        stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
-        **{moment: _iso(getattr(stream, moment))},
-    )
-
-
-def drop_pinned(drop_id: int) -> None:
-    from livestream.selectors import drop_snapshot, drops_for_snapshot
-
-    drop = drops_for_snapshot().get(pk=drop_id)
-    publish(drop.stream_id, "drop.pinned", drop=drop_snapshot(drop=drop))
-
-
-def drop_unpinned(drop_id: int) -> None:
-    from livestream.models import Drop
-
-    stream_id = Drop.objects.values_list("stream_id", flat=True).get(pk=drop_id)
-    publish(stream_id, "drop.unpinned", drop=drop_id)
-
-
-def drop_opened(drop_id: int) -> None:
-    """A timed drop's sale opened by itself at its start."""
-    from livestream.selectors import drop_snapshot, drops_for_snapshot
-
-    drop = drops_for_snapshot().get(pk=drop_id)
-    publish(drop.stream_id, "drop.opened", drop=drop_snapshot(drop=drop))
-
-
-def drop_closed(drop_id: int) -> None:
-    """A drop's sale closed (its end time came, or the stream ended)."""
-    from livestream.selectors import drop_snapshot, drops_for_snapshot
-
-    drop = drops_for_snapshot().get(pk=drop_id)
-    publish(drop.stream_id, "drop.closed", drop=drop_snapshot(drop=drop))
-
-
-def _send_stock(drop_id: Hashable) -> None:
-    from livestream.models import Drop
-
-    row = (
-        Drop.objects.filter(pk=drop_id)
-        .values("stream_id", "allocation__quantity", "allocation__held", "allocation__sold")
-        .first()
-    )
-    if row is None:
-        return
-    remaining = row["allocation__quantity"] - row["allocation__held"] - row["allocation__sold"]
-    sold = row["allocation__sold"]
-    publish(row["stream_id"], "stock.changed", drop=drop_id, remaining=remaining, sold=sold)
-    _maybe_sold_out(row["stream_id"], drop_id, remaining)
-
-
-# Which drops were announced sold out (so the event goes once per sell-out, again only
-# after units came back and ran out again).
-_sold_out_local: set[int] = set()
-
-
-def _maybe_sold_out(stream_id: int, drop_id: int, remaining: int) -> None:
-    key = f"stream:soldout:{drop_id}"
-    if remaining > 0:
-        if redis_configured():
-            get_redis().delete(key)
-        else:
-            _sold_out_local.discard(drop_id)
-        return
-    if redis_configured():
-        first = bool(get_redis().set(key, "1", nx=True, ex=7 * 24 * 3600))
-    else:
-        first = drop_id not in _sold_out_local
-        _sold_out_local.add(drop_id)
-    if first:
-        publish(stream_id, "drop.sold_out", drop=drop_id)
-        from livestream.demand import demand_sold_out
-
-        demand_sold_out(drop_id=drop_id)
-
-
-def _send_viewers(stream_id: Hashable) -> None:
-    from livestream.demand import peak_viewers_seen
-    from livestream.presence import presence_count
-
-    viewers = presence_count(stream_id)
-    publish(stream_id, "viewers.changed", viewers=viewers)
-    peak_viewers_seen(stream_id, viewers)
-
-
-stock_coalescer = Coalescer("stock", _send_stock, window_setting="BROADCAST_COALESCE_MS")
-viewers_coalescer = Coalescer("viewers", _send_viewers, window_setting="VIEWERS_COALESCE_MS")
-
-
-def stock_changed(drop_id: int) -> None:
-    stock_coalescer.touch(drop_id)
-
-
-def viewers_changed(stream_id: int) -> None:
-    viewers_coalescer.touch(stream_id)
-
-
-# --- from inventory events -------------------------------------------------------------
-
-
-@lru_cache(maxsize=100_000)
-def _drop_of_allocation(allocation_id: int) -> int | None:
-    """The drop on stage for an allocation (fixed once created, so cached)."""
-    from livestream.models import Drop
-
-    return Drop.objects.filter(allocation_id=allocation_id).values_list("pk", flat=True).first()
-
-
-def reservations_updated(reservation_ids: Iterable[int]) -> None:
-    """Each buyer gets their reservation, as the REST API shows it."""
-    from inventory.models import Reservation
-    from livestream.serializers import ReservationSerializer
-
-    by_allocation: dict[int, list[Reservation]] = {}
-    for reservation in Reservation.objects.filter(pk__in=list(reservation_ids)).only(
-        "customer_id", "allocation_id", *ReservationSerializer.Meta.stored_fields
-    ):
-        by_allocation.setdefault(reservation.allocation_id, []).append(reservation)
-    events = []
-    # One serializer per allocation (a settle batch is one): its drop is known, and
-    # DRF builds a serializer's fields once, not per instance.
-    for allocation_id, reservations in by_allocation.items():
-        bodies = ReservationSerializer(
-            reservations, many=True, context={"drop_id": _drop_of_allocation(allocation_id)}
-        ).data
-        events += [
-            (reservation.customer_id, "reservation.updated", {"reservation": body})
-            for reservation, body in zip(reservations, bodies, strict=True)
-        ]
-    send_personal_many(events)
-
-
-# From this many reservations changed in one commit, their buyers are told by a task.
-NOTIFY_IN_BACKGROUND_FROM = 10
-
-
-def on_inventory_events(batch: list[inventory_events.Event]) -> None:
-    """Subscribed to ``inventory.events`` (after commit): counters and personal events."""
-    reservation_ids = [
-        e.reservation_id for e in batch if isinstance(e, inventory_events.ReservationChanged)
-    ]
-    if len(reservation_ids) >= NOTIFY_IN_BACKGROUND_FROM:
-        # A settle batch: its buyers are told by another worker process, so that this
-        # one settles the next batch at once (the holds are committed already).
-        from livestream.tasks import notify_reservations
-
-        notify_reservations.delay(reservation_ids)
-    elif reservation_ids:
-        reservations_updated(reservation_ids)
-    for event in batch:
-        if isinstance(event, inventory_events.AllocationChanged):
-            drop_id = _drop_of_allocation(event.allocation_id)
-            if drop_id is not None:
-                stock_changed(drop_id)
-        elif isinstance(event, inventory_events.WaitlistChanged):
-            waitlist_updated(event)
-
-
-def waitlist_updated(event: inventory_events.WaitlistChanged) -> None:
-    """The viewer's own place in a drop's line: the waitlist entry's id, drop, status,
-    position and offer (a subset of what the REST API shows)."""
-    drop_id = _drop_of_allocation(event.allocation_id)
-    if drop_id is None:
-        return
-    send_personal(
-        event.customer_id,
-        "waitlist.updated",
-        waitlist={
-            "id": event.entry_id,
-            "drop": drop_id,
-            "status": event.status,
-            "position": event.position,
-            "reservation": event.reservation_id,
-        },
-    )

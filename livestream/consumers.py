@@ -32,6 +32,7 @@ import logging
 import time
 import uuid
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -39,11 +40,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from core.exceptions import NotFound
+from livestream import announce
 from livestream.broadcast import current_seq
 from livestream.exceptions import NotStreamHost
 from livestream.hub import get_hub, seq_of
 from livestream.models import Stream
-from livestream.presence import presence_count, presence_join, presence_leave
+from livestream.presence import presence_add, presence_count, presence_forget
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
 from livestream.wire import direct_socket, write_now
@@ -85,6 +87,24 @@ def _seq_of(text: str) -> int | None:
     except (ValueError, AttributeError):
         return None
     return seq if isinstance(seq, int) else None
+
+
+# Coalesced in ``announce``, which reads the count and publishes: sync code (Redis
+# calls), so off the event loop, and not on the single thread-sensitive executor that
+# the consumers' ORM calls share.
+_viewers_changed = sync_to_async(announce.viewers_changed, thread_sensitive=False)
+
+
+async def viewer_joined(stream_id: int, conn_id: str) -> None:
+    """A viewer connected: counted from now on, and ``viewers.changed`` goes out."""
+    await presence_add(stream_id, [conn_id])
+    await _viewers_changed(stream_id)
+
+
+async def viewer_left(stream_id: int, conn_id: str) -> None:
+    """A viewer left: no longer counted, and ``viewers.changed`` goes out."""
+    await presence_forget(stream_id, [conn_id])
+    await _viewers_changed(stream_id)
 
 
 # A connect storm (thousands of viewers joining one stream within seconds) must not
@@ -291,7 +311,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # before this viewer was added has a seq of at most this; later ones are buffered.
         self._pending_floor = get_hub().seen_seq(self.stream_id)
         await get_hub().join(self.stream_id, self)
-        await presence_join(self.stream_id, self.conn_id)
+        await viewer_joined(self.stream_id, self.conn_id)
         if user is not None and user.is_authenticated:
             self._user_id = user.pk
             await get_hub().join_user(user.pk, self)
@@ -331,7 +351,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await get_hub().leave_user(self._user_id, self)
         finally:
             try:
-                await presence_leave(self.stream_id, self.conn_id)
+                await viewer_left(self.stream_id, self.conn_id)
             except Exception:  # Redis away: the member ages out of the count by itself
                 logger.exception("stream %s: presence leave failed", self.stream_id)
 

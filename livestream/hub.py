@@ -7,7 +7,7 @@ long before ten thousand viewers (see the design, "Fan-out"), and even one buyer
 personal event cost several Redis round trips to send and as many to receive. Here
 each process holds, per stream and per signed-in user, the set of its local
 connections and, when Redis is configured, ONE pub/sub connection subscribed to the
-channel of each of them (``broadcast.stream_channel``, ``broadcast.user_channel``); a
+channel of each of them (``topics.stream_channel``, ``topics.user_channel``); a
 channel is dropped when its last local connection leaves, the connection when nothing
 is watched. Without Redis (the embedded default) the broadcast module hands events
 straight to ``deliver`` and ``deliver_personal``.
@@ -40,7 +40,8 @@ from typing import Protocol
 from redis.asyncio.client import PubSub
 
 from core.redis import async_redis, redis_configured
-from livestream.broadcast import USER_LOGGED_OUT, stream_channel, user_channel
+from livestream.presence import heartbeat_seconds, presence_forget, presence_heartbeat
+from livestream.topics import USER_LOGGED_OUT, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
 
@@ -434,16 +435,12 @@ class Hub:
     async def _beat(self) -> None:
         """Refresh the presence of every local viewer, one ZADD per stream, so that a
         process that dies stops being counted once its members age past the TTL."""
-        from livestream.presence import heartbeat_seconds
-
         while self._streams:
             await asyncio.sleep(heartbeat_seconds())
             for stream_id, entry in list(self._streams.items()):
                 await self.heartbeat_stream(stream_id, entry.connections)
 
     async def heartbeat_stream(self, stream_id: int, connections: Iterable[Connection]) -> None:
-        from livestream.presence import presence_forget, presence_heartbeat
-
         conn_ids = [c.conn_id for c in connections]
         if not conn_ids:
             return

@@ -7,11 +7,25 @@ shows it, at what price, and whether it is pinned. Rows are written by
 ``livestream.services`` only.
 """
 
+import re
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+
+# What a stream's fields may hold, checked by the services and stated by the API schema.
+# A title needs one visible character. ASCII whitespace only, so that the API schema's
+# pattern means the same here and in any client's regex dialect.
+ASCII_SPACE = " \t\n\r\f\v"
+TITLE_PATTERN = r"[^ \t\n\r\f\v]"
+SLUG_PATTERN = r"^[-a-z0-9_]+$"
+SLUG_RE = re.compile(SLUG_PATTERN)
+# The video provider's URL is only stored and handed to players (always escaped): an
+# http(s) scheme, a host name, an optional port, then printable ASCII (percent-encode
+# the rest). ASCII ranges read the same in every regex dialect, unlike \s.
+PLAYBACK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+PLAYBACK_URL_RE = re.compile(PLAYBACK_URL_PATTERN)
 
 
 class Stream(models.Model):

@@ -18,11 +18,9 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from core.redis import async_redis, get_redis, redis_configured
-from livestream import broadcast
 
 DEFAULT_HEARTBEAT_SECONDS = 10
 DEFAULT_TTL_SECONDS = 30
@@ -47,13 +45,6 @@ def _key_lifetime() -> int:
     # The whole set goes when no process has refreshed it for a while (every viewer's
     # process died), so abandoned streams leave no keys behind.
     return int(ttl_seconds() * 4)
-
-
-async def _notify(stream_id: int) -> None:
-    # Coalesced in the broadcast module; it reads the count and publishes. Sync code
-    # (Redis calls), so off the event loop, and not on the single thread-sensitive
-    # executor that the consumers' ORM calls share.
-    await sync_to_async(broadcast.viewers_changed, thread_sensitive=False)(stream_id)
 
 
 async def presence_add(stream_id: int, conn_ids: Iterable[str], *, prune: bool = False) -> None:
@@ -90,18 +81,6 @@ async def presence_forget(stream_id: int, conn_ids: Iterable[str]) -> None:
                 members.difference_update(conn_ids)
                 if not members:
                     del _local[stream_id]
-
-
-async def presence_join(stream_id: int, conn_id: str) -> None:
-    """A viewer connected: counted from now on, and ``viewers.changed`` goes out."""
-    await presence_add(stream_id, [conn_id])
-    await _notify(stream_id)
-
-
-async def presence_leave(stream_id: int, conn_id: str) -> None:
-    """A viewer left: no longer counted, and ``viewers.changed`` goes out."""
-    await presence_forget(stream_id, [conn_id])
-    await _notify(stream_id)
 
 
 async def presence_heartbeat(stream_id: int, conn_ids: Iterable[str]) -> None:

@@ -16,7 +16,9 @@ from django.utils import timezone
 from core.exceptions import NotFound
 from inventory import selectors as inventory_selectors
 from livestream import readiness
+from livestream.broadcast import current_seqs
 from livestream.models import Drop, Stream
+from livestream.presence import presence_counts
 
 
 def stream_list() -> QuerySet[Stream]:
@@ -40,7 +42,7 @@ def drops_for_snapshot() -> QuerySet[Drop]:
 # --- the snapshot ----------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_time(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a ``Z``, as DRF renders datetimes."""
     if value is None:
         return None
@@ -65,8 +67,8 @@ def drop_snapshot(*, drop: Drop) -> dict[str, Any]:
         "sold": allocation.sold,
         "per_viewer_limit": drop.per_viewer_limit,
         "pinned": drop.is_pinned,
-        "starts_at": _iso(drop.starts_at),
-        "ends_at": _iso(drop.ends_at),
+        "starts_at": iso_time(drop.starts_at),
+        "ends_at": iso_time(drop.ends_at),
         "status": allocation.status,
     }
 
@@ -86,9 +88,6 @@ def stream_snapshots(*, streams: Sequence[Stream]) -> list[dict[str, Any]]:
     drops of all of them, one Redis read for their viewers and one for their ``seq``,
     however many streams (load hosts with ``stream_list()``). Reads only: listing
     streams writes nothing anywhere."""
-    from livestream.broadcast import current_seqs
-    from livestream.presence import presence_counts
-
     ids = [stream.pk for stream in streams]
     drops: dict[int, list[dict[str, Any]]] = {pk: [] for pk in ids}
     for drop in drops_for_snapshot().filter(stream_id__in=ids):
@@ -112,9 +111,9 @@ def _stream_dict(
         "description": stream.description,
         "status": stream.status,
         "host": stream.host.username,
-        "scheduled_start": _iso(stream.scheduled_start),
-        "started_at": _iso(stream.started_at),
-        "ended_at": _iso(stream.ended_at),
+        "scheduled_start": iso_time(stream.scheduled_start),
+        "started_at": iso_time(stream.started_at),
+        "ended_at": iso_time(stream.ended_at),
         "playback_url": stream.playback_url,
         # A copy: a caller editing one must not edit the other.
         "pinned_drop": dict(pinned) if pinned is not None else None,

@@ -7,9 +7,8 @@ from rest_framework import serializers
 from core.api.fields import MoneyField, StrictCharField, StrictIntegerField, StrictRegexField
 from inventory.models import Reservation
 from inventory.services import MAX_QUANTITY
-from livestream.models import Stream
+from livestream.models import PLAYBACK_URL_PATTERN, SLUG_PATTERN, TITLE_PATTERN, Stream
 from livestream.selectors import stream_snapshot
-from livestream.services import PLAYBACK_URL_PATTERN, SLUG_PATTERN, TITLE_PATTERN
 
 
 class StreamCreateSerializer(serializers.Serializer):

@@ -13,7 +13,6 @@ service ends with its state settled, which is where they belong, sent on commit.
 from __future__ import annotations
 
 import itertools
-import re
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -27,7 +26,8 @@ from core.exceptions import InvalidInput, NotFound
 from inventory import services as inventory
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, WaitlistEntry
-from livestream import broadcast
+from inventory.services import MAX_QUANTITY
+from livestream import announce, broadcast
 from livestream.demand import demand_flush, demand_on_pin
 from livestream.exceptions import (
     DropNotStarted,
@@ -38,7 +38,8 @@ from livestream.exceptions import (
     StreamNotLive,
     VariantNotForSale,
 )
-from livestream.models import Drop, Stream
+from livestream.models import ASCII_SPACE, PLAYBACK_URL_RE, SLUG_RE, Drop, Stream
+from livestream.presence import presence_count
 from livestream.selectors import drop_routing, drop_routing_forget, drops_for_snapshot
 from shop.models import Variant
 
@@ -47,23 +48,9 @@ HOSTS_GROUP = "hosts"
 TITLE_MAX_LENGTH = Stream._meta.get_field("title").max_length
 SLUG_MAX_LENGTH = Stream._meta.get_field("slug").max_length
 PLAYBACK_URL_MAX_LENGTH = Stream._meta.get_field("playback_url").max_length
-# The video provider's URL is only stored and handed to players (always escaped): an
-# http(s) scheme, a host name, an optional port, then printable ASCII (percent-encode
-# the rest). The API schema states this pattern; ASCII ranges read the same in every
-# regex dialect, unlike \s.
-# A title needs one visible character. ASCII whitespace only, so that the API schema's
-# pattern means the same here and in any client's regex dialect.
-ASCII_SPACE = " \t\n\r\f\v"
-TITLE_PATTERN = r"[^ \t\n\r\f\v]"
-SLUG_PATTERN = r"^[-a-z0-9_]+$"
-SLUG_RE = re.compile(SLUG_PATTERN)
-PLAYBACK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
-PLAYBACK_URL_RE = re.compile(PLAYBACK_URL_PATTERN)
 SLUG_SUFFIX_LENGTH = 4
 # Tries at a free "<slug>-<suffix>" before giving up (36**4 suffixes: collisions are rare).
 SLUG_ATTEMPTS = 8
-# Same bound as the inventory's quantities (a PostgreSQL integer with room to add up).
-MAX_UNITS = 1_000_000
 # DecimalField(max_digits=12, decimal_places=2).
 MAX_PRICE = Decimal("9999999999.99")
 CENT = Decimal("0.01")
@@ -116,8 +103,8 @@ def _check_moment(value: object, *, field: str) -> datetime | None:
 def _check_units(value: object, *, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field} must be a whole number.", field=field)
-    if not 1 <= value <= MAX_UNITS:
-        raise InvalidInput(f"{field} must be between 1 and {MAX_UNITS}.", field=field)
+    if not 1 <= value <= MAX_QUANTITY:
+        raise InvalidInput(f"{field} must be between 1 and {MAX_QUANTITY}.", field=field)
     return value
 
 
@@ -289,7 +276,7 @@ def stream_start(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.LIVE
         stream.started_at = timezone.now()
         stream.save(update_fields=["status", "started_at", "updated_at"])
-        broadcast.on_commit(lambda: broadcast.stream_status_changed(stream.pk))
+        broadcast.on_commit(lambda: announce.stream_status_changed(stream.pk))
     return stream
 
 
@@ -310,7 +297,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         )
         Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
         for drop_id in unpinned:
-            broadcast.on_commit(lambda drop_id=drop_id: broadcast.drop_unpinned(drop_id))
+            broadcast.on_commit(lambda drop_id=drop_id: announce.drop_unpinned(drop_id))
         # All at once: every allocation, then every stock item, in the lock order.
         inventory.allocations_close(
             allocation_ids=list(
@@ -323,7 +310,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
-        broadcast.on_commit(lambda: broadcast.stream_status_changed(stream.pk))
+        broadcast.on_commit(lambda: announce.stream_status_changed(stream.pk))
     return stream
 
 
@@ -469,8 +456,8 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
             Drop.objects.filter(pk=drop.pk).update(is_pinned=True, pinned_at=now)
             drop.is_pinned, drop.pinned_at = True, now
             for other in unpinned:
-                broadcast.on_commit(lambda other=other: broadcast.drop_unpinned(other))
-            broadcast.on_commit(lambda: broadcast.drop_pinned(drop.pk))
+                broadcast.on_commit(lambda other=other: announce.drop_unpinned(other))
+            broadcast.on_commit(lambda: announce.drop_pinned(drop.pk))
             broadcast.on_commit(lambda: _remember_audience_at_pin(drop))
         # A timed drop pinned before its start shows the countdown; it opens on time.
         if drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
@@ -493,8 +480,6 @@ def _open_sale(drop: Drop, now: datetime | None = None) -> None:
 
 
 def _remember_audience_at_pin(drop: Drop) -> None:
-    from livestream.presence import presence_count
-
     demand_on_pin(drop=drop, viewers=presence_count(drop.stream_id))
 
 
@@ -506,7 +491,7 @@ def drop_unpin(*, drop_id: int, actor) -> Drop:
         if drop.is_pinned:
             Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
             drop.is_pinned = False
-            broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
+            broadcast.on_commit(lambda: announce.drop_unpinned(drop.pk))
     return drop
 
 
@@ -578,7 +563,7 @@ def _open_timed(drop_id: int, now: datetime) -> bool:
         if drop.ends_at is not None and drop.ends_at <= now:
             return False  # its whole window passed before the stream went live
         _open_sale(drop, now)
-        broadcast.on_commit(lambda: broadcast.drop_opened(drop.pk))
+        broadcast.on_commit(lambda: announce.drop_opened(drop.pk))
     return True
 
 
@@ -603,11 +588,11 @@ def _close_sale(drop: Drop, *, actor=None) -> None:
     if drop.is_pinned:
         Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
         drop.is_pinned = False
-        broadcast.on_commit(lambda: broadcast.drop_unpinned(drop.pk))
+        broadcast.on_commit(lambda: announce.drop_unpinned(drop.pk))
     # Unsold units go back to stock with a ledger entry; open holds keep theirs until
     # checkout, release or expiry, then return to stock too.
     drop.allocation = inventory.allocation_close(allocation_id=drop.allocation_id, actor=actor)
-    broadcast.on_commit(lambda: broadcast.drop_closed(drop.pk))
+    broadcast.on_commit(lambda: announce.drop_closed(drop.pk))
     broadcast.on_commit(lambda: demand_flush(drop_id=drop.pk, final=True))
 
 
@@ -626,7 +611,7 @@ def drop_open_by_hand(*, drop_id: int, actor) -> Drop:
         if _starts_later(drop):
             raise DropNotStarted(starts_at=drop.starts_at.isoformat())
         _open_sale(drop)
-        broadcast.on_commit(lambda: broadcast.drop_opened(drop.pk))
+        broadcast.on_commit(lambda: announce.drop_opened(drop.pk))
     return drop
 
 

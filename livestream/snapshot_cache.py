@@ -29,6 +29,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from core.redis import get_redis, redis_configured
+from livestream.topics import seq_key
 
 
 def snapshot_key(slug: str) -> str:
@@ -66,8 +67,6 @@ def snapshot_store(*, slug: str, stream_id: int, seq: int, body: bytes) -> None:
     most = settings.STREAM_SNAPSHOT_MAX_AGE_MS
     if not redis_configured() or most <= 0:
         return
-    from livestream.broadcast import seq_key
-
     try:
         pipe = get_redis().pipeline(transaction=True)
         pipe.hset(

@@ -1,8 +1,8 @@
-"""Celery tasks of the live part: thin interfaces over the broadcast module."""
+"""Celery tasks of the live part: thin interfaces over its services and announcements."""
 
 from celery import shared_task
 
-from livestream import broadcast, demand, services
+from livestream import announce, demand, services
 
 
 @shared_task(name="livestream.flush_counters", acks_late=True, ignore_result=True)
@@ -10,8 +10,8 @@ def flush_counters() -> dict[str, int]:
     """Deliver counter updates whose coalescing window was owned by a process that died
     (run every few seconds by beat), so the last value always reaches viewers."""
     return {
-        "stock": broadcast.stock_coalescer.sweep(),
-        "viewers": broadcast.viewers_coalescer.sweep(),
+        "stock": announce.stock_coalescer.sweep(),
+        "viewers": announce.viewers_coalescer.sweep(),
     }
 
 
@@ -30,5 +30,5 @@ def run_drop_schedule() -> dict[str, int]:
 @shared_task(name="livestream.notify_reservations", ignore_result=True)
 def notify_reservations(reservation_ids: list[int]) -> int:
     """Tell each buyer of a settled batch about their reservation."""
-    broadcast.reservations_updated(reservation_ids)
+    announce.reservations_updated(reservation_ids)
     return len(reservation_ids)

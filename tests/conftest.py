@@ -111,7 +111,7 @@ def celery_through_broker(settings):
 def _forget_drop_routing():
     """Drop routing and streams by slug are cached per process; ids and slugs are
     reused across tests."""
-    from livestream.broadcast import _drop_of_allocation
+    from livestream.announce import _drop_of_allocation
     from livestream.consumers import forget_cached_streams
     from livestream.selectors import drop_routing_cache_clear
 

@@ -49,13 +49,13 @@ def test_a_counter_sent_after_the_task_that_armed_it_still_reaches_viewers(
     from decimal import Decimal
 
     from core.redis import get_redis
-    from livestream import broadcast
     from livestream import services as live
+    from livestream import topics
     from tests.factories import live_drop
 
     drop = live_drop(quantity=5, price=Decimal("1.00"), title="Trailing")
     pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(broadcast.stream_channel(drop.stream_id))
+    pubsub.subscribe(topics.stream_channel(drop.stream_id))
 
     def reserve(key: str) -> Reservation:
         reservation = live.drop_reserve(

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inventory.models import Allocation
-from livestream import broadcast, services
+from livestream import announce, services
 from livestream.models import Drop, Stream
 from tests.factories import host_user, live_drop, stream_drop
 from tests.inventory.interleave import inside
@@ -109,7 +109,7 @@ def test_opening_a_drop_on_a_live_stream_opens_it_and_tells_viewers(
     drop = live_drop(quantity=3, pin=False)
 
     with (
-        mock.patch.object(broadcast, "drop_opened") as opened,
+        mock.patch.object(announce, "drop_opened") as opened,
         django_capture_on_commit_callbacks(execute=True),
     ):
         _act(admin_client, "open_allocations", drop.allocation_id)
@@ -126,8 +126,8 @@ def test_closing_a_pinned_drops_allocation_unpins_it_and_tells_viewers(
     assert drop.is_pinned
 
     with (
-        mock.patch.object(broadcast, "drop_closed") as closed,
-        mock.patch.object(broadcast, "drop_unpinned") as unpinned,
+        mock.patch.object(announce, "drop_closed") as closed,
+        mock.patch.object(announce, "drop_unpinned") as unpinned,
         django_capture_on_commit_callbacks(execute=True),
     ):
         _act(admin_client, "close_allocations", drop.allocation_id)

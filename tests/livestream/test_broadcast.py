@@ -10,12 +10,12 @@ from django.contrib.auth.models import Group
 
 from core.redis import get_redis
 from inventory import services as inventory
-from livestream import broadcast, services
+from livestream import broadcast, receivers, services, topics
 from tests.factories import UserFactory, stocked_variant
 
 
 def _listen(stream_id):
-    return _subscribed(broadcast.stream_channel(stream_id))
+    return _subscribed(topics.stream_channel(stream_id))
 
 
 def _subscribed(*channels):
@@ -203,7 +203,7 @@ def test_the_buyer_gets_a_personal_reservation_event_on_their_own_channel():
     from tests.factories import open_allocation
 
     buyer, other = UserFactory(), UserFactory()
-    pubsub = _subscribed(broadcast.user_channel(buyer.pk), broadcast.user_channel(other.pk))
+    pubsub = _subscribed(topics.user_channel(buyer.pk), topics.user_channel(other.pk))
     allocation = open_allocation(quantity=3)
 
     reservation = inventory.reservation_request(
@@ -231,7 +231,7 @@ def test_every_buyer_of_a_settled_batch_gets_their_own_event(django_capture_on_c
 
     allocation = open_allocation(quantity=30)
     buyers = [UserFactory() for _ in range(20)]
-    pubsub = _subscribed(*(broadcast.user_channel(buyer.pk) for buyer in buyers))
+    pubsub = _subscribed(*(topics.user_channel(buyer.pk) for buyer in buyers))
     rows = Reservation.objects.bulk_create(
         [
             Reservation(
@@ -246,7 +246,7 @@ def test_every_buyer_of_a_settled_batch_gets_their_own_event(django_capture_on_c
         ]
     )
 
-    assert len(rows) >= broadcast.NOTIFY_IN_BACKGROUND_FROM
+    assert len(rows) >= receivers.NOTIFY_IN_BACKGROUND_FROM
 
     with django_capture_on_commit_callbacks(execute=True):
         inventory.allocation_settle_pending(allocation_id=allocation.pk)
@@ -270,7 +270,7 @@ def test_a_settled_batch_tells_its_buyers_in_one_round_trip(monkeypatch):
         "execute",
         lambda self, *a, **k: trips.append(len(self.command_stack)) or real(self, *a, **k),
     )
-    pubsub = _subscribed(*(broadcast.user_channel(uid) for uid in (901, 902, 903)))
+    pubsub = _subscribed(*(topics.user_channel(uid) for uid in (901, 902, 903)))
 
     broadcast.send_personal_many(
         [(uid, "reservation.updated", {"reservation": {"id": uid}}) for uid in (901, 902, 903)]

@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
 from core.redis import close_async_redis
-from livestream import broadcast, consumers, presence, services
+from livestream import broadcast, consumers, presence, services, topics
 from livestream.hub import get_hub
 from livestream.routing import websocket_urlpatterns
 from livestream.selectors import stream_get, stream_snapshot
@@ -175,7 +175,7 @@ async def test_an_ended_streams_viewer_gets_its_snapshot_and_holds_no_subscripti
         assert get_hub().local_count(stream.pk) == 0
         assert get_hub().user_connections(user.pk) == set()
         assert get_hub().listener_count() == 0
-        channel = broadcast.stream_channel(stream.pk)
+        channel = topics.stream_channel(stream.pk)
         assert dict(client.pubsub_numsub(channel))[channel] == 0
         assert await database_sync_to_async(presence.presence_count)(stream.pk) == 0
         await communicator.send_json_to({"type": "resync"})  # still answered

@@ -13,9 +13,9 @@ import redis
 from django.conf import settings
 
 from core import redis as redis_clients
-from livestream import broadcast
-from livestream.broadcast import stream_channel
+from livestream import broadcast, topics
 from livestream.hub import RESYNC_REQUIRED, Hub, get_hub
+from livestream.topics import stream_channel
 from tests.livestream.test_consumers import (
     _fresh_hub,  # noqa: F401 (autouse fixture)
     make_stream,
@@ -197,9 +197,9 @@ async def test_one_connection_carries_every_stream_and_user_and_none_is_left_aft
     assert len(_hub_connections(client)) == 1
     assert all(hub.is_subscribed(1000 + n) for n in range(40))
     assert {_numsub(client, 1000 + n) for n in range(40)} == {1}
-    assert {_subscribers(client, broadcast.user_channel(5000 + n)) for n in range(40)} == {1}
+    assert {_subscribers(client, topics.user_channel(5000 + n)) for n in range(40)} == {1}
     client.publish(stream_channel(1007), '{"seq":1,"type":"stock.changed"}')
-    client.publish(broadcast.user_channel(5011), '{"type":"reservation.updated"}')
+    client.publish(topics.user_channel(5011), '{"type":"reservation.updated"}')
     await _until(lambda: viewers[7].received and viewers[11].personal_events)
     assert viewers[7].received == ['{"seq":1,"type":"stock.changed"}']
     assert viewers[11].personal_events == ['{"type":"reservation.updated"}']
@@ -210,7 +210,7 @@ async def test_one_connection_carries_every_stream_and_user_and_none_is_left_aft
         await hub.leave_user(5000 + n, connection)
     # A channel is dropped with its last local connection, the connection with the last.
     await _until(lambda: _numsub(client, 1000) == 0)
-    assert _subscribers(client, broadcast.user_channel(5000)) == 0
+    assert _subscribers(client, topics.user_channel(5000)) == 0
     assert _numsub(client, 1039) == 1
     assert len(_hub_connections(client)) == 1
     await hub.leave(1039, viewers[39])
@@ -257,7 +257,7 @@ async def test_after_losing_its_connection_the_hub_resubscribes_all_and_every_st
         await _until(lambda: RESYNC_REQUIRED in other.received)
         assert _numsub(client, 4242) == 1
         assert len(_hub_connections(client)) == 1
-        client.publish(broadcast.user_channel(77), '{"type":"reservation.updated"}')
+        client.publish(topics.user_channel(77), '{"type":"reservation.updated"}')
         await _until(lambda: buyer.personal_events == ['{"type":"reservation.updated"}'])
 
 

@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from core.redis import get_redis
-from livestream import broadcast, presence
+from livestream import broadcast, consumers, presence
 from livestream.hub import get_hub
 from tests.livestream.test_consumers import (
     _fresh_hub,  # noqa: F401 (autouse fixture)
@@ -66,12 +66,12 @@ async def test_join_and_leave_publish_viewers_changed(mode):
     stream, _, _ = await make_stream()
     before = broadcast.current_seq(stream.pk)
 
-    await presence.presence_join(stream.pk, "conn-a")
+    await consumers.viewer_joined(stream.pk, "conn-a")
     assert await count(stream.pk) == 1
     assert broadcast.current_seq(stream.pk) == before + 1  # one viewers.changed
 
-    await presence.presence_join(stream.pk, "conn-a")  # the same connection: still one
-    await presence.presence_leave(stream.pk, "conn-a")
+    await consumers.viewer_joined(stream.pk, "conn-a")  # the same connection: still one
+    await consumers.viewer_left(stream.pk, "conn-a")
     assert await count(stream.pk) == 0
     assert broadcast.current_seq(stream.pk) == before + 3
 

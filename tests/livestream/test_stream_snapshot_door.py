@@ -11,7 +11,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from core.redis import get_redis
-from livestream import broadcast, services, snapshot_cache
+from livestream import broadcast, services, snapshot_cache, topics
 from livestream.models import Stream
 from tests.factories import UserFactory, live_drop, stream_drop
 from tests.processes import asgi_server
@@ -114,14 +114,14 @@ def test_a_crowd_after_an_event_costs_one_rebuild(settings):
     snapshot_cache.snapshot_store(slug=slug, stream_id=stream_id, seq=seq, body=b'{"v":1}')
     assert [_read(slug) for _ in range(3)] == [(1, '{"v":1}')] * 3
 
-    get_redis().incr(broadcast.seq_key(stream_id))  # an event
+    get_redis().incr(topics.seq_key(stream_id))  # an event
     crowd = [_read(slug) for _ in range(5)]
     assert crowd[0] == (0, None)  # one reader rebuilds
     assert crowd[1:] == [(1, '{"v":1}')] * 4  # the others get the stored one meanwhile
 
     snapshot_cache.snapshot_store(slug=slug, stream_id=stream_id, seq=seq + 1, body=b'{"v":2}')
     assert _read(slug) == (1, '{"v":2}')
-    get_redis().delete(broadcast.seq_key(stream_id))
+    get_redis().delete(topics.seq_key(stream_id))
 
 
 def test_past_half_its_age_one_reader_refreshes_it_before_it_expires(settings):
