@@ -152,6 +152,22 @@ def run_once(role: str, job: dict, *, env, timeout: float, progress, label: str)
         stack_module.stop(client.process, timeout=5)
 
 
+# Websocket handshakes each viewer client process keeps in flight (Python or C) while
+# joining: the connect storm's arrival rate.
+HANDSHAKES_IN_FLIGHT = 48
+
+
+def _connected_totals(lines: list[dict]) -> dict:
+    """Client processes' "connected" lines summed: sockets connected, failed and closed,
+    and the closes by code and by their reason's machine code."""
+    totals, closes, reasons = Counter(), Counter(), Counter()
+    for line in lines:
+        totals.update({k: line[k] for k in ("connected", "failed", "closed")})
+        closes.update(line.get("closes", {}))
+        reasons.update(line.get("reasons", {}))
+    return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
+
+
 class Viewers:
     """V viewers spread over K client processes."""
 
@@ -176,7 +192,7 @@ class Viewers:
                 {
                     "url": url,
                     "count": share,
-                    "connect_concurrency": 48,
+                    "connect_concurrency": HANDSHAKES_IN_FLIGHT,
                     "record_sample": i == 0,
                     "compression": compression,
                 },
@@ -211,13 +227,9 @@ class Viewers:
                 f"{self.label}: {sum(counts)}/{self.viewers} viewers connected", force=False
             )
             time.sleep(0.2)
-        totals, closes, reasons = Counter(), Counter(), Counter()
-        for line in done.values():
-            totals.update({k: line[k] for k in ("connected", "failed", "closed")})
-            closes.update(line.get("closes", {}))
-            reasons.update(line.get("reasons", {}))
+        totals = _connected_totals(list(done.values()))
         self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
-        return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
+        return totals
 
     def pids(self) -> list[int]:
         return [client.process.pid for client in self.clients]
@@ -758,7 +770,9 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
 
 # --- figure (a) with C viewers: sizes where Python clients would be the bottleneck -------
 
-C_END_MARK = f'"remaining":{REPLAY_END_REMAINING},'
+# Any negative remaining: the end of a replay, REPLAY_END_REMAINING, or of a phase that
+# ends on another value no real event carries (-2, -3, ...).
+C_END_MARK = '"remaining":-'
 C_REPLAY_EVENTS_PER_S = 5  # a live drop's coalesced stock (4/s) and the viewer count (1/s)
 
 
@@ -770,22 +784,43 @@ def _c_viewers_binary() -> Path:
         return binary
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise RuntimeError("--only fanout-c needs a C compiler: apt-get install -y gcc")
+        raise RuntimeError("the C viewers need a C compiler: apt-get install -y gcc")
     stack_module.LOGS.mkdir(parents=True, exist_ok=True)
     subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
     return binary
 
 
 class CViewers:
-    """V viewers in K processes of ``bench/ws_viewers.c``, each one line when connected
-    and one report when every viewer saw the end marker."""
+    """V viewers in K processes of ``bench/ws_viewers.c``, each one line when every socket
+    is connected, failed or closed, and one report per phase (from a restart of the
+    counts) when every viewer saw an end marker. ``in_flight``: handshakes at once per
+    process (the program's own 64 unless given)."""
 
-    def __init__(self, *, port: int, path: str, viewers: int, processes: int, seconds: float):
+    def __init__(
+        self,
+        *,
+        port: int,
+        path: str,
+        viewers: int,
+        processes: int,
+        seconds: float,
+        in_flight: int | None = None,
+    ):
         binary = _c_viewers_binary()
         shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
+        optional = [str(in_flight)] if in_flight is not None else []
         self.processes = [
             stack_module.spawn(
-                [str(binary), "127.0.0.1", str(port), path, str(share), str(seconds), C_END_MARK],
+                [
+                    str(binary),
+                    "127.0.0.1",
+                    str(port),
+                    path,
+                    str(share),
+                    str(seconds),
+                    C_END_MARK,
+                    *optional,
+                ],
                 env=dict(os.environ),
                 log="client-c.log",
                 stdout=subprocess.PIPE,
@@ -813,14 +848,16 @@ class CViewers:
         return lines
 
     def wait_connected(self) -> dict:
-        lines = self._lines("connected")
-        return {k: sum(line[k] for line in lines) for k in ("connected", "failed", "closed")}
+        """Until every process's sockets are connected, failed or closed (each process
+        gives up after 300 s)."""
+        return _connected_totals(self._lines("connected"))
 
     def report(self) -> dict:
         reports = self._lines("report")
-        latency = Counter()
+        latency, closes = Counter(), Counter()
         for report in reports:
             latency.update({int(k): v for k, v in report["latency"].items()})
+            closes.update(report["closes"])
         firsts = [r["first"] for r in reports if r["first"]]
         lasts = [r["last"] for r in reports if r["last"]]
         span = max(lasts) - min(firsts) if firsts and lasts else 0
@@ -834,6 +871,7 @@ class CViewers:
             "p50_ms": _ms(_pct(latency, 0.5)),
             "p99_ms": _ms(_pct(latency, 0.99)),
             "max_ms": _ms(max(latency) * BUCKET_S if latency else None),
+            "closes": dict(closes),
         }
 
     def stop(self) -> None:
