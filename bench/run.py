@@ -574,12 +574,56 @@ def _storm_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
     return _steady_sample(drop_id, seconds, per_s=STORM_EVENTS_PER_S, with_viewer_counts=False)
 
 
-def _held_replay(seed, viewers: Viewers, sample, args, *, end: int) -> dict:
+STORM_BEFORE_S, STORM_DURING_S = 5, 15  # the held viewers' events: before, and through it
+
+
+def _storm_clients(stack, seed, args, progress, *, viewers: int, processes: int, label: str):
+    """``viewers`` of the storm's stream in ``processes`` client processes: Python's, or
+    with ``--storm-clients c`` C's, which leave the box to the servers."""
+    path = f"/ws/streams/{seed.stream_slug}/"
+    if args.storm_clients == "c":
+        return CViewers(
+            port=stack.ws_port if stack.ws_workers else stack.port,
+            path=path,
+            viewers=viewers,
+            processes=processes,
+            # Each phase's bound: its events, then as long as Python viewers wait for the end.
+            seconds=STORM_DURING_S + args.final_timeout,
+            in_flight=HANDSHAKES_IN_FLIGHT,
+        )
+    return Viewers(
+        url=stack.ws_url + path,
+        viewers=viewers,
+        processes=processes,
+        env=stack.env,
+        progress=progress,
+        label=label,
+    )
+
+
+def _wait_connected(viewers: Viewers | CViewers, args) -> dict:
+    if isinstance(viewers, CViewers):
+        return viewers.wait_connected()  # each process bounds its own wait
+    return viewers.wait_connected(args.connect_timeout)
+
+
+def _held_phase(held: Viewers | CViewers, name: str) -> None:
+    """What the held viewers get from now on is the phase ``name``."""
+    if isinstance(held, CViewers):
+        held.restart_counts()
+    else:
+        held.phase(name)
+
+
+def _held_replay(seed, viewers: Viewers | CViewers, sample, args, *, end: int) -> dict:
     """The sample through the broadcast to the held viewers, measured as a phase that
-    ends when every one of them has seen the end marker ``end`` (one per phase)."""
+    ends when every one of them has seen the end marker ``end`` (one per phase, as the
+    Python viewers keep the last stock they saw; C_END_MARK matches each)."""
     replay_through_broadcast(
         stream_id=seed.stream_id, drop_id=seed.fanout_drop, sample=sample, sold=0, end=end
     )
+    if isinstance(viewers, CViewers):
+        return viewers.report()
     report = viewers.final(drop=seed.fanout_drop, remaining=end, timeout=args.final_timeout)
     report.pop("sample", None)
     return report
@@ -592,56 +636,55 @@ def run_storm(stack, seed, args, progress) -> dict:
 
     ``--storm-held`` viewers connect first and get a steady event stream through the
     broadcast, once before the storm and once during it: their latency in the two."""
-    url = f"{stack.ws_url}/ws/streams/{seed.stream_slug}/"
     held = None
     result: dict = {}
     if args.storm_held:
-        held = Viewers(
-            url=url,
-            viewers=args.storm_held,
-            processes=1,
-            env=stack.env,
-            progress=progress,
-            label="held",
+        held = _storm_clients(
+            stack, seed, args, progress, viewers=args.storm_held, processes=1, label="held"
         )
     try:
         if held is not None:
-            result["held_connect"] = held.wait_connected(args.connect_timeout)
+            result["held_connect"] = _wait_connected(held, args)
             time.sleep(2)  # their own join events settle
             progress(f"held: {args.storm_held} viewers, events before the storm")
-            held.phase("before")
+            _held_phase(held, "before")
             result["held_before"] = _held_replay(
-                seed, held, _storm_events(seed.fanout_drop, 5), args, end=-2
+                seed, held, _storm_events(seed.fanout_drop, STORM_BEFORE_S), args, end=-2
             )
-            held.phase("during")
-        viewers = Viewers(
-            url=url,
+            _held_phase(held, "during")
+        progress(f"storm: {args.storm_viewers} viewers ({args.storm_clients}) at once")
+        viewers = _storm_clients(
+            stack,
+            seed,
+            args,
+            progress,
             viewers=args.storm_viewers,
             processes=args.client_processes,
-            env=stack.env,
-            progress=progress,
             label="storm",
         )
         servers = stack.server_pids()
         clients = viewers.pids()
+        held_clients = held.pids() if held is not None else []
         during: dict = {}
         publisher = None
         if held is not None:
-            # Events for the held viewers all through the storm (it has lasted 15-20 s).
+            # Events for the held viewers all through the storm (it has lasted 6-20 s).
             publisher = threading.Thread(
                 target=lambda: during.update(
-                    _held_replay(seed, held, _storm_events(seed.fanout_drop, 15), args, end=-3)
+                    _held_replay(
+                        seed, held, _storm_events(seed.fanout_drop, STORM_DURING_S), args, end=-3
+                    )
                 ),
                 daemon=True,
             )
         try:
-            cpu_before = _cpu_seconds(servers), _cpu_seconds(clients)
+            cpu_before = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
             started = time.monotonic()
             if publisher is not None:
                 publisher.start()
-            connect = viewers.wait_connected(args.connect_timeout)
+            connect = _wait_connected(viewers, args)
             seconds = time.monotonic() - started
-            cpu_after = _cpu_seconds(servers), _cpu_seconds(clients)
+            cpu_after = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
             if publisher is not None:
                 publisher.join(args.final_timeout + 60)
                 result["held_during"] = during
@@ -651,8 +694,13 @@ def run_storm(stack, seed, args, progress) -> dict:
         if held is not None:
             held.stop()
     refused = connect["closes"].get("4503", 0)
+    servers_cores, clients_cores, held_cores = (
+        round((after - before) / seconds, 2)
+        for before, after in zip(cpu_before, cpu_after, strict=True)
+    )
     return {
         **result,
+        "clients": args.storm_clients,
         "viewers_held": args.storm_held,
         "viewers_asked": args.storm_viewers,
         "cap_per_process": args.storm_cap,
@@ -667,9 +715,11 @@ def run_storm(stack, seed, args, progress) -> dict:
         "reasons": connect["reasons"],
         "accepted_per_s": round(connect["connected"] / seconds, 1),
         "refused_per_s": round(refused / seconds, 1),
-        # Cores busy meanwhile: the Python clients share the two cores with the servers.
-        "server_cores": round((cpu_after[0] - cpu_before[0]) / seconds, 2),
-        "client_cores": round((cpu_after[1] - cpu_before[1]) / seconds, 2),
+        # Cores busy meanwhile: the clients share the two cores with the servers (the
+        # storm's clients, and apart the held viewers' own).
+        "server_cores": servers_cores,
+        "client_cores": clients_cores,
+        "held_client_cores": held_cores,
     }
 
 
@@ -1177,13 +1227,14 @@ def build_table(results: dict, args) -> list[dict]:
     if storm:
         held = storm["cap_per_process"] * storm["server_processes"]
         row(
-            f"connect storm: {storm['viewers_asked']:,} viewers at once, cap"
+            f"connect storm: {storm['viewers_asked']:,} {storm['clients']} viewers at once, cap"
             f" {storm['cap_per_process']:,} x {storm['server_processes']} processes:"
             " accepted/s; refused (4503)/s",
             f"{storm['accepted_per_s']:,}; {storm['refused_per_s']:,}"
             f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s,"
             f" refused as {storm.get('reasons') or {}};"
-            f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']})",
+            f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']},"
+            f" the held viewers' client {storm['held_client_cores']})",
             # The kernel spreads connections over the processes unevenly, so one may
             # refuse while another still has room: at most the caps, never past them.
             target=f"accepted <= {held:,}, every other refused at once",
@@ -1330,6 +1381,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2000,
         help="viewers connected before the storm, whose latency it must not raise",
+    )
+    parser.add_argument(
+        "--storm-clients",
+        choices=("python", "c"),
+        default="python",
+        help="the storm's viewers, held ones too: bench/clients.py, or bench/ws_viewers.c"
+        " (little of the box's CPU, so the held viewers' latency is the servers')",
     )
     parser.add_argument(
         "--storm-cap",
