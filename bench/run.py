@@ -570,10 +570,6 @@ def _steady_sample(
     return sample
 
 
-def _storm_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
-    return _steady_sample(drop_id, seconds, per_s=STORM_EVENTS_PER_S, with_viewer_counts=False)
-
-
 STORM_BEFORE_S, STORM_DURING_S = 5, 15  # the held viewers' events: before, and through it
 
 
@@ -615,10 +611,14 @@ def _held_phase(held: Viewers | CViewers, name: str) -> None:
         held.phase(name)
 
 
-def _held_replay(seed, viewers: Viewers | CViewers, sample, args, *, end: int) -> dict:
-    """The sample through the broadcast to the held viewers, measured as a phase that
-    ends when every one of them has seen the end marker ``end`` (one per phase, as the
-    Python viewers keep the last stock they saw; C_END_MARK matches each)."""
+def _held_replay(seed, viewers: Viewers | CViewers, seconds: float, args, *, end: int) -> dict:
+    """``seconds`` of steady stock events through the broadcast to the held viewers,
+    measured as a phase that ends when every one of them has seen the end marker ``end``
+    (one per phase, as the Python viewers keep the last stock they saw; C_END_MARK
+    matches each)."""
+    sample = _steady_sample(
+        seed.fanout_drop, seconds, per_s=args.storm_events_per_s, with_viewer_counts=False
+    )
     replay_through_broadcast(
         stream_id=seed.stream_id, drop_id=seed.fanout_drop, sample=sample, sold=0, end=end
     )
@@ -648,9 +648,7 @@ def run_storm(stack, seed, args, progress) -> dict:
             time.sleep(2)  # their own join events settle
             progress(f"held: {args.storm_held} viewers, events before the storm")
             _held_phase(held, "before")
-            result["held_before"] = _held_replay(
-                seed, held, _storm_events(seed.fanout_drop, STORM_BEFORE_S), args, end=-2
-            )
+            result["held_before"] = _held_replay(seed, held, STORM_BEFORE_S, args, end=-2)
             _held_phase(held, "during")
         progress(f"storm: {args.storm_viewers} viewers ({args.storm_clients}) at once")
         viewers = _storm_clients(
@@ -671,9 +669,7 @@ def run_storm(stack, seed, args, progress) -> dict:
             # Events for the held viewers all through the storm (it has lasted 6-20 s).
             publisher = threading.Thread(
                 target=lambda: during.update(
-                    _held_replay(
-                        seed, held, _storm_events(seed.fanout_drop, STORM_DURING_S), args, end=-3
-                    )
+                    _held_replay(seed, held, STORM_DURING_S, args, end=-3)
                 ),
                 daemon=True,
             )
@@ -702,6 +698,7 @@ def run_storm(stack, seed, args, progress) -> dict:
         **result,
         "clients": args.storm_clients,
         "viewers_held": args.storm_held,
+        "events_per_s": args.storm_events_per_s,
         "viewers_asked": args.storm_viewers,
         "cap_per_process": args.storm_cap,
         # The processes that take websockets (server_pids counts uvicorn's master too).
@@ -1246,7 +1243,7 @@ def build_table(results: dict, args) -> list[dict]:
             for q in ("p50", "p99"):
                 row(
                     f"connect storm: the {storm['viewers_held']:,} viewers connected before"
-                    f" it, {STORM_EVENTS_PER_S} events/s: delivery {q} ms during the storm",
+                    f" it, {storm['events_per_s']} events/s: delivery {q} ms during the storm",
                     during[f"{q}_ms"],
                     "before the storm",
                     before[f"{q}_ms"],
@@ -1381,6 +1378,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2000,
         help="viewers connected before the storm, whose latency it must not raise",
+    )
+    parser.add_argument(
+        "--storm-events-per-s",
+        type=int,
+        default=STORM_EVENTS_PER_S,
+        help="events a second the held viewers get before and during the storm",
     )
     parser.add_argument(
         "--storm-clients",
