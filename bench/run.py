@@ -152,6 +152,22 @@ def run_once(role: str, job: dict, *, env, timeout: float, progress, label: str)
         stack_module.stop(client.process, timeout=5)
 
 
+# Websocket handshakes each viewer client process keeps in flight (Python or C) while
+# joining: the connect storm's arrival rate.
+HANDSHAKES_IN_FLIGHT = 48
+
+
+def _connected_totals(lines: list[dict]) -> dict:
+    """Client processes' "connected" lines summed: sockets connected, failed and closed,
+    and the closes by code and by their reason's machine code."""
+    totals, closes, reasons = Counter(), Counter(), Counter()
+    for line in lines:
+        totals.update({k: line[k] for k in ("connected", "failed", "closed")})
+        closes.update(line.get("closes", {}))
+        reasons.update(line.get("reasons", {}))
+    return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
+
+
 class Viewers:
     """V viewers spread over K client processes."""
 
@@ -176,7 +192,7 @@ class Viewers:
                 {
                     "url": url,
                     "count": share,
-                    "connect_concurrency": 48,
+                    "connect_concurrency": HANDSHAKES_IN_FLIGHT,
                     "record_sample": i == 0,
                     "compression": compression,
                 },
@@ -211,13 +227,9 @@ class Viewers:
                 f"{self.label}: {sum(counts)}/{self.viewers} viewers connected", force=False
             )
             time.sleep(0.2)
-        totals, closes, reasons = Counter(), Counter(), Counter()
-        for line in done.values():
-            totals.update({k: line[k] for k in ("connected", "failed", "closed")})
-            closes.update(line.get("closes", {}))
-            reasons.update(line.get("reasons", {}))
+        totals = _connected_totals(list(done.values()))
         self.progress(f"{self.label}: {totals['connected']}/{self.viewers} viewers connected")
-        return {**totals, "closes": dict(closes), "reasons": dict(reasons)}
+        return totals
 
     def pids(self) -> list[int]:
         return [client.process.pid for client in self.clients]
@@ -558,16 +570,60 @@ def _steady_sample(
     return sample
 
 
-def _storm_events(drop_id: int, seconds: float) -> list[tuple[float, str]]:
-    return _steady_sample(drop_id, seconds, per_s=STORM_EVENTS_PER_S, with_viewer_counts=False)
+STORM_BEFORE_S, STORM_DURING_S = 5, 15  # the held viewers' events: before, and through it
 
 
-def _held_replay(seed, viewers: Viewers, sample, args, *, end: int) -> dict:
-    """The sample through the broadcast to the held viewers, measured as a phase that
-    ends when every one of them has seen the end marker ``end`` (one per phase)."""
+def _storm_clients(stack, seed, args, progress, *, viewers: int, processes: int, label: str):
+    """``viewers`` of the storm's stream in ``processes`` client processes: Python's, or
+    with ``--storm-clients c`` C's, which leave the box to the servers."""
+    path = f"/ws/streams/{seed.stream_slug}/"
+    if args.storm_clients == "c":
+        return CViewers(
+            port=stack.ws_port if stack.ws_workers else stack.port,
+            path=path,
+            viewers=viewers,
+            processes=processes,
+            # Each phase's bound: its events, then as long as Python viewers wait for the end.
+            seconds=STORM_DURING_S + args.final_timeout,
+            in_flight=HANDSHAKES_IN_FLIGHT,
+        )
+    return Viewers(
+        url=stack.ws_url + path,
+        viewers=viewers,
+        processes=processes,
+        env=stack.env,
+        progress=progress,
+        label=label,
+    )
+
+
+def _wait_connected(viewers: Viewers | CViewers, args) -> dict:
+    if isinstance(viewers, CViewers):
+        return viewers.wait_connected()  # each process bounds its own wait
+    return viewers.wait_connected(args.connect_timeout)
+
+
+def _held_phase(held: Viewers | CViewers, name: str) -> None:
+    """What the held viewers get from now on is the phase ``name``."""
+    if isinstance(held, CViewers):
+        held.restart_counts()
+    else:
+        held.phase(name)
+
+
+def _held_replay(seed, viewers: Viewers | CViewers, seconds: float, args, *, end: int) -> dict:
+    """``seconds`` of steady stock events through the broadcast to the held viewers,
+    measured as a phase that ends when every one of them has seen the end marker ``end``
+    (one per phase, as the Python viewers keep the last stock they saw; C_END_MARK
+    matches each)."""
+    sample = _steady_sample(
+        seed.fanout_drop, seconds, per_s=args.storm_events_per_s, with_viewer_counts=False
+    )
     replay_through_broadcast(
         stream_id=seed.stream_id, drop_id=seed.fanout_drop, sample=sample, sold=0, end=end
     )
+    if isinstance(viewers, CViewers):
+        return viewers.report()
     report = viewers.final(drop=seed.fanout_drop, remaining=end, timeout=args.final_timeout)
     report.pop("sample", None)
     return report
@@ -580,56 +636,51 @@ def run_storm(stack, seed, args, progress) -> dict:
 
     ``--storm-held`` viewers connect first and get a steady event stream through the
     broadcast, once before the storm and once during it: their latency in the two."""
-    url = f"{stack.ws_url}/ws/streams/{seed.stream_slug}/"
     held = None
     result: dict = {}
     if args.storm_held:
-        held = Viewers(
-            url=url,
-            viewers=args.storm_held,
-            processes=1,
-            env=stack.env,
-            progress=progress,
-            label="held",
+        held = _storm_clients(
+            stack, seed, args, progress, viewers=args.storm_held, processes=1, label="held"
         )
     try:
         if held is not None:
-            result["held_connect"] = held.wait_connected(args.connect_timeout)
+            result["held_connect"] = _wait_connected(held, args)
             time.sleep(2)  # their own join events settle
             progress(f"held: {args.storm_held} viewers, events before the storm")
-            held.phase("before")
-            result["held_before"] = _held_replay(
-                seed, held, _storm_events(seed.fanout_drop, 5), args, end=-2
-            )
-            held.phase("during")
-        viewers = Viewers(
-            url=url,
+            _held_phase(held, "before")
+            result["held_before"] = _held_replay(seed, held, STORM_BEFORE_S, args, end=-2)
+            _held_phase(held, "during")
+        progress(f"storm: {args.storm_viewers} viewers ({args.storm_clients}) at once")
+        viewers = _storm_clients(
+            stack,
+            seed,
+            args,
+            progress,
             viewers=args.storm_viewers,
             processes=args.client_processes,
-            env=stack.env,
-            progress=progress,
             label="storm",
         )
         servers = stack.server_pids()
         clients = viewers.pids()
+        held_clients = held.pids() if held is not None else []
         during: dict = {}
         publisher = None
         if held is not None:
-            # Events for the held viewers all through the storm (it has lasted 15-20 s).
+            # Events for the held viewers all through the storm (it has lasted 6-20 s).
             publisher = threading.Thread(
                 target=lambda: during.update(
-                    _held_replay(seed, held, _storm_events(seed.fanout_drop, 15), args, end=-3)
+                    _held_replay(seed, held, STORM_DURING_S, args, end=-3)
                 ),
                 daemon=True,
             )
         try:
-            cpu_before = _cpu_seconds(servers), _cpu_seconds(clients)
+            cpu_before = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
             started = time.monotonic()
             if publisher is not None:
                 publisher.start()
-            connect = viewers.wait_connected(args.connect_timeout)
+            connect = _wait_connected(viewers, args)
             seconds = time.monotonic() - started
-            cpu_after = _cpu_seconds(servers), _cpu_seconds(clients)
+            cpu_after = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
             if publisher is not None:
                 publisher.join(args.final_timeout + 60)
                 result["held_during"] = during
@@ -639,9 +690,15 @@ def run_storm(stack, seed, args, progress) -> dict:
         if held is not None:
             held.stop()
     refused = connect["closes"].get("4503", 0)
+    servers_cores, clients_cores, held_cores = (
+        round((after - before) / seconds, 2)
+        for before, after in zip(cpu_before, cpu_after, strict=True)
+    )
     return {
         **result,
+        "clients": args.storm_clients,
         "viewers_held": args.storm_held,
+        "events_per_s": args.storm_events_per_s,
         "viewers_asked": args.storm_viewers,
         "cap_per_process": args.storm_cap,
         # The processes that take websockets (server_pids counts uvicorn's master too).
@@ -655,9 +712,11 @@ def run_storm(stack, seed, args, progress) -> dict:
         "reasons": connect["reasons"],
         "accepted_per_s": round(connect["connected"] / seconds, 1),
         "refused_per_s": round(refused / seconds, 1),
-        # Cores busy meanwhile: the Python clients share the two cores with the servers.
-        "server_cores": round((cpu_after[0] - cpu_before[0]) / seconds, 2),
-        "client_cores": round((cpu_after[1] - cpu_before[1]) / seconds, 2),
+        # Cores busy meanwhile: the clients share the two cores with the servers (the
+        # storm's clients, and apart the held viewers' own).
+        "server_cores": servers_cores,
+        "client_cores": clients_cores,
+        "held_client_cores": held_cores,
     }
 
 
@@ -758,7 +817,9 @@ def run_ceiling(stack, seed, args, fanout: dict, progress) -> dict:
 
 # --- figure (a) with C viewers: sizes where Python clients would be the bottleneck -------
 
-C_END_MARK = f'"remaining":{REPLAY_END_REMAINING},'
+# Any negative remaining: the end of a replay, REPLAY_END_REMAINING, or of a phase that
+# ends on another value no real event carries (-2, -3, ...).
+C_END_MARK = '"remaining":-'
 C_REPLAY_EVENTS_PER_S = 5  # a live drop's coalesced stock (4/s) and the viewer count (1/s)
 
 
@@ -770,22 +831,43 @@ def _c_viewers_binary() -> Path:
         return binary
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise RuntimeError("--only fanout-c needs a C compiler: apt-get install -y gcc")
+        raise RuntimeError("the C viewers need a C compiler: apt-get install -y gcc")
     stack_module.LOGS.mkdir(parents=True, exist_ok=True)
     subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
     return binary
 
 
 class CViewers:
-    """V viewers in K processes of ``bench/ws_viewers.c``, each one line when connected
-    and one report when every viewer saw the end marker."""
+    """V viewers in K processes of ``bench/ws_viewers.c``, each one line when every socket
+    is connected, failed or closed, and one report per phase (from a restart of the
+    counts) when every viewer saw an end marker. ``in_flight``: handshakes at once per
+    process (the program's own 64 unless given)."""
 
-    def __init__(self, *, port: int, path: str, viewers: int, processes: int, seconds: float):
+    def __init__(
+        self,
+        *,
+        port: int,
+        path: str,
+        viewers: int,
+        processes: int,
+        seconds: float,
+        in_flight: int | None = None,
+    ):
         binary = _c_viewers_binary()
         shares = [viewers // processes + (i < viewers % processes) for i in range(processes)]
+        optional = [str(in_flight)] if in_flight is not None else []
         self.processes = [
             stack_module.spawn(
-                [str(binary), "127.0.0.1", str(port), path, str(share), str(seconds), C_END_MARK],
+                [
+                    str(binary),
+                    "127.0.0.1",
+                    str(port),
+                    path,
+                    str(share),
+                    str(seconds),
+                    C_END_MARK,
+                    *optional,
+                ],
                 env=dict(os.environ),
                 log="client-c.log",
                 stdout=subprocess.PIPE,
@@ -813,14 +895,16 @@ class CViewers:
         return lines
 
     def wait_connected(self) -> dict:
-        lines = self._lines("connected")
-        return {k: sum(line[k] for line in lines) for k in ("connected", "failed", "closed")}
+        """Until every process's sockets are connected, failed or closed (each process
+        gives up after 300 s)."""
+        return _connected_totals(self._lines("connected"))
 
     def report(self) -> dict:
         reports = self._lines("report")
-        latency = Counter()
+        latency, closes = Counter(), Counter()
         for report in reports:
             latency.update({int(k): v for k, v in report["latency"].items()})
+            closes.update(report["closes"])
         firsts = [r["first"] for r in reports if r["first"]]
         lasts = [r["last"] for r in reports if r["last"]]
         span = max(lasts) - min(firsts) if firsts and lasts else 0
@@ -834,6 +918,7 @@ class CViewers:
             "p50_ms": _ms(_pct(latency, 0.5)),
             "p99_ms": _ms(_pct(latency, 0.99)),
             "max_ms": _ms(max(latency) * BUCKET_S if latency else None),
+            "closes": dict(closes),
         }
 
     def stop(self) -> None:
@@ -1139,13 +1224,14 @@ def build_table(results: dict, args) -> list[dict]:
     if storm:
         held = storm["cap_per_process"] * storm["server_processes"]
         row(
-            f"connect storm: {storm['viewers_asked']:,} viewers at once, cap"
+            f"connect storm: {storm['viewers_asked']:,} {storm['clients']} viewers at once, cap"
             f" {storm['cap_per_process']:,} x {storm['server_processes']} processes:"
             " accepted/s; refused (4503)/s",
             f"{storm['accepted_per_s']:,}; {storm['refused_per_s']:,}"
             f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s,"
             f" refused as {storm.get('reasons') or {}};"
-            f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']})",
+            f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']},"
+            f" the held viewers' client {storm['held_client_cores']})",
             # The kernel spreads connections over the processes unevenly, so one may
             # refuse while another still has room: at most the caps, never past them.
             target=f"accepted <= {held:,}, every other refused at once",
@@ -1157,7 +1243,7 @@ def build_table(results: dict, args) -> list[dict]:
             for q in ("p50", "p99"):
                 row(
                     f"connect storm: the {storm['viewers_held']:,} viewers connected before"
-                    f" it, {STORM_EVENTS_PER_S} events/s: delivery {q} ms during the storm",
+                    f" it, {storm['events_per_s']} events/s: delivery {q} ms during the storm",
                     during[f"{q}_ms"],
                     "before the storm",
                     before[f"{q}_ms"],
@@ -1292,6 +1378,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2000,
         help="viewers connected before the storm, whose latency it must not raise",
+    )
+    parser.add_argument(
+        "--storm-events-per-s",
+        type=int,
+        default=STORM_EVENTS_PER_S,
+        help="events a second the held viewers get before and during the storm",
+    )
+    parser.add_argument(
+        "--storm-clients",
+        choices=("python", "c"),
+        default="python",
+        help="the storm's viewers, held ones too: bench/clients.py, or bench/ws_viewers.c"
+        " (little of the box's CPU, so the held viewers' latency is the servers')",
     )
     parser.add_argument(
         "--storm-cap",
