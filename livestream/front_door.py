@@ -56,7 +56,7 @@ from core.api.throttles import (
     THROTTLE_LUA,
     ReserveIPThrottle,
     ReserveUserThrottle,
-    client_address_of,
+    client_address_of_scope,
     throttle_member,
     throttle_redis_key,
     throttle_wait_of,
@@ -165,7 +165,6 @@ class _Request:
     key: str | None = None
     content_type: str | None = None
     host: str | None = None
-    forwarded_for: str = ""
     forwarded_host: bool = False
     forwarded_proto: str | None = None
     cookie: bool = False
@@ -197,12 +196,6 @@ def _read_headers(scope, drop_id: int) -> _Request:
             request.cookie = True
         elif name == b"accept":
             request.accept = value.decode("latin-1").strip()
-        elif name == b"x-forwarded-for":
-            # Django joins repeated headers with commas; so do we.
-            joined = value.decode("latin-1")
-            request.forwarded_for = (
-                f"{request.forwarded_for},{joined}" if request.forwarded_for else joined
-            )
         elif name == b"x-forwarded-host":
             request.forwarded_host = True
         if proto_header is not None and name == proto_header[0]:
@@ -371,8 +364,7 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
     if user_id is None:
         return None  # Django refuses it
 
-    remote = (scope.get("client") or ("",))[0] or ""
-    address = client_address_of(remote, request.forwarded_for)
+    address = client_address_of_scope(scope)
     bodies = _refusal_bodies()
     fingerprint = _fingerprint(scope["path"], quantity)
     keys = [

@@ -33,21 +33,10 @@ from collections import Counter
 
 from django.conf import settings
 
-from core.api.throttles import client_address_of
+from core.api.throttles import client_address_of_scope
 
 CLOSE_TOO_MANY_FROM_ADDRESS = 4429
 CLOSE_SERVER_FULL = 4503
-
-
-def _forwarded_for(scope) -> str:
-    """Every ``X-Forwarded-For`` header, joined with commas as Django (and the front
-    door) join them: reading only the first would let a client's own header stand in
-    for what the trusted proxy appended."""
-    return ",".join(
-        value.decode("latin-1")
-        for name, value in scope.get("headers", ())
-        if name == b"x-forwarded-for"
-    )
 
 
 def retry_after() -> int:
@@ -101,8 +90,7 @@ class ConnectionLimits:
             return await self.app(scope, receive, send)
         if settings.WS_SHED_LOOP_LAG_MS:
             self.lag.watch()  # no timer at all when shedding by lag is off
-        remote = (scope.get("client") or ("",))[0] or ""
-        address = client_address_of(remote, _forwarded_for(scope))
+        address = client_address_of_scope(scope)
         refusal = self._refusal(address)
         if refusal is not None:
             return await _refuse(receive, send, *refusal)

@@ -103,6 +103,22 @@ def client_address(request) -> str:
     )
 
 
+def client_address_of_scope(scope) -> str:
+    """``client_address`` of an ASGI connection (the front door, websockets). Repeated
+    ``X-Forwarded-For`` headers are joined with commas, as Django joins them: reading
+    only the first would let a client's own header stand in for what the trusted proxy
+    appended. With no trusted proxy the headers are not even looked at."""
+    remote = (scope.get("client") or ("",))[0] or ""
+    if settings.TRUSTED_PROXY_COUNT <= 0:
+        return remote
+    forwarded_for = ",".join(
+        value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-for"
+    )
+    return client_address_of(remote, forwarded_for)
+
+
 def client_address_of(remote: str, forwarded_for: str) -> str:
     """``client_address`` from the peer's address and the ``X-Forwarded-For`` text."""
     proxies = settings.TRUSTED_PROXY_COUNT

@@ -8,7 +8,7 @@ import pytest
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from core.api.throttles import AuthIPThrottle, client_address
+from core.api.throttles import AuthIPThrottle, client_address, client_address_of_scope
 from tests.processes import asgi_server
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +71,27 @@ def test_client_address(settings, proxies, forwarded, expected):
     request = RequestFactory().get("/", REMOTE_ADDR="198.51.100.9", **headers)
 
     assert client_address(request) == expected
+
+
+@pytest.mark.parametrize(
+    ("proxies", "headers", "expected"),
+    [
+        (0, [b"203.0.113.7"], "198.51.100.9"),
+        (1, [b"203.0.113.7"], "203.0.113.7"),
+        # Repeated headers join as Django joins them: the proxy's is the last entry.
+        (1, [b"1.1.1.1", b"203.0.113.7"], "203.0.113.7"),
+        (2, [b"1.1.1.1, 203.0.113.7", b"10.0.0.3"], "203.0.113.7"),
+        (1, [], "198.51.100.9"),
+    ],
+)
+def test_client_address_of_an_asgi_connection(settings, proxies, headers, expected):
+    settings.TRUSTED_PROXY_COUNT = proxies
+    scope = {
+        "client": ("198.51.100.9", 50000),
+        "headers": [(b"host", b"shop.test"), *((b"x-forwarded-for", h) for h in headers)],
+    }
+
+    assert client_address_of_scope(scope) == expected
 
 
 @pytest.mark.server
