@@ -43,11 +43,12 @@ from core.exceptions import NotFound
 from livestream import announce
 from livestream.broadcast import current_seq
 from livestream.exceptions import NotStreamHost
-from livestream.hub import get_hub, seq_of
+from livestream.hub import get_hub
 from livestream.models import Stream
 from livestream.presence import presence_add, presence_count, presence_forget
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
+from livestream.topics import seq_of
 from livestream.wire import direct_socket, write_now
 from livestream.ws_auth import viewer_of
 
@@ -75,18 +76,6 @@ PONG = '{"type":"pong"}'
 
 def _error(code: str) -> str:
     return json.dumps({"type": "error", "code": code})
-
-
-def _seq_of(text: str) -> int | None:
-    """The ``seq`` of an event text (the broadcast module writes it first)."""
-    seq = seq_of(text)
-    if seq is not None:
-        return seq
-    try:
-        seq = json.loads(text).get("seq")
-    except (ValueError, AttributeError):
-        return None
-    return seq if isinstance(seq, int) else None
 
 
 # Coalesced in ``announce``, which reads the count and publishes: sync code (Redis
@@ -371,7 +360,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self._floor_seq:
             # Already in the last snapshot (it arrived late, through Redis).
             if seq is None:
-                seq = _seq_of(text)
+                seq = seq_of(text)
             if seq is not None and seq <= self._floor_seq:
                 return True
         return self._enqueue(text)
@@ -471,7 +460,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self._pending = None
         self._enqueue(text)
         for event in pending:
-            event_seq = _seq_of(event)
+            event_seq = seq_of(event)
             if event_seq is None or event_seq > seq:
                 self._enqueue(event)
 

@@ -41,7 +41,7 @@ from redis.asyncio.client import PubSub
 
 from core.redis import async_redis, redis_configured
 from livestream.presence import heartbeat_seconds, presence_forget, presence_heartbeat
-from livestream.topics import USER_LOGGED_OUT, stream_channel, user_channel
+from livestream.topics import USER_LOGGED_OUT, seq_of, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +65,6 @@ class Connection(Protocol):
     def personal(self, text: str) -> None: ...
 
     def logged_out(self) -> None: ...
-
-
-def seq_of(text: str) -> int | None:
-    """The ``seq`` of an event text (``broadcast.publish`` writes it first, so no JSON
-    parsing on the fan-out path); None for texts without one."""
-    if text.startswith('{"seq":'):
-        end = text.find(",", 7)
-        with contextlib.suppress(ValueError):
-            return int(text[7:end])
-    return None
 
 
 # --- the hub ---------------------------------------------------------------------------
