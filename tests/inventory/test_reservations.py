@@ -33,10 +33,6 @@ Reason = StockMovement.Reason
 Status = Reservation.Status
 
 MISSING_ID = 987_654
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
-
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -84,12 +80,10 @@ def frozen_now(monkeypatch):
 # --- request: the happy path -----------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_request_on_an_open_allocation_is_held_until_the_hold_window_ends(
-    gate_mode, request, settings, frozen_now, django_capture_on_commit_callbacks
+    gate_mode, settings, frozen_now, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     settings.RESERVATION_HOLD_SECONDS = 120
     allocation = open_primed(5)
     customer = UserFactory()
@@ -140,12 +134,10 @@ def test_request_on_an_open_allocation_is_held_until_the_hold_window_ends(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db(transaction=True)
-def test_request_answers_with_the_settled_hold_when_tasks_run_eagerly(gate_mode, request):
+def test_request_answers_with_the_settled_hold_when_tasks_run_eagerly(gate_mode):
     """Outside any test transaction: the reserve task runs when the request commits, so
     the caller already gets the settled state back."""
-    request.getfixturevalue(gate_mode)
     allocation = open_allocation(quantity=3)
     customer = UserFactory()
 
@@ -162,12 +154,8 @@ def test_request_answers_with_the_settled_hold_when_tasks_run_eagerly(gate_mode,
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_request_of_every_remaining_unit_is_held(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_request_of_every_remaining_unit_is_held(gate_mode, django_capture_on_commit_callbacks):
     allocation = open_primed(4)
 
     reservation = settled_hold(
@@ -183,13 +171,11 @@ def test_request_of_every_remaining_unit_is_held(
 # --- request: bad input ----------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 @pytest.mark.parametrize("quantity", [0, -1, 1.5, "1", True, 10**7, MAX_QUANTITY + 1, None])
 def test_request_with_a_bad_quantity_is_invalid_and_writes_nothing(
-    gate_mode, request, quantity, django_capture_on_commit_callbacks
+    gate_mode, quantity, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     allocation = open_primed(5)
     settled_hold(django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="other")
     customer = UserFactory()
@@ -206,13 +192,11 @@ def test_request_with_a_bad_quantity_is_invalid_and_writes_nothing(
     assert _snapshot() == before
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 @pytest.mark.parametrize("key", [None, "", "k" * 256, 123, b"bytes-key"])
 def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
-    gate_mode, request, key, django_capture_on_commit_callbacks
+    gate_mode, key, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     allocation = open_primed(5)
     customer = UserFactory()
     before = _snapshot()
@@ -245,12 +229,10 @@ def test_an_idempotency_key_of_255_characters_is_accepted(
 # --- request: idempotency --------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_the_same_key_twice_returns_the_same_reservation_and_holds_once(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
     customer = UserFactory()
@@ -268,12 +250,10 @@ def test_the_same_key_twice_returns_the_same_reservation_and_holds_once(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_the_same_key_by_another_customer_is_another_request(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
 
@@ -287,12 +267,10 @@ def test_the_same_key_by_another_customer_is_another_request(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_the_same_key_with_another_quantity_is_refused_and_holds_nothing_more(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
     customer = UserFactory()
@@ -306,12 +284,10 @@ def test_the_same_key_with_another_quantity_is_refused_and_holds_nothing_more(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_the_same_key_on_another_allocation_is_refused_and_takes_nothing_there(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     first_drop = open_primed(5)
     second_drop = open_primed(5)
@@ -326,12 +302,10 @@ def test_the_same_key_on_another_allocation_is_refused_and_takes_nothing_there(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_key_refused_up_front_may_be_used_again_once_units_return(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     holder = settled_hold(capture, UserFactory().pk, allocation.pk, key="holder")
@@ -350,12 +324,10 @@ def test_a_key_refused_up_front_may_be_used_again_once_units_return(
 # --- request: refusals -----------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_request_past_the_per_customer_limit_is_refused_and_writes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(10, limit=2)
     customer = UserFactory()
@@ -373,12 +345,10 @@ def test_a_request_past_the_per_customer_limit_is_refused_and_writes_nothing(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_single_request_above_the_per_customer_limit_is_refused(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     allocation = open_primed(10, limit=2)
     before = _snapshot()
 
@@ -388,12 +358,10 @@ def test_a_single_request_above_the_per_customer_limit_is_refused(
     assert _snapshot() == before
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_units_bought_count_towards_the_per_customer_limit(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(10, limit=2)
     customer = UserFactory()
@@ -408,12 +376,10 @@ def test_units_bought_count_towards_the_per_customer_limit(
     assert _snapshot() == before
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_released_units_no_longer_count_towards_the_per_customer_limit(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(10, limit=2)
     customer = UserFactory()
@@ -427,12 +393,10 @@ def test_released_units_no_longer_count_towards_the_per_customer_limit(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_request_for_more_than_remains_is_sold_out_and_writes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(3, on_hand=10)
     settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
@@ -452,12 +416,10 @@ def test_a_request_for_more_than_remains_is_sold_out_and_writes_nothing(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_request_on_a_closed_allocation_is_not_live_and_writes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(3)
     with capture(execute=True):
@@ -470,12 +432,10 @@ def test_a_request_on_a_closed_allocation_is_not_live_and_writes_nothing(
     assert _snapshot() == before
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_request_on_an_allocation_not_yet_open_is_not_live_and_writes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     item = stocked_variant(on_hand=5).stock
     allocation = services.allocation_create(stock_item_id=item.pk, quantity=3)
     reservations_before = Reservation.objects.count()
@@ -490,12 +450,10 @@ def test_a_request_on_an_allocation_not_yet_open_is_not_live_and_writes_nothing(
     assert (allocation.status, allocation.held) == (Allocation.Status.READY, 0)
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_request_on_an_unknown_allocation_is_not_found_and_writes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     open_primed(3)
     before = _snapshot()
 
@@ -507,12 +465,10 @@ def test_a_request_on_an_unknown_allocation_is_not_found_and_writes_nothing(
         assert gate.gate_read(allocation_id=MISSING_ID) is None
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_too_many_active_holds_are_refused_and_write_nothing(
-    gate_mode, request, settings, django_capture_on_commit_callbacks
+    gate_mode, settings, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER = 2
     capture = django_capture_on_commit_callbacks
     first_drop, second_drop = open_primed(5), open_primed(5)
@@ -553,10 +509,8 @@ def test_confirmed_holds_do_not_count_as_active_holds(
 # --- release ---------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_release_gives_the_units_back_once(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_release_gives_the_units_back_once(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
     customer = UserFactory()
@@ -610,12 +564,10 @@ def test_release_by_ops_records_the_actor(gate_off, django_capture_on_commit_cal
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_release_by_another_customer_is_not_found_and_changes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
     hold = settled_hold(capture, UserFactory().pk, allocation.pk, key="mine")
@@ -633,12 +585,10 @@ def test_release_of_an_unknown_reservation_is_not_found():
         services.reservation_release(reservation_id=MISSING_ID)
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_release_of_a_confirmed_reservation_is_refused_and_changes_nothing(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5)
     customer = UserFactory()
@@ -674,10 +624,8 @@ def test_release_of_a_pending_reservation_is_refused(gate_off):
 # --- confirm ---------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_confirm_sells_the_held_units_once(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_confirm_sells_the_held_units_once(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5, on_hand=8)
     customer = UserFactory()
@@ -725,12 +673,10 @@ def test_confirm_sells_the_held_units_once(gate_mode, request, django_capture_on
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_confirm_after_the_hold_expired_expires_it_and_returns_the_units(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5, on_hand=8)
     hold = settled_hold(capture, UserFactory().pk, allocation.pk, key="late", quantity=2)
@@ -823,12 +769,10 @@ def test_confirm_of_an_unknown_reservation_is_not_found():
 # --- expiry ----------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_expire_takes_back_only_the_holds_past_their_time(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     first_drop, second_drop = open_primed(5), open_primed(5)
     customer, other = UserFactory(), UserFactory()
@@ -907,13 +851,11 @@ def test_expire_with_nothing_due_changes_nothing(gate_off, django_capture_on_com
     assert _snapshot() == before
 
 
-@BOTH_MODES
 @pytest.mark.django_db(transaction=True)
-def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, request, settings):
+def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, settings):
     """Sold out on paper, but the only hold is past its time: the next request gets the
     unit without waiting for the sweep (the gate answers RECLAIMABLE; without the gate
     the service's pre-check expires it)."""
-    request.getfixturevalue(gate_mode)
     settings.RESERVATION_HOLD_SECONDS = 0  # every hold is due the moment it is made
     allocation = open_allocation(quantity=1)
     first = request_hold(UserFactory().pk, allocation.pk, key="first")
@@ -940,10 +882,8 @@ def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, req
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db(transaction=True)
-def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode):
     allocation = open_allocation(quantity=2)
     holds = [request_hold(UserFactory().pk, allocation.pk, key="h") for _ in range(2)]
     assert [h.status for h in holds] == [Status.HELD, Status.HELD]
@@ -968,10 +908,8 @@ def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode, 
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db(transaction=True)
-def test_a_hold_not_yet_due_is_not_taken_from_its_owner(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_a_hold_not_yet_due_is_not_taken_from_its_owner(gate_mode):
     allocation = open_allocation(quantity=1)
     first = request_hold(UserFactory().pk, allocation.pk, key="first")
     before = _snapshot()
@@ -984,14 +922,10 @@ def test_a_hold_not_yet_due_is_not_taken_from_its_owner(gate_mode, request):
     assert first.status == Status.HELD
 
 
-@BOTH_MODES
 @pytest.mark.django_db(transaction=True)
-def test_a_customer_whose_own_hold_expired_may_buy_again_under_the_limit(
-    gate_mode, request, settings
-):
+def test_a_customer_whose_own_hold_expired_may_buy_again_under_the_limit(gate_mode, settings):
     """An expired hold never blocks a buyer (design, "The purchase path"): that holds
     for its own customer too, even before the sweep has run."""
-    request.getfixturevalue(gate_mode)
     settings.RESERVATION_HOLD_SECONDS = 0
     allocation = open_allocation(quantity=5, per_customer_limit=1)
     customer = UserFactory()
@@ -1120,13 +1054,11 @@ def test_settle_holds_pending_requests_in_order_until_the_units_run_out(gate_off
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 @pytest.mark.parametrize("then", ["sold_out", "closed"])
 def test_a_repeat_of_a_granted_request_replays_after_the_drop_sold_out_or_closed(
-    gate_mode, request, then, django_capture_on_commit_callbacks
+    gate_mode, then, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(2)
     customer = UserFactory()
@@ -1147,12 +1079,10 @@ def test_a_repeat_of_a_granted_request_replays_after_the_drop_sold_out_or_closed
 # --- events ----------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_settling_announces_each_reservation_and_the_allocation_on_commit(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     allocation = open_primed(1)
     winner, loser = UserFactory(), UserFactory()
     won = Reservation.objects.create(

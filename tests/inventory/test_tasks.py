@@ -19,9 +19,6 @@ Status = Reservation.Status
 
 PRICE = Decimal("9.99")
 MISSING_ID = 987_654
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 
 
 def _request(customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
@@ -64,12 +61,8 @@ def _snapshot() -> tuple:
 # --- reserve ---------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_reserve_settles_a_pending_reservation_once(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_reserve_settles_a_pending_reservation_once(gate_mode, django_capture_on_commit_callbacks):
     allocation = open_allocation(quantity=5)
     customer = UserFactory()
     # Inside the test transaction the on-commit enqueue never fires: the row waits.
@@ -159,12 +152,10 @@ def test_reserve_through_delay_runs_eagerly_in_tests(gate_off):
 # --- expire_holds ----------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_expire_holds_returns_how_many_holds_it_expired(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_allocation(quantity=5)
     with capture(execute=True):

@@ -41,12 +41,8 @@ def _offered_customers(allocation_id: int) -> list[int]:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 @pytest.mark.django_db(transaction=True)
-def test_returned_units_go_to_the_line_in_order_while_everyone_races(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_returned_units_go_to_the_line_in_order_while_everyone_races(gate_mode):
     allocation = open_allocation(quantity=UNITS, on_hand=UNITS + 3)
     services.gate_rebuild(allocation_id=allocation.pk)
     holders = [UserFactory().pk for _ in range(UNITS)]
