@@ -98,7 +98,8 @@ def gate_on(settings):
 @pytest.fixture(params=["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)])
 def gate_mode(request) -> str:
     """Run the test in both modes of the stock's guard, each set up here: ``gate_off``,
-    then ``gate_on`` (that run is marked ``redis``). The value is the mode's name."""
+    then ``gate_on`` (that run is marked ``redis``). The value is the mode's name; check
+    the gate with ``tests.inventory.invariants.assert_gate_agrees``."""
     request.getfixturevalue(request.param)
     return request.param
 

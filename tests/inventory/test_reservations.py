@@ -27,7 +27,7 @@ from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, open_allocation, stocked_variant
 from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 Reason = StockMovement.Reason
 Status = Reservation.Status
@@ -123,14 +123,7 @@ def test_request_on_an_open_allocation_is_held_until_the_hold_window_ends(
         movement.sold_delta,
     ) == (0, 0, 2, 0)
     assert movement.reference == f"holds:{reservation.pk}"
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == gate.GateState(
-            status="open",
-            remaining=3,
-            limit=0,
-            customers={customer.pk: 2},
-            expiries={reservation.pk: reservation.expires_at.timestamp()},
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     assert_inventory_invariants()
 
 
@@ -147,10 +140,7 @@ def test_request_answers_with_the_settled_hold_when_tasks_run_eagerly(gate_mode)
     assert reservation.expires_at is not None
     allocation.refresh_from_db()
     assert allocation.held == 1
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert (state.remaining, state.customers) == (2, {customer.pk: 1})
-        assert state.expiries == {reservation.pk: reservation.expires_at.timestamp()}
+    assert_gate_agrees(allocation.pk, remaining=2)
     assert_inventory_invariants()
 
 
@@ -461,8 +451,7 @@ def test_a_request_on_an_unknown_allocation_is_not_found_and_writes_nothing(
         request_hold(UserFactory().pk, MISSING_ID, key="nowhere")
 
     assert _snapshot() == before
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=MISSING_ID) is None
+    assert_gate_agrees(MISSING_ID)
 
 
 @pytest.mark.django_db
@@ -535,10 +524,7 @@ def test_release_gives_the_units_back_once(gate_mode, django_capture_on_commit_c
         movement.held_delta,
         movement.sold_delta,
     ) == (0, 0, -2, 0)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == gate.GateState(
-            status="open", remaining=5, limit=0, customers={}, expiries={}
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     before = _snapshot()
 
     with capture(execute=True):
@@ -658,11 +644,9 @@ def test_confirm_sells_the_held_units_once(gate_mode, django_capture_on_commit_c
         movement.sold_delta,
     ) == (-2, -2, -2, 2)
     assert movement.reference == f"reservation:{hold.pk}"
-    if gate_mode == "gate_on":
-        # The units stay taken (and count towards the limit); the expiry is forgotten.
-        assert gate.gate_read(allocation_id=allocation.pk) == gate.GateState(
-            status="open", remaining=3, limit=0, customers={customer.pk: 2}, expiries={}
-        )
+    # With the gate: the units stay taken (and count towards the limit); the expiry is
+    # forgotten.
+    assert_gate_agrees(allocation.pk, status="open")
     before = _snapshot()
 
     with capture(execute=True):
@@ -696,10 +680,7 @@ def test_confirm_after_the_hold_expired_expires_it_and_returns_the_units(
     movement = _last_movement()
     assert movement.reason == Reason.HOLD_EXPIRE
     assert (movement.held_delta, movement.sold_delta, movement.on_hand_delta) == (-2, 0, 0)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == gate.GateState(
-            status="open", remaining=5, limit=0, customers={}, expiries={}
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     before = _snapshot()
 
     # Asking again is answered the same way and changes nothing.
@@ -782,8 +763,7 @@ def test_expire_takes_back_only_the_holds_past_their_time(
     Reservation.objects.filter(pk=later.pk).update(
         expires_at=later.expires_at + timedelta(minutes=10)
     )
-    if gate_mode == "gate_on":
-        services.gate_rebuild(allocation_id=first_drop.pk)
+    services.gate_rebuild(allocation_id=first_drop.pk)  # the gate (when on) learns it
     sweep_at = later.expires_at + timedelta(minutes=5)
 
     with capture(execute=True):
@@ -805,18 +785,8 @@ def test_expire_takes_back_only_the_holds_past_their_time(
         (first_drop.pk, -2),
         (second_drop.pk, -1),
     ]
-    if gate_mode == "gate_on":
-        later.refresh_from_db()
-        assert gate.gate_read(allocation_id=first_drop.pk) == gate.GateState(
-            status="open",
-            remaining=4,
-            limit=0,
-            customers={other.pk: 1},
-            expiries={later.pk: later.expires_at.timestamp()},
-        )
-        assert gate.gate_read(allocation_id=second_drop.pk) == gate.GateState(
-            status="open", remaining=5, limit=0, customers={}, expiries={}
-        )
+    assert_gate_agrees(first_drop.pk, status="open")
+    assert_gate_agrees(second_drop.pk, status="open")
     assert services.reservations_expire(now=sweep_at) == 0
     assert_inventory_invariants()
 
@@ -871,14 +841,7 @@ def test_an_expired_hold_gives_its_unit_to_the_next_buyer_at_once(gate_mode, set
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (1, 0)
     assert Reservation.objects.filter(status=Status.HELD).count() == 1
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == gate.GateState(
-            status="open",
-            remaining=0,
-            limit=0,
-            customers={buyer.pk: 1},
-            expiries={second.pk: second.expires_at.timestamp()},
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     assert_inventory_invariants()
 
 
@@ -889,9 +852,8 @@ def test_a_hold_moved_into_the_past_is_reclaimed_by_the_next_request(gate_mode):
     assert [h.status for h in holds] == [Status.HELD, Status.HELD]
     past = timezone.now() - timedelta(seconds=5)
     Reservation.objects.filter(pk=holds[0].pk).update(expires_at=past)
-    if gate_mode == "gate_on":
-        # The gate learns the moved expiry from the rows.
-        services.gate_rebuild(allocation_id=allocation.pk)
+    # The gate (when on) learns the moved expiry from the rows.
+    services.gate_rebuild(allocation_id=allocation.pk)
 
     latecomer = request_hold(UserFactory().pk, allocation.pk, key="late")
 

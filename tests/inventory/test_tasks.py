@@ -10,10 +10,9 @@ from django.utils import timezone
 
 from core.redis import get_redis
 from inventory import gate, services, tasks
-from inventory.gate import GateState
 from inventory.models import Allocation, Reservation, StockMovement
 from tests.factories import UserFactory, open_allocation
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 Status = Reservation.Status
 
@@ -78,14 +77,7 @@ def test_reserve_settles_a_pending_reservation_once(gate_mode, django_capture_on
     assert pending.status == Status.HELD
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (2, 3)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == GateState(
-            status="open",
-            remaining=3,
-            limit=0,
-            customers={customer.pk: 2},
-            expiries={pending.pk: pending.expires_at.timestamp()},
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     before = _snapshot()
 
     # Redelivered (acks_late): nothing changes the second time.
@@ -170,9 +162,7 @@ def test_expire_holds_returns_how_many_holds_it_expired(
     assert statuses == {due[0]: Status.EXPIRED, due[1]: Status.EXPIRED, holds[2].pk: Status.HELD}
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (1, 4)
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert (state.remaining, set(state.expiries)) == (4, {holds[2].pk})
+    assert_gate_agrees(allocation.pk)
     assert tasks.expire_holds() == 0
     assert_inventory_invariants()
 

@@ -9,13 +9,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from inventory import events, gate, services
+from inventory import events, services
 from inventory.events import WaitlistChanged
 from inventory.exceptions import DropNotLive, LimitReached, NotOnWaitlist, NotSoldOut, SoldOut
 from inventory.models import Allocation, Reservation, StockMovement, WaitlistEntry
 from tests.factories import UserFactory
 from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 Entry = WaitlistEntry.Status
 Status = Reservation.Status
@@ -119,9 +119,7 @@ def test_a_released_unit_is_offered_to_the_first_in_line_and_nobody_else_can_tak
         StockMovement.Reason.WAITLIST_OFFER,
         1,
     )
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert state.remaining == 0 and state.customers.get(first.pk) == 1
+    assert_gate_agrees(allocation.pk)
     # A newcomer is still told sold out: the unit was never free.
     with capture(execute=True), pytest.raises(SoldOut):
         request_hold(newcomer.pk, allocation.pk, key="late")
@@ -154,8 +152,7 @@ def test_an_offer_not_taken_in_time_passes_to_the_next_in_line(
     allocation.refresh_from_db()
     # Nobody left in line: the unit is back on sale for everyone.
     assert (allocation.held, allocation.remaining) == (0, 1)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk).remaining == 1
+    assert_gate_agrees(allocation.pk)
     assert_inventory_invariants()
 
 
@@ -294,6 +291,5 @@ def test_a_unit_freed_by_a_request_refused_at_settle_goes_to_the_line(
     assert WaitlistEntry.objects.get(customer=waiting).status == Entry.OFFERED
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (2, 0)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk).remaining == 0
+    assert_gate_agrees(allocation.pk)
     assert_inventory_invariants()
