@@ -16,13 +16,12 @@ from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, stocked_variant
+from tests.inventory.helpers import MISSING_ID
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
 Status = Reservation.Status
 AStatus = Allocation.Status
-
-MISSING_ID = 987_654
 
 
 @pytest.fixture
