@@ -95,6 +95,15 @@ def gate_on(settings):
     assert settings.REDIS_URL, "gate_on needs REDIS_URL"
 
 
+@pytest.fixture(params=["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)])
+def gate_mode(request) -> str:
+    """Run the test in both modes of the stock's guard, each set up here: ``gate_off``,
+    then ``gate_on`` (that run is marked ``redis``). The value is the mode's name; check
+    the gate with ``tests.inventory.invariants.assert_gate_agrees``."""
+    request.getfixturevalue(request.param)
+    return request.param
+
+
 @pytest.fixture
 def celery_through_broker(settings):
     """Make ``.delay()`` in this process go to the real broker (a worker must run)."""

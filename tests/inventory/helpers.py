@@ -1,14 +1,16 @@
-"""Shortcuts the inventory tests share: a primed allocation, a request, a settled hold."""
+"""Shortcuts the inventory tests share: a primed allocation, a request, a settled hold,
+and a snapshot of everything a change could touch."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from inventory import services
-from inventory.models import Allocation, Reservation
+from inventory import gate, services
+from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from tests.factories import open_allocation
 
 PRICE = Decimal("9.99")
+MISSING_ID = 987_654
 
 
 def open_primed(
@@ -43,3 +45,35 @@ def settled_hold(
         reservation = request_hold(customer_id, allocation_id, key=key, quantity=quantity)
     reservation.refresh_from_db()
     return reservation
+
+
+def _gates() -> dict[int, gate.GateState | None]:
+    if not gate.gate_enabled():
+        return {}
+    return {
+        pk: gate.gate_read(allocation_id=pk)
+        for pk in Allocation.objects.values_list("pk", flat=True)
+    }
+
+
+def snapshot() -> tuple:
+    """Every row and counter a request could touch, and the gates."""
+    return (
+        list(
+            Reservation.objects.order_by("pk").values_list(
+                "pk", "status", "quantity", "expires_at", "idempotency_key"
+            )
+        ),
+        list(
+            Allocation.objects.order_by("pk").values_list(
+                "pk", "status", "quantity", "held", "sold"
+            )
+        ),
+        list(StockItem.objects.order_by("pk").values_list("pk", "on_hand", "reserved")),
+        StockMovement.objects.count(),
+        _gates(),
+    )
+
+
+def last_movement() -> StockMovement:
+    return StockMovement.objects.order_by("-id").first()

@@ -1,4 +1,5 @@
-"""The inventory's invariants, checked against the database rows."""
+"""The inventory's invariants, checked against the database rows, and the Redis gate's
+agreement with those rows."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections import defaultdict
 
 from django.db.models import Sum
 
+from inventory import gate
 from inventory.models import Allocation, Reservation, StockItem, StockMovement, WaitlistEntry
+
+Status = Reservation.Status
 
 
 def _sums(field: str, by: str) -> dict[int, int]:
@@ -68,3 +72,40 @@ def assert_inventory_invariants() -> None:
         assert on_hand.get(item.pk, 0) == item.on_hand, f"{item}: ledger on_hand disagrees"
         assert reserved.get(item.pk, 0) == item.reserved, f"{item}: ledger reserved disagrees"
         assert carved_per_item[item.pk] == item.reserved, f"{item}: allocations disagree"
+
+
+def gate_state_from_rows(allocation_id: int) -> gate.GateState | None:
+    """The gate as the database says it must be (none for a missing allocation),
+    computed here independently of the services' own rebuild."""
+    allocation = Allocation.objects.filter(pk=allocation_id).first()
+    if allocation is None:
+        return None
+    rows = Reservation.objects.filter(allocation=allocation)
+    pending = sum(r.quantity for r in rows if r.status == Status.PENDING)
+    customers: dict[int, int] = defaultdict(int)
+    for r in rows:
+        if r.status in (Status.PENDING, Status.HELD, Status.CONFIRMED):
+            customers[r.customer_id] += r.quantity
+    return gate.GateState(
+        status="open" if allocation.status == Allocation.Status.OPEN else "closed",
+        remaining=allocation.quantity - allocation.held - allocation.sold - pending,
+        limit=allocation.per_customer_limit or 0,
+        customers=dict(customers),
+        expiries={r.pk: r.expires_at.timestamp() for r in rows if r.status == Status.HELD},
+    )
+
+
+def assert_gate_agrees(allocation_id: int, **fields) -> None:
+    """With the gate on, at a quiet moment (no request of the allocation pending): the
+    allocation's gate is exactly what its rows say it must be, and each field given
+    (``status="open"``, ``remaining=0``) has that value. With the gate off there is no
+    gate to check."""
+    if not gate.gate_enabled():
+        return
+    pending = Reservation.objects.filter(allocation_id=allocation_id, status=Status.PENDING)
+    assert not pending.exists(), f"allocation {allocation_id}: requests still pending"
+    state = gate.gate_read(allocation_id=allocation_id)
+    expected = gate_state_from_rows(allocation_id)
+    assert state == expected, f"allocation {allocation_id}: gate {state} != rows {expected}"
+    for name, value in fields.items():
+        assert getattr(state, name) == value, f"allocation {allocation_id}: gate {name} {state}"

@@ -16,16 +16,12 @@ from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, stocked_variant
+from tests.inventory.helpers import MISSING_ID
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
 Status = Reservation.Status
 AStatus = Allocation.Status
-
-MISSING_ID = 987_654
-BOTH_MODES = pytest.mark.parametrize(
-    "gate", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 
 
 @pytest.fixture
@@ -246,12 +242,10 @@ def test_opening_an_unknown_allocation_is_not_found():
 # --- allocation_close ------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_close_returns_exactly_the_unsold_units_and_keeps_open_holds(
-    gate, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate)
     capture = django_capture_on_commit_callbacks
     item = _item(12)
     allocation = _opened(item, 10, capture)
@@ -344,12 +338,10 @@ def test_closing_an_unknown_allocation_is_not_found():
         services.allocation_close(allocation_id=MISSING_ID)
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_hold_released_after_close_returns_its_units_to_stock(
-    gate, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate)
     capture = django_capture_on_commit_callbacks
     item = _item(10)
     allocation = _opened(item, 5, capture)
@@ -397,12 +389,10 @@ def test_a_hold_expiring_after_close_returns_its_units_to_stock(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_a_hold_taken_before_close_can_still_be_bought(
-    gate, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate)
     capture = django_capture_on_commit_callbacks
     item = _item(10)
     allocation = _opened(item, 5, capture)

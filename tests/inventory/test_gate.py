@@ -12,10 +12,10 @@ from core.redis import get_redis
 from inventory import gate, services
 from inventory.exceptions import DropNotLive, HoldExpired, LimitReached, SoldOut
 from inventory.gate import GateDecision, GateState
-from inventory.models import Allocation, Reservation, StockMovement
+from inventory.models import Reservation, StockMovement
 from tests.factories import UserFactory, open_allocation, stocked_variant
 from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_inventory_invariants, gate_state_from_rows
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("gate_on")]
 
@@ -59,24 +59,6 @@ def _admit(*, customer: int = 1, quantity: int = 1, key: str = "k", now: float |
 
 def _key_exists(customer: int, key: str, allocation_id: int = GATE_ID) -> bool:
     return bool(get_redis().exists(f"gate:{{alloc:{allocation_id}}}:k:{customer}:{key}"))
-
-
-def _expected(allocation: Allocation) -> GateState:
-    """The gate as the database says it must be, computed here independently."""
-    allocation.refresh_from_db()
-    rows = Reservation.objects.filter(allocation=allocation)
-    pending = sum(r.quantity for r in rows if r.status == Status.PENDING)
-    customers: dict[int, int] = {}
-    for r in rows:
-        if r.status in (Status.PENDING, Status.HELD, Status.CONFIRMED):
-            customers[r.customer_id] = customers.get(r.customer_id, 0) + r.quantity
-    return GateState(
-        status="open" if allocation.status == Allocation.Status.OPEN else "closed",
-        remaining=allocation.quantity - allocation.held - allocation.sold - pending,
-        limit=allocation.per_customer_limit or 0,
-        customers=customers,
-        expiries={r.pk: r.expires_at.timestamp() for r in rows if r.status == Status.HELD},
-    )
 
 
 def _delete_all_gate_keys() -> None:
@@ -320,7 +302,7 @@ def test_the_gate_follows_the_database_through_every_kind_of_change(
     with capture(execute=True), pytest.raises(LimitReached):
         request_hold(b.pk, allocation.pk, key="b2")
 
-    assert gate.gate_read(allocation_id=allocation.pk) == _expected(allocation)
+    assert gate.gate_read(allocation_id=allocation.pk) == gate_state_from_rows(allocation.pk)
     assert gate.gate_read(allocation_id=allocation.pk).remaining == 5
     assert services.gate_reconcile(allocation_id=allocation.pk) is False
     assert_inventory_invariants()
@@ -419,7 +401,7 @@ def test_reconcile_rebuilds_a_missing_gate(django_capture_on_commit_callbacks):
 
     assert services.gate_reconcile(allocation_id=allocation.pk) is True
 
-    assert gate.gate_read(allocation_id=allocation.pk) == _expected(allocation)
+    assert gate.gate_read(allocation_id=allocation.pk) == gate_state_from_rows(allocation.pk)
     assert gate.gate_read(allocation_id=allocation.pk).remaining == 3
 
 
@@ -451,7 +433,7 @@ def test_reconcile_repairs_a_drifted_gate(drift, django_capture_on_commit_callba
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(5, limit=3)
     settled_hold(capture, UserFactory().pk, allocation.pk, key="a", quantity=2)
-    expected = _expected(allocation)
+    expected = gate_state_from_rows(allocation.pk)
     assert gate.gate_read(allocation_id=allocation.pk) == expected
     drift(get_redis(), f"gate:{{alloc:{allocation.pk}}}")
     assert gate.gate_read(allocation_id=allocation.pk) != expected
@@ -524,7 +506,7 @@ def test_after_redis_data_loss_the_next_request_rebuilds_and_nothing_is_oversold
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (3, 0)
     assert Reservation.objects.count() == 3
-    assert gate.gate_read(allocation_id=allocation.pk) == _expected(allocation)
+    assert gate.gate_read(allocation_id=allocation.pk) == gate_state_from_rows(allocation.pk)
     assert_inventory_invariants()
 
 
@@ -549,7 +531,7 @@ def test_a_repeat_after_data_loss_replays_and_gives_its_admission_back(
     assert StockMovement.objects.count() == movements_before
     state = gate.gate_read(allocation_id=allocation.pk)
     assert (state.remaining, state.customers) == (3, {customer.pk: 2})
-    assert state == _expected(allocation)
+    assert state == gate_state_from_rows(allocation.pk)
     assert_inventory_invariants()
 
 
@@ -611,7 +593,7 @@ def test_units_a_too_generous_gate_admits_are_rejected_by_the_database_and_given
     state = gate.gate_read(allocation_id=allocation.pk)
     assert (state.remaining, state.customers) == (5, {holder.pk: 1})
     assert services.gate_reconcile(allocation_id=allocation.pk) is True
-    assert gate.gate_read(allocation_id=allocation.pk) == _expected(allocation)
+    assert gate.gate_read(allocation_id=allocation.pk) == gate_state_from_rows(allocation.pk)
     assert_inventory_invariants()
 
 

@@ -11,18 +11,12 @@ from tests.factories import UserFactory
 from tests.inventory.helpers import PRICE, open_primed, settled_hold
 from tests.inventory.invariants import assert_inventory_invariants
 
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
-
 pytestmark = pytest.mark.django_db
 
 
-@BOTH_MODES
 def test_a_client_key_shaped_like_an_offer_cannot_block_returns(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     sold_out = open_primed(1)
     elsewhere = open_primed(5)
@@ -55,11 +49,9 @@ def test_a_client_key_shaped_like_an_offer_cannot_block_returns(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 def test_every_offer_of_one_customer_coexists_without_a_key(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     waiting = UserFactory()
     offers = []

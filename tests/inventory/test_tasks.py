@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from core.redis import get_redis
 from inventory import gate, services, tasks
-from inventory.gate import GateState
 from inventory.models import Allocation, Reservation, StockMovement
 from tests.factories import UserFactory, open_allocation
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.helpers import MISSING_ID, PRICE, request_hold
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 Status = Reservation.Status
-
-PRICE = Decimal("9.99")
-MISSING_ID = 987_654
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
-
-
-def _request(customer_id: int, allocation_id: int, *, key: str, quantity: int = 1):
-    return services.reservation_request(
-        customer_id=customer_id,
-        allocation_id=allocation_id,
-        quantity=quantity,
-        idempotency_key=key,
-        unit_price=PRICE,
-        currency="USD",
-    )
 
 
 def _pending_row(customer, allocation: Allocation, *, key: str, quantity: int = 1):
@@ -64,16 +46,12 @@ def _snapshot() -> tuple:
 # --- reserve ---------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_reserve_settles_a_pending_reservation_once(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_reserve_settles_a_pending_reservation_once(gate_mode, django_capture_on_commit_callbacks):
     allocation = open_allocation(quantity=5)
     customer = UserFactory()
     # Inside the test transaction the on-commit enqueue never fires: the row waits.
-    pending = _request(customer.pk, allocation.pk, key="p", quantity=2)
+    pending = request_hold(customer.pk, allocation.pk, key="p", quantity=2)
     assert pending.status == Status.PENDING
     allocation.refresh_from_db()
     assert allocation.held == 0
@@ -85,14 +63,7 @@ def test_reserve_settles_a_pending_reservation_once(
     assert pending.status == Status.HELD
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (2, 3)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk) == GateState(
-            status="open",
-            remaining=3,
-            limit=0,
-            customers={customer.pk: 2},
-            expiries={pending.pk: pending.expires_at.timestamp()},
-        )
+    assert_gate_agrees(allocation.pk, status="open")
     before = _snapshot()
 
     # Redelivered (acks_late): nothing changes the second time.
@@ -159,16 +130,14 @@ def test_reserve_through_delay_runs_eagerly_in_tests(gate_off):
 # --- expire_holds ----------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_expire_holds_returns_how_many_holds_it_expired(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_allocation(quantity=5)
     with capture(execute=True):
-        holds = [_request(UserFactory().pk, allocation.pk, key="h") for _ in range(3)]
+        holds = [request_hold(UserFactory().pk, allocation.pk, key="h") for _ in range(3)]
     due = [h.pk for h in holds[:2]]
     Reservation.objects.filter(pk__in=due).update(expires_at=timezone.now() - timedelta(seconds=1))
 
@@ -179,9 +148,7 @@ def test_expire_holds_returns_how_many_holds_it_expired(
     assert statuses == {due[0]: Status.EXPIRED, due[1]: Status.EXPIRED, holds[2].pk: Status.HELD}
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (1, 4)
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert (state.remaining, set(state.expiries)) == (4, {holds[2].pk})
+    assert_gate_agrees(allocation.pk)
     assert tasks.expire_holds() == 0
     assert_inventory_invariants()
 
@@ -229,7 +196,7 @@ def test_reconcile_counts_each_allocation_with_stale_rows_once(gate_off):
 @pytest.mark.django_db
 def test_reconcile_with_nothing_to_do_changes_nothing(gate_off):
     allocation = open_allocation(quantity=3)
-    _request(UserFactory().pk, allocation.pk, key="p")  # pending, but young
+    request_hold(UserFactory().pk, allocation.pk, key="p")  # pending, but young
     before = _snapshot()
 
     assert tasks.reconcile() == {"stale_allocations": 0, "gates_repaired": 0}
@@ -246,7 +213,7 @@ def test_reconcile_settles_stale_holds_and_repairs_the_gates_of_open_allocations
     closed = open_allocation(quantity=4)
     services.allocation_close(allocation_id=closed.pk)
     for allocation in (lost, drifted, healthy):
-        _request(UserFactory().pk, allocation.pk, key="h")
+        request_hold(UserFactory().pk, allocation.pk, key="h")
     stale = _pending_row(UserFactory(), lost, key="stale", quantity=2)
     _age(stale, 60)
     gate.gate_delete(allocation_id=lost.pk)

@@ -9,19 +9,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from inventory import events, gate, services
+from inventory import events, services
 from inventory.events import WaitlistChanged
 from inventory.exceptions import DropNotLive, LimitReached, NotOnWaitlist, NotSoldOut, SoldOut
 from inventory.models import Allocation, Reservation, StockMovement, WaitlistEntry
 from tests.factories import UserFactory
 from tests.inventory.helpers import PRICE, open_primed, request_hold, settled_hold
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 Entry = WaitlistEntry.Status
 Status = Reservation.Status
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 
 pytestmark = pytest.mark.django_db
 
@@ -56,9 +53,7 @@ def recorded_events():
     events.unsubscribe(subscriber)
 
 
-@BOTH_MODES
-def test_joining_is_refused_while_a_unit_is_free(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_joining_is_refused_while_a_unit_is_free(gate_mode):
     allocation = open_primed(2)
 
     with pytest.raises(NotSoldOut):
@@ -67,11 +62,9 @@ def test_joining_is_refused_while_a_unit_is_free(gate_mode, request):
     assert not WaitlistEntry.objects.exists()
 
 
-@BOTH_MODES
 def test_the_line_forms_in_order_and_rejoining_returns_the_same_place(
-    gate_mode, request, django_capture_on_commit_callbacks, recorded_events
+    gate_mode, django_capture_on_commit_callbacks, recorded_events
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     _sold_out_to(capture, allocation, 1)
@@ -92,11 +85,9 @@ def test_the_line_forms_in_order_and_rejoining_returns_the_same_place(
     ] == [(first.pk, Entry.WAITING, 1), (second.pk, Entry.WAITING, 2)]
 
 
-@BOTH_MODES
 def test_a_released_unit_is_offered_to_the_first_in_line_and_nobody_else_can_take_it(
-    gate_mode, request, django_capture_on_commit_callbacks, settings
+    gate_mode, django_capture_on_commit_callbacks, settings
 ):
-    request.getfixturevalue(gate_mode)
     settings.WAITLIST_OFFER_SECONDS = 45
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(2)
@@ -128,20 +119,16 @@ def test_a_released_unit_is_offered_to_the_first_in_line_and_nobody_else_can_tak
         StockMovement.Reason.WAITLIST_OFFER,
         1,
     )
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert state.remaining == 0 and state.customers.get(first.pk) == 1
+    assert_gate_agrees(allocation.pk)
     # A newcomer is still told sold out: the unit was never free.
     with capture(execute=True), pytest.raises(SoldOut):
         request_hold(newcomer.pk, allocation.pk, key="late")
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 def test_an_offer_not_taken_in_time_passes_to_the_next_in_line(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     (hold,) = _sold_out_to(capture, allocation, 1)
@@ -165,14 +152,11 @@ def test_an_offer_not_taken_in_time_passes_to_the_next_in_line(
     allocation.refresh_from_db()
     # Nobody left in line: the unit is back on sale for everyone.
     assert (allocation.held, allocation.remaining) == (0, 1)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk).remaining == 1
+    assert_gate_agrees(allocation.pk)
     assert_inventory_invariants()
 
 
-@BOTH_MODES
-def test_an_offer_bought_is_claimed(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_an_offer_bought_is_claimed(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     (hold,) = _sold_out_to(capture, allocation, 1)
@@ -191,11 +175,7 @@ def test_an_offer_bought_is_claimed(gate_mode, request, django_capture_on_commit
     assert_inventory_invariants()
 
 
-@BOTH_MODES
-def test_a_refunded_sale_goes_to_the_line_too(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_a_refunded_sale_goes_to_the_line_too(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     (hold,) = _sold_out_to(capture, allocation, 1)
@@ -213,11 +193,7 @@ def test_a_refunded_sale_goes_to_the_line_too(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
-def test_the_per_customer_limit_holds_in_line(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_the_per_customer_limit_holds_in_line(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(2, limit=1)
     holds = _sold_out_to(capture, allocation, 2)
@@ -249,9 +225,7 @@ def test_the_per_customer_limit_holds_in_line(
     assert WaitlistEntry.objects.get(customer=second).status == Entry.OFFERED
 
 
-@BOTH_MODES
-def test_leaving_with_an_offer_passes_it_on(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_leaving_with_an_offer_passes_it_on(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     (hold,) = _sold_out_to(capture, allocation, 1)
@@ -272,9 +246,7 @@ def test_leaving_with_an_offer_passes_it_on(gate_mode, request, django_capture_o
     assert_inventory_invariants()
 
 
-@BOTH_MODES
-def test_closing_the_sale_closes_the_line(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_closing_the_sale_closes_the_line(gate_mode, django_capture_on_commit_callbacks):
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(1)
     _sold_out_to(capture, allocation, 1)
@@ -288,11 +260,9 @@ def test_closing_the_sale_closes_the_line(gate_mode, request, django_capture_on_
         _join(UserFactory().pk, allocation.pk)
 
 
-@BOTH_MODES
 def test_a_unit_freed_by_a_request_refused_at_settle_goes_to_the_line(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     allocation = open_primed(2, limit=1)
     eager = UserFactory()
@@ -321,6 +291,5 @@ def test_a_unit_freed_by_a_request_refused_at_settle_goes_to_the_line(
     assert WaitlistEntry.objects.get(customer=waiting).status == Entry.OFFERED
     allocation.refresh_from_db()
     assert (allocation.held, allocation.remaining) == (2, 0)
-    if gate_mode == "gate_on":
-        assert gate.gate_read(allocation_id=allocation.pk).remaining == 0
+    assert_gate_agrees(allocation.pk)
     assert_inventory_invariants()

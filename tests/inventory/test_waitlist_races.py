@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from inventory import gate, services
+from inventory import services
 from inventory.exceptions import SoldOut
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from tests.concurrency import run_together
 from tests.factories import UserFactory, open_allocation
 from tests.inventory.helpers import PRICE, request_hold
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.inventory.invariants import assert_gate_agrees, assert_inventory_invariants
 
 UNITS = 5
 IN_LINE = 12
@@ -41,12 +41,8 @@ def _offered_customers(allocation_id: int) -> list[int]:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 @pytest.mark.django_db(transaction=True)
-def test_returned_units_go_to_the_line_in_order_while_everyone_races(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_returned_units_go_to_the_line_in_order_while_everyone_races(gate_mode):
     allocation = open_allocation(quantity=UNITS, on_hand=UNITS + 3)
     services.gate_rebuild(allocation_id=allocation.pk)
     holders = [UserFactory().pk for _ in range(UNITS)]
@@ -121,8 +117,5 @@ def test_returned_units_go_to_the_line_in_order_while_everyone_races(gate_mode, 
         UNITS,
         0,
     )
-    if gate_mode == "gate_on":
-        state = gate.gate_read(allocation_id=allocation.pk)
-        assert state.remaining == 0
-        assert sum(state.customers.values()) == UNITS
+    assert_gate_agrees(allocation.pk)
     assert_inventory_invariants()

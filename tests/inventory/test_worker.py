@@ -48,10 +48,8 @@ def _settled(allocation_id: int) -> bool:
     ).exists()
 
 
-@pytest.mark.parametrize("gate_mode", ["gate_on", "gate_off"])
 @pytest.mark.django_db(transaction=True)
-def test_last_unit_race_through_a_worker_process(gate_mode, request, celery_through_broker):
-    request.getfixturevalue(gate_mode)
+def test_last_unit_race_through_a_worker_process(gate_mode, celery_through_broker):
     allocation = open_allocation(quantity=UNITS, on_hand=UNITS)
     buyers = [UserFactory().pk for _ in range(BUYERS)]
 

@@ -23,10 +23,6 @@ from livestream.models import DropDemand
 from tests.factories import UserFactory, live_drop
 from tests.processes import asgi_server, celery_worker, wait_until
 
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
-
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_cache():
@@ -61,12 +57,10 @@ def _try(drop, customer_id: int, key: str, capture, quantity: int = 1) -> str:
     return "admitted"
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_every_decision_is_counted_and_flushed_exactly(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     drop, host = _live_drop(quantity=3, limit=2, capture=capture)
     buyers = [UserFactory().pk for _ in range(7)]

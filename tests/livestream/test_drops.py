@@ -35,9 +35,6 @@ AStatus = Allocation.Status
 Reason = StockMovement.Reason
 PRICE = Decimal("14.50")
 MISSING_ID = 987_654
-BOTH_MODES = pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 
 
 @pytest.fixture(autouse=True)
@@ -554,12 +551,10 @@ def test_a_drop_created_while_the_stream_ends_never_keeps_units_carved():
 # --- end of stream ---------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
 def test_ending_the_stream_unpins_closes_every_allocation_and_returns_unsold_units(
-    gate_mode, request, django_capture_on_commit_callbacks
+    gate_mode, django_capture_on_commit_callbacks
 ):
-    request.getfixturevalue(gate_mode)
     host = _host()
     stream = _stream(host)
     variant = stocked_variant(on_hand=20)
@@ -619,12 +614,8 @@ def test_another_user_cannot_end_the_stream_and_nothing_changes():
 # --- reserve ---------------------------------------------------------------------------
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_a_reservation_is_made_at_the_drop_price(
-    gate_mode, request, django_capture_on_commit_callbacks
-):
-    request.getfixturevalue(gate_mode)
+def test_a_reservation_is_made_at_the_drop_price(gate_mode, django_capture_on_commit_callbacks):
     host = _host()
     drop = _drop(_stream(host), host, price=Decimal("9.90"))
     with django_capture_on_commit_callbacks(execute=True):
@@ -645,10 +636,8 @@ def test_a_reservation_is_made_at_the_drop_price(
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_the_per_viewer_limit_holds(gate_mode, request, django_capture_on_commit_callbacks):
-    request.getfixturevalue(gate_mode)
+def test_the_per_viewer_limit_holds(gate_mode, django_capture_on_commit_callbacks):
     host = _host()
     drop = _drop(_stream(host), host, quantity=5, limit=2)
     with django_capture_on_commit_callbacks(execute=True):
@@ -667,10 +656,8 @@ def test_the_per_viewer_limit_holds(gate_mode, request, django_capture_on_commit
     assert_inventory_invariants()
 
 
-@BOTH_MODES
 @pytest.mark.django_db
-def test_a_drop_that_was_never_pinned_is_not_on_sale(gate_mode, request):
-    request.getfixturevalue(gate_mode)
+def test_a_drop_that_was_never_pinned_is_not_on_sale(gate_mode):
     host = _host()
     drop = _drop(_stream(host), host)
     before = _rows()

@@ -70,13 +70,9 @@ def _reserve(drop: Drop, key: str):
     )
 
 
-@pytest.mark.parametrize(
-    "gate_mode", ["gate_off", pytest.param("gate_on", marks=pytest.mark.redis)]
-)
 def test_a_timed_drop_opens_and_closes_on_time(
-    gate_mode, request, django_capture_on_commit_callbacks, published
+    gate_mode, django_capture_on_commit_callbacks, published
 ):
-    request.getfixturevalue(gate_mode)
     capture = django_capture_on_commit_callbacks
     stream, host = _live_stream()
     start = timezone.now() + timedelta(minutes=5)
