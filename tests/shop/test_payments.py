@@ -190,7 +190,8 @@ def test_a_timestamp_within_five_minutes_is_accepted():
 
 
 def test_a_timestamp_from_the_future_is_refused():
-    future = int(time.time()) + 301
+    # Well past the window: time passing while the test runs brings it closer.
+    future = int(time.time()) + 360
     header = sign_test_webhook(BODY, secret=SECRET, timestamp=future)
 
     assert "window" in _refused(BODY, {"Payment-Signature": header})
