@@ -17,8 +17,7 @@ from inventory.exceptions import HoldExpired, LimitReached, ReservationNotHeld, 
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services import waitlist
-from inventory.services._common import reservation_changed_event
-from inventory.services.allocations import allocation_changed_event
+from inventory.services._common import allocation_changed_event, reservation_changed_event
 from inventory.services.gate_sync import gate_after_commit
 
 logger = logging.getLogger(__name__)

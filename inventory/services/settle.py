@@ -17,8 +17,7 @@ from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import waitlist
-from inventory.services._common import reservation_changed_event
-from inventory.services.allocations import allocation_changed_event
+from inventory.services._common import allocation_changed_event, reservation_changed_event
 from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
 

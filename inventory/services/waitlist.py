@@ -33,11 +33,14 @@ from inventory.exceptions import (
 )
 from inventory.models import Allocation, Reservation, StockMovement, WaitlistEntry
 from inventory.services._common import (
+    allocation_changed_event,
     customer_units,
     pending_units,
     reservation_changed_event,
     validate_quantity,
+    waitlist_changed_event,
 )
+from inventory.services.gate_sync import gate_after_commit
 
 Entry = WaitlistEntry.Status
 
@@ -61,17 +64,6 @@ def waitlist_position(entry: WaitlistEntry) -> int | None:
         allocation_id=entry.allocation_id, status=Entry.WAITING, pk__lt=entry.pk
     ).count()
     return ahead + 1
-
-
-def _changed_event(entry: WaitlistEntry, position: int | None = None) -> events.WaitlistChanged:
-    return events.WaitlistChanged(
-        entry_id=entry.pk,
-        customer_id=entry.customer_id,
-        allocation_id=entry.allocation_id,
-        status=entry.status,
-        position=position,
-        reservation_id=entry.reservation_id,
-    )
 
 
 def waitlist_join(
@@ -119,7 +111,7 @@ def waitlist_join(
         except IntegrityError:  # pragma: no cover - the allocation lock serialises joins
             raise NotSoldOut("You are already in line.") from None
         entry.position = waitlist_position(entry)
-        events.emit_on_commit([_changed_event(entry, entry.position)])
+        events.emit_on_commit([waitlist_changed_event(entry, entry.position)])
     return entry, True
 
 
@@ -172,7 +164,7 @@ def waitlist_leave(*, allocation_id: int, customer_id: int) -> WaitlistEntry:
                 continue  # offered or ended meanwhile: look again
             entry.status = Entry.LEFT
             entry.save(update_fields=["status", "updated_at"])
-            events.emit_on_commit([_changed_event(entry), *_head_positions(allocation_id)])
+            events.emit_on_commit([waitlist_changed_event(entry), *_head_positions(allocation_id)])
         return entry
     raise NotOnWaitlist("Your place in line keeps changing; try again.")
 
@@ -181,7 +173,7 @@ def _head_positions(allocation_id: int) -> list[events.WaitlistChanged]:
     head = WaitlistEntry.objects.filter(allocation_id=allocation_id, status=Entry.WAITING).order_by(
         "id"
     )[:POSITION_UPDATES]
-    return [_changed_event(entry, position) for position, entry in enumerate(head, start=1)]
+    return [waitlist_changed_event(entry, position) for position, entry in enumerate(head, start=1)]
 
 
 def offers_returned(*, reservations: list[Reservation], status: str) -> None:
@@ -199,7 +191,7 @@ def offers_returned(*, reservations: list[Reservation], status: str) -> None:
         )
         for entry in entries:
             entry.status = outcome
-        events.emit_on_commit([_changed_event(entry) for entry in entries])
+        events.emit_on_commit([waitlist_changed_event(entry) for entry in entries])
 
 
 def offer_claimed(*, reservation: Reservation) -> None:
@@ -212,7 +204,7 @@ def offer_claimed(*, reservation: Reservation) -> None:
             status=Entry.CLAIMED, updated_at=timezone.now()
         )
         entry.status = Entry.CLAIMED
-        events.emit_on_commit([_changed_event(entry)])
+        events.emit_on_commit([waitlist_changed_event(entry)])
 
 
 def offer_returned_units(*, allocation_id: int) -> int:
@@ -239,7 +231,7 @@ def offer_returned_units(*, allocation_id: int) -> int:
             # Bought elsewhere in the meantime: the next in line gets the unit.
             WaitlistEntry.objects.filter(pk=entry.pk).update(status=Entry.SKIPPED, updated_at=now)
             entry.status = Entry.SKIPPED
-            changes.append(_changed_event(entry))
+            changes.append(waitlist_changed_event(entry))
             continue
         taken = Allocation.objects.filter(
             pk=allocation_id, held__lte=F("quantity") - F("sold") - units
@@ -269,13 +261,10 @@ def offer_returned_units(*, allocation_id: int) -> int:
             status=Entry.OFFERED, reservation=reservation, offered_at=now, updated_at=now
         )
         entry.status, entry.reservation_id = Entry.OFFERED, reservation.pk
-        changes += [reservation_changed_event(reservation), _changed_event(entry)]
+        changes += [reservation_changed_event(reservation), waitlist_changed_event(entry)]
         free -= units
         offered += units
     if offered:
-        from inventory.services.allocations import allocation_changed_event
-        from inventory.services.gate_sync import gate_after_commit
-
         allocation.refresh_from_db()
         changes.append(allocation_changed_event(allocation))
         # The offered units were never free: the gate must not hand them out. A
@@ -296,5 +285,5 @@ def waitlist_close(*, allocation_id: int) -> int:
         )
         for entry in waiting:
             entry.status = Entry.CLOSED
-        events.emit_on_commit([_changed_event(entry) for entry in waiting])
+        events.emit_on_commit([waitlist_changed_event(entry) for entry in waiting])
     return len(waiting)
