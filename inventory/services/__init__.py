@@ -24,6 +24,7 @@ from inventory.services.holds import (
     reservation_release,
     reservations_expire,
 )
+from inventory.services.offers import offer_returned_units
 from inventory.services.reservations import (
     AdmittedRequest,
     reservation_request,
@@ -38,7 +39,6 @@ from inventory.services.stock import (
     stock_set_on_hand,
 )
 from inventory.services.waitlist import (
-    offer_returned_units,
     waitlist_entry_for,
     waitlist_join,
     waitlist_leave,

@@ -14,7 +14,7 @@ from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, StockItem, StockMovement
 from inventory.services._common import allocation_changed_event, validate_quantity
 from inventory.services.gate_sync import gate_after_commit
-from inventory.services.waitlist import waitlist_close
+from inventory.services.offers import waitlist_close
 
 Reason = StockMovement.Reason
 

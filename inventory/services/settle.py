@@ -16,10 +16,10 @@ from inventory import events, locks
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.services import waitlist
 from inventory.services._common import allocation_changed_event, reservation_changed_event
 from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
+from inventory.services.offers import offer_returned_units
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
         # A request turned down here for its own reason (the limit) leaves its units
         # free: while viewers wait in line, those go to them first.
         if result.rejected and is_open:
-            waitlist.offer_returned_units(allocation_id=allocation_id)
+            offer_returned_units(allocation_id=allocation_id)
         events.emit_on_commit(
             [reservation_changed_event(r) for r in pending]
             + ([allocation_changed_event(allocation)] if units_held else [])
