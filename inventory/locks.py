@@ -3,17 +3,19 @@
 Every transaction of the stock code locks rows in this order, and each kind by
 ascending primary key:
 
-1. the customer's user row (``reservation_request``: it makes the active-hold cap
-   exact);
+1. the customer's user row (``reservations_create_pending``, which every request for
+   units goes through: it makes the active-hold cap exact);
 2. reservations (release, expiry, confirm, reinstate, refund);
 3. allocations;
 4. stock items.
 
 Waitlist entries are locked only while their allocation is locked by the same
 transaction, so the allocation's lock already serialises them: they take no place of
-their own in the order. The settle is the one path that writes reservations after their
-allocation: it writes only *pending* rows, and every other path that locks a pending
-row finds it not held and takes nothing after it, so no cycle can form. Callers outside
+their own in the order. The settle is the one path that changes reservations it did not
+lock before their allocation: it changes only *pending* rows, and every other path that
+locks a pending row finds it not held and takes nothing after it, so no cycle can form.
+(A waitlist offer inserts its hold after the allocation: a new row, which no other
+transaction can lock before it commits.) Callers outside
 the stock code lock their own rows first (a stream, an order) and then call in.
 
 Rows are locked ``FOR NO KEY UPDATE``: that still serialises writers of the same row,

@@ -2,6 +2,9 @@
 
 Every task is idempotent and acknowledged late (see settings): a task redelivered
 after its worker died runs again and changes nothing twice.
+
+This module is also the services' settle queue (``inventory.settle_queue``:
+``settle_soon`` and ``settles_inline``), registered by ``InventoryConfig.ready``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def settle_soon(allocation_id: int) -> None:
     """Queue a settle of the allocation's pending holds, unless one is queued already
     (call after the holds are committed). Under a spike every web process commits
     dozens of small batches a second on one allocation; one task settles them all."""
-    if redis_configured() and not settle.app.conf.task_always_eager:
+    if redis_configured() and not settles_inline():
         try:
             if not get_redis().set(
                 _settle_queued_key(allocation_id), 1, nx=True, ex=SETTLE_QUEUED_SECONDS
@@ -63,6 +66,12 @@ def settle_soon(allocation_id: int) -> None:
         except RedisError:
             logger.warning("settle mark unavailable; queueing allocation %s", allocation_id)
     settle.delay(allocation_id)
+
+
+def settles_inline() -> bool:
+    """Whether a settle queued now has run by the time ``settle_soon`` returns: Celery
+    runs tasks eagerly, in the caller's process (the embedded default, and the tests)."""
+    return settle.app.conf.task_always_eager
 
 
 @shared_task(name="inventory.settle", acks_late=True, **RETRY)

@@ -2,7 +2,16 @@
 
 Rows are locked through ``inventory.locks``, which owns the lock order (customer,
 reservations, allocations, stock items) and checks it; the Redis gate is written from
-the database side only through ``gate_sync.gate_after_commit``.
+the database side only by ``gate_sync`` (inside a transaction, through
+``gate_after_commit``).
+
+Each module here imports only modules below it: the shared helpers (``_common``), the
+gate's upkeep (``gate_sync``), demand counting and stock at the bottom; then the
+waitlist's offers (``offers``), which the services that move units call inside their
+transactions; then allocations and holds; then what builds on holds (``settle``,
+``waitlist``, ``reservations``). The tasks sit above this surface and are never
+imported by it: the services have pending holds settled through
+``inventory.settle_queue``.
 """
 
 from inventory.services._common import MAX_QUANTITY
@@ -24,6 +33,7 @@ from inventory.services.holds import (
     reservation_release,
     reservations_expire,
 )
+from inventory.services.offers import offer_returned_units
 from inventory.services.reservations import (
     AdmittedRequest,
     reservation_request,
@@ -38,7 +48,6 @@ from inventory.services.stock import (
     stock_set_on_hand,
 )
 from inventory.services.waitlist import (
-    offer_returned_units,
     waitlist_entry_for,
     waitlist_join,
     waitlist_leave,

@@ -1,4 +1,5 @@
-"""Helpers shared by the inventory services."""
+"""Helpers shared by the inventory services: input checks, the events a changed row
+emits, and unit counts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from django.db.models import Sum
 
 from core.exceptions import InvalidInput
 from inventory import events
-from inventory.models import Reservation
+from inventory.models import Allocation, Reservation, WaitlistEntry
 
 # Quantities fit PostgreSQL's integer column with room to add them up.
 MAX_QUANTITY = 1_000_000
@@ -40,6 +41,29 @@ def reservation_changed_event(reservation: Reservation) -> events.ReservationCha
         customer_id=reservation.customer_id,
         allocation_id=reservation.allocation_id,
         status=reservation.status,
+    )
+
+
+def allocation_changed_event(allocation: Allocation) -> events.AllocationChanged:
+    return events.AllocationChanged(
+        allocation_id=allocation.pk,
+        status=allocation.status,
+        quantity=allocation.quantity,
+        held=allocation.held,
+        sold=allocation.sold,
+    )
+
+
+def waitlist_changed_event(
+    entry: WaitlistEntry, position: int | None = None
+) -> events.WaitlistChanged:
+    return events.WaitlistChanged(
+        entry_id=entry.pk,
+        customer_id=entry.customer_id,
+        allocation_id=entry.allocation_id,
+        status=entry.status,
+        position=position,
+        reservation_id=entry.reservation_id,
     )
 
 

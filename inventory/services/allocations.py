@@ -12,21 +12,11 @@ from core.exceptions import InvalidInput, NotFound
 from inventory import events, locks
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, StockItem, StockMovement
-from inventory.services._common import validate_quantity
+from inventory.services._common import allocation_changed_event, validate_quantity
 from inventory.services.gate_sync import gate_after_commit
-from inventory.services.waitlist import waitlist_close
+from inventory.services.offers import waitlist_close
 
 Reason = StockMovement.Reason
-
-
-def allocation_changed_event(allocation: Allocation) -> events.AllocationChanged:
-    return events.AllocationChanged(
-        allocation_id=allocation.pk,
-        status=allocation.status,
-        quantity=allocation.quantity,
-        held=allocation.held,
-        sold=allocation.sold,
-    )
 
 
 def allocation_create(

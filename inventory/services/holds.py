@@ -16,10 +16,9 @@ from inventory import events, locks
 from inventory.exceptions import HoldExpired, LimitReached, ReservationNotHeld, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
-from inventory.services import waitlist
-from inventory.services._common import reservation_changed_event
-from inventory.services.allocations import allocation_changed_event
+from inventory.services._common import allocation_changed_event, reservation_changed_event
 from inventory.services.gate_sync import gate_after_commit
+from inventory.services.offers import offer_claimed, offer_returned_units, offers_returned
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def _return_holds(
         actor=actor,
         reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
     )
-    waitlist.offers_returned(reservations=reservations, status=status)
+    offers_returned(reservations=reservations, status=status)
     # The gate gets the units back (when some go to the line instead, the offer asks
     # for a rebuild, which counts everything from the rows).
     gate_after_commit(
@@ -83,7 +82,7 @@ def _return_holds(
     )
     # Units back on sale go to the first viewers in line before anyone else.
     if not closed:
-        waitlist.offer_returned_units(allocation_id=allocation_id)
+        offer_returned_units(allocation_id=allocation_id)
     allocation.refresh_from_db()
     events.emit_on_commit(
         [reservation_changed_event(r) for r in reservations]
@@ -194,7 +193,7 @@ def _sell(reservation: Reservation) -> None:
         status=Status.CONFIRMED, updated_at=timezone.now()
     )
     reservation.status = Status.CONFIRMED
-    waitlist.offer_claimed(reservation=reservation)
+    offer_claimed(reservation=reservation)
     StockMovement.objects.create(
         stock_item_id=allocation.stock_item_id,
         allocation_id=allocation.pk,
@@ -332,7 +331,7 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
                 allocation_id=allocation.pk,
                 returns=[GateReturn(reservation.customer_id, units, reservation.pk)],
             )
-            waitlist.offer_returned_units(allocation_id=allocation.pk)
+            offer_returned_units(allocation_id=allocation.pk)
         allocation.refresh_from_db()
         events.emit_on_commit(
             [reservation_changed_event(reservation), allocation_changed_event(allocation)]

@@ -17,7 +17,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from core.exceptions import IdempotencyKeyReused, InvalidInput, NotFound, RequestInProgress
-from inventory import gate, locks
+from inventory import gate, locks, settle_queue
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services import demand
@@ -283,8 +283,7 @@ def reservations_create_pending(
     else None when its customer already has a reservation with its key (the caller
     answers from that one, as a replay). Nothing is written for the last two.
     """
-    from inventory.tasks import settle, settle_soon  # tasks import services: not at the top
-
+    queue = settle_queue.current()
     cap = settings.RESERVATION_MAX_ACTIVE_PER_CUSTOMER
     customers = {request.customer_id for request in requests}
     with transaction.atomic():
@@ -333,9 +332,9 @@ def reservations_create_pending(
         Reservation.objects.bulk_create(rows)
         # One task per allocation settles every pending hold queued on it.
         for allocation_id in dict.fromkeys(row.allocation_id for row in rows):
-            transaction.on_commit(partial(settle_soon, allocation_id))
-    if rows and settle.app.conf.task_always_eager:
-        # The tasks already ran on commit: answer with the settled state.
+            transaction.on_commit(partial(queue.settle_soon, allocation_id))
+    if rows and queue.settles_inline():
+        # The settles already ran on commit: answer with the settled state.
         settled = Reservation.objects.in_bulk([row.pk for row in rows])
         outcomes = [
             settled[outcome.pk] if isinstance(outcome, Reservation) else outcome

@@ -16,11 +16,10 @@ from inventory import events, locks
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.services import waitlist
-from inventory.services._common import reservation_changed_event
-from inventory.services.allocations import allocation_changed_event
+from inventory.services._common import allocation_changed_event, reservation_changed_event
 from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
+from inventory.services.offers import offer_returned_units
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +47,13 @@ def reservation_reserve(*, reservation_id: int) -> Reservation | None:
 def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = None) -> SettleResult:
     """Turn pending reservations into holds or rejections, oldest first, in batches.
 
-    Guarantee: per batch one transaction, with the allocation row locked, one
-    conditional ``UPDATE`` for the units of all accepted holds, one ledger entry and
-    one multi-row write of the reservations. A hold is granted only while units remain
-    and within the customer's limit; the CHECK constraints back both.
+    Guarantee: per batch one transaction, with the allocation row locked: one
+    conditional ``UPDATE`` for the units of all accepted holds and one ledger entry for
+    them (neither when none is accepted), then the reservations written with one
+    ``UPDATE`` for the holds and one per reason of rejection. A hold is granted only
+    while units remain and within the customer's limit, both counted under that lock;
+    the allocation's CHECK constraint backs the first (never more held and sold than
+    its quantity).
     """
     batch_size = batch_size or settings.RESERVATION_SETTLE_BATCH
     # Return holds past their expiry first, so they never block a buyer, whether or not
@@ -73,7 +75,7 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
         if allocation is None:
             return result
         # Pending rows are written after their allocation, against the lock order: only
-        # this path writes pending rows, and a path that locks one finds it not held and
+        # this path changes pending rows, and a path that locks one finds it not held and
         # takes nothing after it (see inventory.locks).
         pending = list(
             Reservation.objects.filter(allocation_id=allocation_id, status=Status.PENDING).order_by(
@@ -149,7 +151,7 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
         # A request turned down here for its own reason (the limit) leaves its units
         # free: while viewers wait in line, those go to them first.
         if result.rejected and is_open:
-            waitlist.offer_returned_units(allocation_id=allocation_id)
+            offer_returned_units(allocation_id=allocation_id)
         events.emit_on_commit(
             [reservation_changed_event(r) for r in pending]
             + ([allocation_changed_event(allocation)] if units_held else [])

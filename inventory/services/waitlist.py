@@ -1,12 +1,9 @@
 """The waitlist: viewers in line for a sold-out allocation, first come, first served.
 
-A unit that comes back while someone waits never becomes free for everyone: in the same
-transaction that returns it (a hold released or expired, a sale refunded), it is offered
-to the first entry in line as a held reservation with its own short window
-(``WAITLIST_OFFER_SECONDS``). An offer not taken in time expires like any hold, and its
-units go to the next in line the same way. So the gate never sees those units: while
-anyone waits, the allocation has no free unit (``remaining - pending == 0``), which is
-also exactly when joining is allowed.
+This module is what viewers do with the line: join it, see their place, leave it.
+Units that come back are offered to the line inside the transaction that returns them
+(``offers``, below the services that return units); leaving with an offer outstanding
+releases its hold like any other, so this module sits above ``holds``.
 
 Every function that changes the line holds the allocation row lock, the same lock that
 every return of units takes, so joins, leaves and offers of one allocation are serial.
@@ -14,13 +11,9 @@ every return of units takes, so joins, leaves and offers of one allocation are s
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.utils import timezone
 
 from core.exceptions import NotFound
 from inventory import events, locks
@@ -31,19 +24,17 @@ from inventory.exceptions import (
     NotSoldOut,
     ReservationNotHeld,
 )
-from inventory.models import Allocation, Reservation, StockMovement, WaitlistEntry
+from inventory.models import Allocation, WaitlistEntry
 from inventory.services._common import (
     customer_units,
     pending_units,
-    reservation_changed_event,
     validate_quantity,
+    waitlist_changed_event,
 )
+from inventory.services.holds import reservation_release
+from inventory.services.offers import waitlist_head_positions
 
 Entry = WaitlistEntry.Status
-
-# After each offer, this many viewers at the head of the line hear their new position;
-# further back, positions move slowly and the API answers whoever asks.
-POSITION_UPDATES = 20
 
 
 def _lock_allocation(allocation_id: int) -> Allocation:
@@ -61,17 +52,6 @@ def waitlist_position(entry: WaitlistEntry) -> int | None:
         allocation_id=entry.allocation_id, status=Entry.WAITING, pk__lt=entry.pk
     ).count()
     return ahead + 1
-
-
-def _changed_event(entry: WaitlistEntry, position: int | None = None) -> events.WaitlistChanged:
-    return events.WaitlistChanged(
-        entry_id=entry.pk,
-        customer_id=entry.customer_id,
-        allocation_id=entry.allocation_id,
-        status=entry.status,
-        position=position,
-        reservation_id=entry.reservation_id,
-    )
 
 
 def waitlist_join(
@@ -119,7 +99,7 @@ def waitlist_join(
         except IntegrityError:  # pragma: no cover - the allocation lock serialises joins
             raise NotSoldOut("You are already in line.") from None
         entry.position = waitlist_position(entry)
-        events.emit_on_commit([_changed_event(entry, entry.position)])
+        events.emit_on_commit([waitlist_changed_event(entry, entry.position)])
     return entry, True
 
 
@@ -143,8 +123,6 @@ LEAVE_ATTEMPTS = 5
 
 def waitlist_leave(*, allocation_id: int, customer_id: int) -> WaitlistEntry:
     """Step out of line. An outstanding offer is released, so it passes on at once."""
-    from inventory.services.holds import reservation_release
-
     for _ in range(LEAVE_ATTEMPTS):
         seen = (
             WaitlistEntry.objects.filter(
@@ -172,129 +150,8 @@ def waitlist_leave(*, allocation_id: int, customer_id: int) -> WaitlistEntry:
                 continue  # offered or ended meanwhile: look again
             entry.status = Entry.LEFT
             entry.save(update_fields=["status", "updated_at"])
-            events.emit_on_commit([_changed_event(entry), *_head_positions(allocation_id)])
+            events.emit_on_commit(
+                [waitlist_changed_event(entry), *waitlist_head_positions(allocation_id)]
+            )
         return entry
     raise NotOnWaitlist("Your place in line keeps changing; try again.")
-
-
-def _head_positions(allocation_id: int) -> list[events.WaitlistChanged]:
-    head = WaitlistEntry.objects.filter(allocation_id=allocation_id, status=Entry.WAITING).order_by(
-        "id"
-    )[:POSITION_UPDATES]
-    return [_changed_event(entry, position) for position, entry in enumerate(head, start=1)]
-
-
-def offers_returned(*, reservations: list[Reservation], status: str) -> None:
-    """Inside the transaction returning these holds: offers among them end (lapsed
-    when not taken in time, left when released)."""
-    outcome = Entry.LAPSED if status == Reservation.Status.EXPIRED else Entry.LEFT
-    entries = list(
-        WaitlistEntry.objects.filter(
-            reservation_id__in=[r.pk for r in reservations], status=Entry.OFFERED
-        )
-    )
-    if entries:
-        WaitlistEntry.objects.filter(pk__in=[e.pk for e in entries]).update(
-            status=outcome, updated_at=timezone.now()
-        )
-        for entry in entries:
-            entry.status = outcome
-        events.emit_on_commit([_changed_event(entry) for entry in entries])
-
-
-def offer_claimed(*, reservation: Reservation) -> None:
-    """Inside the sale's transaction: an offer that was bought is claimed."""
-    entry = WaitlistEntry.objects.filter(
-        reservation_id=reservation.pk, status=Entry.OFFERED
-    ).first()
-    if entry is not None:
-        WaitlistEntry.objects.filter(pk=entry.pk).update(
-            status=Entry.CLAIMED, updated_at=timezone.now()
-        )
-        entry.status = Entry.CLAIMED
-        events.emit_on_commit([_changed_event(entry)])
-
-
-def offer_returned_units(*, allocation_id: int) -> int:
-    """Inside a transaction holding the allocation's lock, after units came back to it:
-    offer every free unit to the line, first come first served. Returns the units
-    offered (the caller then rebuilds the gate instead of handing them to it)."""
-    if not WaitlistEntry.objects.filter(allocation_id=allocation_id, status=Entry.WAITING).exists():
-        return 0
-    allocation = Allocation.objects.get(pk=allocation_id)  # fresh counters, lock held
-    if allocation.status != Allocation.Status.OPEN:
-        return 0
-    free = allocation.remaining - pending_units(allocation_id)
-    now = timezone.now()
-    expires_at = now + timedelta(seconds=settings.WAITLIST_OFFER_SECONDS)
-    offered = 0
-    changes: list[events.Event] = []
-    while free > 0:
-        entry = locks.lock_next_waiting(allocation_id)
-        if entry is None:
-            break
-        units = min(entry.quantity, free)
-        limit = allocation.per_customer_limit
-        if limit is not None and customer_units(allocation_id, entry.customer_id) + units > limit:
-            # Bought elsewhere in the meantime: the next in line gets the unit.
-            WaitlistEntry.objects.filter(pk=entry.pk).update(status=Entry.SKIPPED, updated_at=now)
-            entry.status = Entry.SKIPPED
-            changes.append(_changed_event(entry))
-            continue
-        taken = Allocation.objects.filter(
-            pk=allocation_id, held__lte=F("quantity") - F("sold") - units
-        ).update(held=F("held") + units)
-        if not taken:  # pragma: no cover - free was computed under the same lock
-            break
-        reservation = Reservation.objects.create(
-            customer_id=entry.customer_id,
-            allocation_id=allocation_id,
-            quantity=units,
-            unit_price=entry.unit_price,
-            currency=entry.currency,
-            status=Reservation.Status.HELD,
-            expires_at=expires_at,
-            # No key: the entry links its offer; a client's key can never collide.
-            idempotency_key=None,
-        )
-        StockMovement.objects.create(
-            stock_item_id=allocation.stock_item_id,
-            allocation_id=allocation_id,
-            reservation=reservation,
-            reason=StockMovement.Reason.WAITLIST_OFFER,
-            held_delta=units,
-            reference=f"waitlist:{entry.pk}",
-        )
-        WaitlistEntry.objects.filter(pk=entry.pk).update(
-            status=Entry.OFFERED, reservation=reservation, offered_at=now, updated_at=now
-        )
-        entry.status, entry.reservation_id = Entry.OFFERED, reservation.pk
-        changes += [reservation_changed_event(reservation), _changed_event(entry)]
-        free -= units
-        offered += units
-    if offered:
-        from inventory.services.allocations import allocation_changed_event
-        from inventory.services.gate_sync import gate_after_commit
-
-        allocation.refresh_from_db()
-        changes.append(allocation_changed_event(allocation))
-        # The offered units were never free: the gate must not hand them out. A
-        # rebuild counts them from the rows (returns are rare next to requests).
-        gate_after_commit(allocation_id=allocation_id, rebuild=True)
-    if changes:
-        events.emit_on_commit(changes + _head_positions(allocation_id))
-    return offered
-
-
-def waitlist_close(*, allocation_id: int) -> int:
-    """Inside the allocation's closing transaction: the line ends unserved (it still
-    counts as unmet demand). Returns how many entries were waiting."""
-    waiting = list(WaitlistEntry.objects.filter(allocation_id=allocation_id, status=Entry.WAITING))
-    if waiting:
-        WaitlistEntry.objects.filter(pk__in=[e.pk for e in waiting]).update(
-            status=Entry.CLOSED, updated_at=timezone.now()
-        )
-        for entry in waiting:
-            entry.status = Entry.CLOSED
-        events.emit_on_commit([_changed_event(entry) for entry in waiting])
-    return len(waiting)
