@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.keys import KEEP_SECONDS
 from core.redis import get_redis, redis_configured
 
 logger = logging.getLogger(__name__)
@@ -242,8 +243,8 @@ def gate_enabled() -> bool:
     return redis_configured() and settings.INVENTORY_GATE_ENABLED
 
 
-# How long an admitted idempotency key is remembered (the API keeps keys 24 hours).
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# How long an admitted idempotency key is remembered: as long as the API keeps a key.
+IDEMPOTENCY_TTL_SECONDS = KEEP_SECONDS
 
 
 def _keys(allocation_id: int) -> list[str]:

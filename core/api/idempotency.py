@@ -20,13 +20,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.exceptions import DomainError, IdempotencyKeyReused
+from core.keys import KEEP_SECONDS, KEY_PATTERN, MAX_KEY_LENGTH
 from core.redis import get_redis, redis_configured
 
 HEADER = "Idempotency-Key"
-KEEP_SECONDS = 24 * 3600
-MAX_KEY_LENGTH = 255
-# Printable ASCII (a UUID is the usual choice); the OpenAPI schema states the same.
-KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 _KEY = re.compile(KEY_PATTERN)
 
 

@@ -3,6 +3,8 @@ emits, and unit counts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Sum
 
 from core.exceptions import InvalidInput
@@ -76,11 +78,30 @@ def pending_units(allocation_id: int) -> int:
     return _units(allocation_id=allocation_id, status=Reservation.Status.PENDING)
 
 
-def customer_units(allocation_id: int, customer_id: int) -> int:
-    """Units the customer has pending, held or bought on the allocation (what the
-    per-customer limit counts)."""
-    return _units(
-        allocation_id=allocation_id,
-        customer_id=customer_id,
-        status__in=Reservation.ACTIVE_STATUSES,
+# What counts against a customer's limit on an allocation. Before a request is admitted:
+# every active reservation, pending ones included (admitted already, their units are
+# promised). Where pending holds are being decided (the settle step, which takes them in
+# order and adds each one it holds) or an expired hold comes back: the settled ones only,
+# since the pending are exactly what is being decided.
+ACTIVE = Reservation.ACTIVE_STATUSES
+SETTLED = (Reservation.Status.HELD, Reservation.Status.CONFIRMED)
+
+
+def units_by_customer(
+    allocation_id: int, customer_ids: Iterable[int] | None = None, *, statuses=ACTIVE
+) -> dict[int, int]:
+    """Units per customer on the allocation in ``statuses`` (every customer with any
+    when ``customer_ids`` is None); customers with none are left out."""
+    rows = Reservation.objects.filter(allocation_id=allocation_id, status__in=statuses)
+    if customer_ids is not None:
+        rows = rows.filter(customer_id__in=set(customer_ids))
+    return dict(
+        rows.values("customer_id")
+        .annotate(units=Sum("quantity"))
+        .values_list("customer_id", "units")
     )
+
+
+def customer_units(allocation_id: int, customer_id: int, *, statuses=ACTIVE) -> int:
+    """``units_by_customer`` of one customer."""
+    return units_by_customer(allocation_id, [customer_id], statuses=statuses).get(customer_id, 0)

@@ -17,12 +17,11 @@ from datetime import timedelta
 
 import redis
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from inventory import gate, locks
 from inventory.models import Allocation, Reservation
-from inventory.services._common import pending_units
+from inventory.services._common import pending_units, units_by_customer
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +140,7 @@ def gate_forget_stale_expiries(*, allocation_id: int, due: list[int]) -> None:
 def _state_from_database(allocation: Allocation) -> gate.GateState:
     reservations = Reservation.objects.filter(allocation_id=allocation.pk)
     pending = pending_units(allocation.pk)
-    customers = dict(
-        reservations.filter(status__in=Reservation.ACTIVE_STATUSES)
-        .values("customer_id")
-        .annotate(units=Sum("quantity"))
-        .values_list("customer_id", "units")
-    )
+    customers = units_by_customer(allocation.pk)
     expiries = {
         rid: at.timestamp()
         for rid, at in reservations.filter(status=Reservation.Status.HELD).values_list(

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from core.exceptions import NotFound
@@ -16,7 +16,12 @@ from inventory import events, locks
 from inventory.exceptions import HoldExpired, LimitReached, ReservationNotHeld, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
-from inventory.services._common import allocation_changed_event, reservation_changed_event
+from inventory.services._common import (
+    SETTLED,
+    allocation_changed_event,
+    customer_units,
+    reservation_changed_event,
+)
 from inventory.services.gate_sync import gate_after_commit
 from inventory.services.offers import offer_claimed, offer_returned_units, offers_returned
 
@@ -234,14 +239,7 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
         allocation = locks.lock_allocation(reservation.allocation_id)
         limit = allocation.per_customer_limit
         if limit is not None:
-            taken = (
-                Reservation.objects.filter(
-                    allocation_id=allocation.pk,
-                    customer_id=reservation.customer_id,
-                    status__in=(Status.HELD, Status.CONFIRMED),
-                ).aggregate(t=Sum("quantity"))["t"]
-                or 0
-            )
+            taken = customer_units(allocation.pk, reservation.customer_id, statuses=SETTLED)
             if taken + units > limit:
                 raise LimitReached(limit=limit)
         if allocation.status == Allocation.Status.CLOSED:

@@ -17,6 +17,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from core.exceptions import IdempotencyKeyReused, InvalidInput, NotFound, RequestInProgress
+from core.keys import MAX_KEY_LENGTH
 from inventory import gate, locks, settle_queue
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
 from inventory.models import Allocation, Reservation, StockMovement
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 Status = Reservation.Status
 Reason = StockMovement.Reason
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # How long a repeated request waits for its concurrent twin to write the reservation.
 REPLAY_WAIT_SECONDS = 2.0
 
@@ -68,11 +68,9 @@ def reservation_request(
     * units the gate took for a request that then fails are given back.
     """
     quantity = validate_quantity(quantity)
-    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= (
-        MAX_IDEMPOTENCY_KEY_LENGTH
-    ):
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= (MAX_KEY_LENGTH):
         raise InvalidInput(
-            f"An idempotency key of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters is required.",
+            f"An idempotency key of 1 to {MAX_KEY_LENGTH} characters is required.",
             field="idempotency_key",
         )
     if gate.gate_enabled():

@@ -9,14 +9,19 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from inventory import events, locks
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
-from inventory.services._common import allocation_changed_event, reservation_changed_event
+from inventory.services._common import (
+    SETTLED,
+    allocation_changed_event,
+    reservation_changed_event,
+    units_by_customer,
+)
 from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
 from inventory.services.offers import offer_returned_units
@@ -90,14 +95,7 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
         taken: dict[int, int] = defaultdict(int)
         if limit is not None:
             taken.update(
-                Reservation.objects.filter(
-                    allocation_id=allocation_id,
-                    customer_id__in={r.customer_id for r in pending},
-                    status__in=(Status.HELD, Status.CONFIRMED),
-                )
-                .values("customer_id")
-                .annotate(units=Sum("quantity"))
-                .values_list("customer_id", "units")
+                units_by_customer(allocation_id, (r.customer_id for r in pending), statuses=SETTLED)
             )
         now = timezone.now()
         expires_at = now + timedelta(seconds=settings.RESERVATION_HOLD_SECONDS)

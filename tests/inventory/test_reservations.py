@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from core.exceptions import IdempotencyKeyReused, InvalidInput, NotFound
+from core.keys import MAX_KEY_LENGTH
 from inventory import services
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
 from inventory.models import Allocation, Reservation, StockMovement
@@ -146,7 +147,7 @@ def test_request_with_a_bad_quantity_is_invalid_and_writes_nothing(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("key", [None, "", "k" * 256, 123, b"bytes-key"])
+@pytest.mark.parametrize("key", [None, "", "k" * (MAX_KEY_LENGTH + 1), 123, b"bytes-key"])
 def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
     gate_mode, key, django_capture_on_commit_callbacks
 ):
@@ -166,17 +167,19 @@ def test_request_without_a_usable_idempotency_key_is_invalid_and_writes_nothing(
 
 
 @pytest.mark.django_db
-def test_an_idempotency_key_of_255_characters_is_accepted(
+def test_an_idempotency_key_as_long_as_the_api_allows_fits_its_column(
     gate_off, django_capture_on_commit_callbacks
 ):
     allocation = open_primed(5)
+    longest = "k" * MAX_KEY_LENGTH
 
     reservation = settled_hold(
-        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="k" * 255
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key=longest
     )
 
     assert reservation.status == Status.HELD
-    assert reservation.idempotency_key == "k" * 255
+    reservation.refresh_from_db()
+    assert reservation.idempotency_key == longest
 
 
 # --- request: idempotency --------------------------------------------------------------
