@@ -1,6 +1,6 @@
-"""Will the stock last? The demand estimator behind the readiness report, the live
-sell-out projection in ``host.stats``, the post-stream demand report and the ops
-warnings.
+"""Will the stock last? The demand estimator behind the readiness report, the backtest
+of the live sell-out projection in ``host.stats`` (``livestream.live_rate``), the
+post-stream demand report and the ops warnings.
 
 The statistics are pure functions over plain numbers (testable without a database);
 the functions at the end read the database and feed them. The method, its assumptions
@@ -23,6 +23,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from livestream.live_rate import (
+    LIVE_BUCKET_SECONDS,
+    LIVE_BUCKETS,
+    LIVE_HALF_LIFE_SECONDS,
+    live_rate,
+    live_sell_out_seconds,
+)
+
 # --- constants (each one is an assumption written up in docs/demand.md) -----------------
 
 CONFIDENCE = 0.90
@@ -43,14 +51,6 @@ HISTORY_DROPS = 50
 DEFAULT_DECAY_SECONDS = 60.0
 # A leverage of 1 (one drop holding all the viewers) would divide by zero.
 MIN_RESIDUAL_FACTOR = 0.05
-
-# Live projection: units taken are counted in buckets over a recent window and averaged
-# with exponentially decaying weights, so the rate follows a spike within tens of
-# seconds but one lucky second does not swing it.
-LIVE_HALF_LIFE_SECONDS = 30.0
-LIVE_BUCKET_SECONDS = 10
-LIVE_BUCKETS = 30  # five minutes
-
 
 # --- values ------------------------------------------------------------------------------
 
@@ -360,42 +360,7 @@ def assess_drop(
     return DropAssessment("enough", message, "", demand_units, 0, 0, 0, None, problems)
 
 
-# --- the live projection -----------------------------------------------------------------
-
-
-def live_rate(
-    bucket_units: Sequence[float],
-    *,
-    elapsed_seconds: float,
-    bucket_seconds: float = LIVE_BUCKET_SECONDS,
-    half_life_seconds: float = LIVE_HALF_LIFE_SECONDS,
-) -> float:
-    """Units taken per second, exponentially weighted towards the present.
-
-    ``bucket_units[k]`` holds the units taken ``k`` buckets ago (0 = the newest, ending
-    now). Each bucket's rate is weighted by ``2^(-age / half_life)`` at its middle, and
-    only the part of the window since the sale opened counts: right after the pin the
-    rate is the plain rate so far, not diluted by the minutes before.
-    """
-    decay = math.log(2) / half_life_seconds
-    taken = 0.0
-    exposure = 0.0
-    for k, units in enumerate(bucket_units):
-        covered = min(bucket_seconds, elapsed_seconds - k * bucket_seconds)
-        if covered <= 0:
-            break
-        weight = math.exp(-decay * (k * bucket_seconds + covered / 2))
-        taken += weight * units
-        exposure += weight * covered
-    return taken / exposure if exposure > 0 else 0.0
-
-
-def live_sell_out_seconds(*, remaining: int, rate_per_second: float) -> float | None:
-    """Seconds until the remaining units go at the live rate (None when nothing moves
-    or nothing is left)."""
-    if remaining <= 0 or rate_per_second <= 0:
-        return None
-    return remaining / rate_per_second
+# --- the live projection's backtest (the projection itself: livestream.live_rate) --------
 
 
 def bucket_counts(
@@ -695,31 +660,6 @@ def streams_with_problems(*, now: datetime, within_hours: float | None = None):
         if report.problems:
             found.append((stream, report))
     return found
-
-
-def live_taken_buckets(*, allocation_ids: Sequence[int], now: datetime) -> dict[int, list[int]]:
-    """Units held or sold per allocation in each live bucket (newest first), counted by
-    when each hold was made, in one query. The newest bucket has no upper bound: a hold
-    made while the stats were being computed belongs to the present."""
-    from inventory import selectors as inventory_selectors
-
-    return inventory_selectors.units_taken_by_bucket(
-        allocation_ids=allocation_ids,
-        now=now,
-        bucket_seconds=LIVE_BUCKET_SECONDS,
-        buckets=LIVE_BUCKETS,
-    )
-
-
-def live_projection(
-    *, buckets: Sequence[int] | None, opened_at: datetime | None, now: datetime, remaining: int
-) -> tuple[float, float | None]:
-    """``(units per second, seconds to sell out)`` for an open drop, as ``host.stats``
-    shows them."""
-    if not buckets or opened_at is None:
-        return 0.0, None
-    rate = live_rate(buckets, elapsed_seconds=max(0.0, (now - opened_at).total_seconds()))
-    return rate, live_sell_out_seconds(remaining=remaining, rate_per_second=rate)
 
 
 def recorded_timelines(*, drop_ids: Sequence[int]) -> list[SaleTimeline]:

@@ -219,15 +219,7 @@ def test_the_decay_constant_is_recovered_from_past_sell_outs():
     assert readiness.demand_decay([]).basis == "default"
 
 
-# --- the live projection and its backtest ------------------------------------------------
-
-
-def test_live_rate_of_a_steady_sale_is_that_rate():
-    assert readiness.live_rate([20] * 30, elapsed_seconds=600) == pytest.approx(2.0)
-    # Open for 5 s only: 10 units in those 5 s, not diluted by the window.
-    assert readiness.live_rate([10] + [0] * 29, elapsed_seconds=5) == pytest.approx(2.0)
-    assert readiness.live_sell_out_seconds(remaining=10, rate_per_second=2.0) == 5.0
-    assert readiness.live_sell_out_seconds(remaining=10, rate_per_second=0.0) is None
+# --- the backtest of the live projection (livestream.live_rate) ---------------------------
 
 
 def _poisson_sale(rng: random.Random, *, supply: int, intensity) -> SaleTimeline:
