@@ -12,12 +12,6 @@ class LivestreamConfig(AppConfig):
 
         events.subscribe(receivers.on_inventory_events)
 
-        # Until demand is an app of its own: it records each drop's moments of sale.
-        from livestream import demand
-        from livestream import events as live_events
-
-        live_events.subscribe(demand.on_live_event)
-
         # Ops opening or closing a drop's allocation by hand keep the drop's rules.
         from inventory import services as inventory
         from livestream.services import DropAllocations

@@ -137,7 +137,7 @@ class DropDemand(models.Model):
     """What demand a drop met: supply, sales, and the demand sales alone hide (viewers
     turned away after the sell-out, the waitlist), with the audience and the timing.
 
-    Written only by ``livestream.demand`` (flushed from the counters kept next to the
+    Written only by ``demand.capture`` (flushed from the counters kept next to the
     gate, or from the database path's rows), never on the purchase path itself. Counts of
     viewers are distinct customers and exact; request counts are requests.
     """

@@ -1,5 +1,5 @@
-"""The live rate behind the host console's sell-out projection (the readiness tests
-backtest it on synthetic spikes)."""
+"""The live rate behind the host console's sell-out projection (demand's estimator
+tests backtest it on synthetic spikes)."""
 
 from __future__ import annotations
 
