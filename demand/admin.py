@@ -12,9 +12,10 @@ from import_export.formats.base_formats import CSV
 
 from core.admin_tools import ReadOnlyAdminMixin
 from demand import estimator, readers
+from demand.models import DropDemand
 from demand.resources import DropDemandResource
 from livestream.admin import StreamAdmin
-from livestream.models import DropDemand, Stream
+from livestream.models import Stream
 
 
 class ReadinessProblemFilter(admin.SimpleListFilter):

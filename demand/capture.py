@@ -19,11 +19,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.redis import get_redis, redis_configured
+from demand.models import DropDemand
 from inventory import selectors as inventory_selectors
 from inventory.models import Allocation
 from inventory.services import demand as inventory_demand
 from livestream import events as live_events
-from livestream.models import Drop, DropDemand
+from livestream.models import Drop
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from demand.estimator import (
     units_per_buyer,
     viewer_to_buyer_rate,
 )
+from demand.models import DropDemand
 from inventory import selectors as inventory_selectors
 from inventory.models import Allocation
-from livestream.models import Drop, DropDemand, Stream
+from livestream.models import Drop, Stream
 
 
 def history_of(row: DropDemand) -> DropHistory:

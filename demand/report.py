@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from livestream.models import Drop, DropDemand, Stream
+from demand.models import DropDemand
+from livestream.models import Drop, Stream
 
 DEMAND_REPORT_COLUMNS = (
     "drop",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from import_export import fields, resources
 
 from demand import report
-from livestream.models import DropDemand
+from demand.models import DropDemand
 
 
 def _column(name: str) -> fields.Field:

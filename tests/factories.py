@@ -109,7 +109,7 @@ class DropDemandFactory(factory.django.DjangoModelFactory):
     """Demand figures of a drop, as ``demand.capture`` would have flushed them."""
 
     class Meta:
-        model = "livestream.DropDemand"
+        model = "demand.DropDemand"
 
     drop = factory.LazyFunction(lambda: stream_drop(stream=StreamFactory(), quantity=10))
     supply = 10

@@ -53,16 +53,16 @@ def test_demand_admin_is_read_only_and_exports_csv(ops):
         viewers_at_pin=900,
     )
 
-    listing = ops.get("/admin/livestream/dropdemand/")
-    change = ops.get(f"/admin/livestream/dropdemand/{demand.pk}/change/")
+    listing = ops.get("/admin/demand/dropdemand/")
+    change = ops.get(f"/admin/demand/dropdemand/{demand.pk}/change/")
     exported = ops.post(
-        "/admin/livestream/dropdemand/",
+        "/admin/demand/dropdemand/",
         {"action": "export_admin_action", "_selected_action": [demand.pk]},
     )
 
     assert listing.status_code == 200 and "friday" in listing.content.decode()
     assert change.status_code == 200 and 'name="supply"' not in change.content.decode()
-    assert ops.get("/admin/livestream/dropdemand/add/").status_code == 403
+    assert ops.get("/admin/demand/dropdemand/add/").status_code == 403
     assert exported.status_code == 200
     assert exported["Content-Type"].startswith("text/csv")
     header, row = exported.content.decode("utf-8-sig").splitlines()

@@ -15,12 +15,12 @@ from rest_framework.authtoken.models import Token
 
 from core.redis import get_redis
 from demand.capture import demand_flush, demand_flush_selling
+from demand.models import DropDemand
 from inventory import gate
 from inventory import services as inventory
 from inventory.exceptions import LimitReached, SoldOut
 from inventory.models import Reservation
 from livestream import selectors, services
-from livestream.models import DropDemand
 from tests.factories import UserFactory, live_drop
 from tests.processes import asgi_server, celery_worker, wait_until
 

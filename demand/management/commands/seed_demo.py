@@ -13,9 +13,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from demand.models import DropDemand
 from inventory import services
 from livestream import services as live
-from livestream.models import DropDemand, Stream
+from livestream.models import Stream
 from shop.models import Product, Variant
 
 DEMO_PASSWORD = "demo-pass-123"
