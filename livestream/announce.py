@@ -1,7 +1,8 @@
 """What each live event says, built from the committed rows, and when the counters go
 out: the stream's status, drops pinned, opened and closed, stock and viewer counts
 (coalesced), a buyer's own reservation and place in a drop's line. ``livestream.broadcast``
-numbers and sends them."""
+numbers and sends them; a sell-out and each viewer count sent also go out as domain
+events (``livestream.events``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from inventory import events as inventory_events
 from inventory import selectors as inventory_selectors
 from inventory.models import Reservation
 from livestream import broadcast
-from livestream.demand import demand_sold_out, peak_viewers_seen
+from livestream import events as live_events
 from livestream.models import Drop, Stream
 from livestream.presence import presence_count
 from livestream.selectors import drop_snapshot, drops_for_snapshot, iso_time
@@ -93,13 +94,13 @@ def _maybe_sold_out(stream_id: int, drop_id: int, remaining: int) -> None:
         _sold_out_local.add(drop_id)
     if first:
         broadcast.publish(stream_id, "drop.sold_out", drop=drop_id)
-        demand_sold_out(drop_id=drop_id)
+        live_events.emit(live_events.DropSoldOut(drop_id=drop_id))
 
 
 def _send_viewers(stream_id: Hashable) -> None:
     viewers = presence_count(stream_id)
     broadcast.publish(stream_id, "viewers.changed", viewers=viewers)
-    peak_viewers_seen(stream_id, viewers)
+    live_events.emit(live_events.ViewersCounted(stream_id=stream_id, viewers=viewers))
 
 
 stock_coalescer = broadcast.Coalescer("stock", _send_stock, window_setting="BROADCAST_COALESCE_MS")

@@ -27,8 +27,7 @@ from inventory import services as inventory
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from inventory.services import MAX_QUANTITY
-from livestream import announce, broadcast
-from livestream.demand import demand_flush, demand_on_pin
+from livestream import announce, broadcast, events
 from livestream.exceptions import (
     DropNotStarted,
     InvalidStreamTransition,
@@ -306,7 +305,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
             actor=actor,
         )
         for drop_id in Drop.objects.filter(stream_id=stream.pk).values_list("pk", flat=True):
-            broadcast.on_commit(lambda drop_id=drop_id: demand_flush(drop_id=drop_id, final=True))
+            events.emit_on_commit(events.DropClosed(drop_id=drop_id))
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
@@ -458,7 +457,7 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
             for other in unpinned:
                 broadcast.on_commit(lambda other=other: announce.drop_unpinned(other))
             broadcast.on_commit(lambda: announce.drop_pinned(drop.pk))
-            broadcast.on_commit(lambda: _remember_audience_at_pin(drop))
+            broadcast.on_commit(lambda: _announce_audience_at_pin(drop))
         # A timed drop pinned before its start shows the countdown; it opens on time.
         if drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
             _open_sale(drop)
@@ -479,8 +478,16 @@ def _open_sale(drop: Drop, now: datetime | None = None) -> None:
         Drop.objects.filter(pk=drop.pk).update(ends_at=drop.ends_at)
 
 
-def _remember_audience_at_pin(drop: Drop) -> None:
-    demand_on_pin(drop=drop, viewers=presence_count(drop.stream_id))
+def _announce_audience_at_pin(drop: Drop) -> None:
+    """Once the pin committed: who is watching as the drop goes on stage."""
+    events.emit(
+        events.DropPinned(
+            drop_id=drop.pk,
+            stream_id=drop.stream_id,
+            pinned_at=drop.pinned_at,
+            viewers=presence_count(drop.stream_id),
+        )
+    )
 
 
 def drop_unpin(*, drop_id: int, actor) -> Drop:
@@ -593,7 +600,7 @@ def _close_sale(drop: Drop, *, actor=None) -> None:
     # checkout, release or expiry, then return to stock too.
     drop.allocation = inventory.allocation_close(allocation_id=drop.allocation_id, actor=actor)
     broadcast.on_commit(lambda: announce.drop_closed(drop.pk))
-    broadcast.on_commit(lambda: demand_flush(drop_id=drop.pk, final=True))
+    events.emit_on_commit(events.DropClosed(drop_id=drop.pk))
 
 
 def drop_open_by_hand(*, drop_id: int, actor) -> Drop:

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from livestream import announce, demand, services
+from livestream import announce, services
 
 
 @shared_task(name="livestream.flush_counters", acks_late=True, ignore_result=True)
@@ -13,12 +13,6 @@ def flush_counters() -> dict[str, int]:
         "stock": announce.stock_coalescer.sweep(),
         "viewers": announce.viewers_coalescer.sweep(),
     }
-
-
-@shared_task(name="livestream.flush_demand", acks_late=True, ignore_result=True)
-def flush_demand() -> int:
-    """Write the demand counters of selling drops to the database (every few seconds)."""
-    return demand.demand_flush_selling()
 
 
 @shared_task(name="livestream.run_drop_schedule", ignore_result=True)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from livestream import apis, readiness_apis
+from livestream import apis
 
 urlpatterns = [
     path("streams/", apis.StreamListCreateApi.as_view(), name="stream-list"),
@@ -8,16 +8,6 @@ urlpatterns = [
     path("streams/<slug:slug>/start/", apis.StreamStartApi.as_view(), name="stream-start"),
     path("streams/<slug:slug>/end/", apis.StreamEndApi.as_view(), name="stream-end"),
     path("streams/<slug:slug>/drops/", apis.DropCreateApi.as_view(), name="drop-create"),
-    path(
-        "streams/<slug:slug>/readiness/",
-        readiness_apis.StreamReadinessApi.as_view(),
-        name="stream-readiness",
-    ),
-    path(
-        "streams/<slug:slug>/demand/",
-        readiness_apis.StreamDemandApi.as_view(),
-        name="stream-demand",
-    ),
     path("drops/<id:drop_id>/pin/", apis.DropPinApi.as_view(), name="drop-pin"),
     path("drops/<id:drop_id>/unpin/", apis.DropUnpinApi.as_view(), name="drop-unpin"),
     path(

@@ -106,14 +106,32 @@ def stream_drop(
 
 
 class DropDemandFactory(factory.django.DjangoModelFactory):
-    """Demand figures of a drop, as ``livestream.demand`` would have flushed them."""
+    """Demand figures of a drop, as ``demand.capture`` would have flushed them."""
 
     class Meta:
-        model = "livestream.DropDemand"
+        model = "demand.DropDemand"
 
     drop = factory.LazyFunction(lambda: stream_drop(stream=StreamFactory(), quantity=10))
     supply = 10
     final = True
+
+
+def host_with_demand_history():
+    """A host whose past (ended) streams say 10 % of viewers at pin want a drop."""
+    from livestream.models import Stream
+
+    host = UserFactory()
+    for _ in range(5):
+        past = StreamFactory(host=host)
+        DropDemandFactory(
+            drop=stream_drop(stream=past, quantity=10),
+            viewers_at_pin=1000,
+            buyers=10,
+            admitted_units=10,
+            viewers_turned_away=90,
+        )
+        Stream.objects.filter(pk=past.pk).update(status=Stream.Status.ENDED)
+    return host
 
 
 def host_user(**fields):

@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "shop",
     "inventory",
     "livestream",
+    # Above livestream: it imports livestream, never the other way round.
+    "demand",
 ]
 
 MIDDLEWARE = [
@@ -183,7 +185,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("COUNTER_SWEEP_SECONDS", default=5.0),
     },
     "flush-demand": {
-        "task": "livestream.flush_demand",
+        "task": "demand.flush_demand",
         "schedule": env.float("DEMAND_FLUSH_SECONDS", default=10.0),
     },
     "drop-schedule": {

@@ -2,9 +2,10 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
 
+from demand.models import DropDemand
+from demand.readers import stream_readiness
 from inventory.models import StockMovement
-from livestream.models import Drop, DropDemand, Stream
-from livestream.readiness import stream_readiness
+from livestream.models import Drop, Stream
 from tests.inventory.invariants import assert_inventory_invariants
 
 

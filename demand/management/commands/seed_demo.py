@@ -1,5 +1,8 @@
-"""Demo data for the embedded default: users whose credentials the README gives, and
-products with stock. Idempotent: running it again changes nothing that exists."""
+"""Demo data for the embedded default: users whose credentials the README gives,
+products with stock, a live stream, and a host's past stream with its recorded demand
+and a scheduled one, so the readiness report has a history to read. It seeds every app,
+so it lives in the one above them all. Idempotent: running it again changes nothing that
+exists."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -10,9 +13,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from demand.models import DropDemand
 from inventory import services
 from livestream import services as live
-from livestream.models import DropDemand, Stream
+from livestream.models import Stream
 from shop.models import Product, Variant
 
 DEMO_PASSWORD = "demo-pass-123"

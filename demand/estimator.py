@@ -1,10 +1,9 @@
-"""Will the stock last? The demand estimator behind the readiness report, the live
-sell-out projection in ``host.stats``, the post-stream demand report and the ops
-warnings.
+"""Will the stock last? The statistics of the readiness report, and the backtest of the
+live sell-out projection the host console shows (``livestream.live_rate``).
 
-The statistics are pure functions over plain numbers (testable without a database);
-the functions at the end read the database and feed them. The method, its assumptions
-and its limits are written up in ``docs/demand.md``.
+Pure functions over plain numbers, with no Django import (testable without a
+database): ``demand.readers`` reads the database and feeds them. The method, its
+assumptions and its limits are written up in ``docs/demand.md``.
 
 In short: a host's viewer-to-buyer rate is the pooled ratio of past demand (buyers,
 viewers turned away and waitlist-only viewers: unmet demand counted, so a sold-out drop
@@ -20,8 +19,15 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
+
+from livestream.live_rate import (
+    LIVE_BUCKET_SECONDS,
+    LIVE_BUCKETS,
+    LIVE_HALF_LIFE_SECONDS,
+    live_rate,
+    live_sell_out_seconds,
+)
 
 # --- constants (each one is an assumption written up in docs/demand.md) -----------------
 
@@ -43,14 +49,6 @@ HISTORY_DROPS = 50
 DEFAULT_DECAY_SECONDS = 60.0
 # A leverage of 1 (one drop holding all the viewers) would divide by zero.
 MIN_RESIDUAL_FACTOR = 0.05
-
-# Live projection: units taken are counted in buckets over a recent window and averaged
-# with exponentially decaying weights, so the rate follows a spike within tens of
-# seconds but one lucky second does not swing it.
-LIVE_HALF_LIFE_SECONDS = 30.0
-LIVE_BUCKET_SECONDS = 10
-LIVE_BUCKETS = 30  # five minutes
-
 
 # --- values ------------------------------------------------------------------------------
 
@@ -360,42 +358,7 @@ def assess_drop(
     return DropAssessment("enough", message, "", demand_units, 0, 0, 0, None, problems)
 
 
-# --- the live projection -----------------------------------------------------------------
-
-
-def live_rate(
-    bucket_units: Sequence[float],
-    *,
-    elapsed_seconds: float,
-    bucket_seconds: float = LIVE_BUCKET_SECONDS,
-    half_life_seconds: float = LIVE_HALF_LIFE_SECONDS,
-) -> float:
-    """Units taken per second, exponentially weighted towards the present.
-
-    ``bucket_units[k]`` holds the units taken ``k`` buckets ago (0 = the newest, ending
-    now). Each bucket's rate is weighted by ``2^(-age / half_life)`` at its middle, and
-    only the part of the window since the sale opened counts: right after the pin the
-    rate is the plain rate so far, not diluted by the minutes before.
-    """
-    decay = math.log(2) / half_life_seconds
-    taken = 0.0
-    exposure = 0.0
-    for k, units in enumerate(bucket_units):
-        covered = min(bucket_seconds, elapsed_seconds - k * bucket_seconds)
-        if covered <= 0:
-            break
-        weight = math.exp(-decay * (k * bucket_seconds + covered / 2))
-        taken += weight * units
-        exposure += weight * covered
-    return taken / exposure if exposure > 0 else 0.0
-
-
-def live_sell_out_seconds(*, remaining: int, rate_per_second: float) -> float | None:
-    """Seconds until the remaining units go at the live rate (None when nothing moves
-    or nothing is left)."""
-    if remaining <= 0 or rate_per_second <= 0:
-        return None
-    return remaining / rate_per_second
+# --- the live projection's backtest (the projection itself: livestream.live_rate) --------
 
 
 def bucket_counts(
@@ -487,354 +450,3 @@ def backtest_live_eta(
         median_relative_error=statistics.median(relative),
         mean_signed_error_seconds=statistics.fmean(errors),
     )
-
-
-# --- reading the database ----------------------------------------------------------------
-
-
-def history_of(row) -> DropHistory:
-    """A final ``DropDemand`` as plain numbers."""
-    per_buyer = row.admitted_units / row.buyers if row.buyers and row.admitted_units else 1.0
-    return DropHistory(
-        demand=row.total_demand,
-        viewers=row.viewers_at_pin or 0,
-        supply=row.supply,
-        units_per_buyer=max(1.0, per_buyer),
-        seconds_to_sell_out=row.seconds_to_sell_out,
-    )
-
-
-def host_history(*, host_id: int, exclude_stream_id: int | None = None) -> list[DropHistory]:
-    """The host's most recent finished drops with an audience at pin."""
-    from livestream.models import DropDemand
-
-    rows = DropDemand.objects.filter(
-        drop__stream__host_id=host_id, final=True, viewers_at_pin__gt=0
-    )
-    if exclude_stream_id is not None:
-        rows = rows.exclude(drop__stream_id=exclude_stream_id)
-    return [history_of(r) for r in rows.order_by("-closed_at", "-drop_id")[:HISTORY_DROPS]]
-
-
-@dataclass(frozen=True)
-class DropReadiness:
-    drop: int
-    sku: str
-    product: str
-    status: str
-    quantity: int
-    per_viewer_limit: int | None
-    stock_on_hand: int
-    stock_free: int
-    units_per_buyer: float
-    assessment: DropAssessment
-
-    def as_dict(self) -> dict[str, Any]:
-        a = self.assessment
-        return {
-            "drop": self.drop,
-            "sku": self.sku,
-            "product": self.product,
-            "status": self.status,
-            "quantity": self.quantity,
-            "per_viewer_limit": self.per_viewer_limit,
-            "stock_on_hand": self.stock_on_hand,
-            "stock_free": self.stock_free,
-            "units_per_buyer": round(self.units_per_buyer, 3),
-            "expected_demand": _estimate_dict(a.expected_units, digits=1),
-            "verdict": a.verdict,
-            "message": a.message,
-            "cover": a.cover,
-            "shortfall": a.shortfall,
-            "shortfall_low": a.shortfall_low,
-            "shortfall_high": a.shortfall_high,
-            "sell_out_seconds": round(a.sell_out_seconds) if a.sell_out_seconds else None,
-            "problems": list(a.problems),
-        }
-
-
-@dataclass(frozen=True)
-class StreamReadiness:
-    stream: int
-    slug: str
-    title: str
-    status: str
-    scheduled_start: datetime | None
-    viewers: Estimate
-    rate: Estimate
-    decay: Estimate
-    drops: list[DropReadiness]
-
-    @property
-    def problems(self) -> list[tuple[DropReadiness, str]]:
-        return [(d, p) for d in self.drops for p in d.assessment.problems]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stream": self.stream,
-            "slug": self.slug,
-            "title": self.title,
-            "status": self.status,
-            "scheduled_start": self.scheduled_start,
-            "confidence": CONFIDENCE,
-            "expected_viewers": _estimate_dict(self.viewers, digits=0),
-            "rate": _estimate_dict(self.rate, digits=4),
-            "decay_seconds": _estimate_dict(self.decay, digits=1),
-            "drops": [d.as_dict() for d in self.drops],
-        }
-
-
-def _estimate_dict(estimate: Estimate, *, digits: int) -> dict[str, Any]:
-    def rounded(x):
-        return None if x is None else round(x, digits)
-
-    return {
-        "value": rounded(estimate.value),
-        "low": rounded(estimate.low),
-        "high": rounded(estimate.high),
-        "basis": estimate.basis,
-        "drops": estimate.drops,
-    }
-
-
-def _sale_seconds(drop) -> float | None:
-    if drop.duration is not None:
-        return drop.duration.total_seconds()
-    if drop.starts_at is not None and drop.ends_at is not None:
-        return (drop.ends_at - drop.starts_at).total_seconds()
-    return None
-
-
-def stream_readiness(*, stream) -> StreamReadiness:
-    """The readiness report of every drop of the stream still to sell (not closed)."""
-    from inventory.models import Allocation
-    from livestream.models import Drop
-
-    history = host_history(host_id=stream.host_id, exclude_stream_id=stream.pk)
-    viewers = expected_viewers(
-        declared=stream.expected_viewers, history_viewers=[h.viewers for h in history]
-    )
-    rate = viewer_to_buyer_rate(history)
-    decay = demand_decay(history)
-    drops = (
-        Drop.objects.filter(stream_id=stream.pk)
-        .exclude(allocation__status=Allocation.Status.CLOSED)
-        .select_related("variant__product", "allocation__stock_item")
-        .order_by("id")
-    )
-    rows = []
-    for drop in drops:
-        allocation = drop.allocation
-        stock = allocation.stock_item
-        per_buyer = units_per_buyer(history, limit=drop.per_viewer_limit)
-        demand_viewers = expected_demand(viewers, rate)
-        demand_units = (
-            Estimate(
-                demand_viewers.value * per_buyer,
-                demand_viewers.low * per_buyer,
-                demand_viewers.high * per_buyer,
-                demand_viewers.basis,
-                demand_viewers.drops,
-            )
-            if demand_viewers.known
-            else demand_viewers
-        )
-        assessment = assess_drop(
-            quantity=allocation.quantity,
-            on_hand=stock.on_hand,
-            free=stock.available,
-            demand_units=demand_units,
-            decay_seconds=decay.value,
-            sale_seconds=_sale_seconds(drop),
-        )
-        rows.append(
-            DropReadiness(
-                drop=drop.pk,
-                sku=drop.variant.sku,
-                product=drop.variant.product.name,
-                status=allocation.status,
-                quantity=allocation.quantity,
-                per_viewer_limit=drop.per_viewer_limit,
-                stock_on_hand=stock.on_hand,
-                stock_free=stock.available,
-                units_per_buyer=per_buyer,
-                assessment=assessment,
-            )
-        )
-    return StreamReadiness(
-        stream=stream.pk,
-        slug=stream.slug,
-        title=stream.title,
-        status=stream.status,
-        scheduled_start=stream.scheduled_start,
-        viewers=viewers,
-        rate=rate,
-        decay=decay,
-        drops=rows,
-    )
-
-
-def scheduled_streams(*, now: datetime, within_hours: float | None = None):
-    """Scheduled streams, soonest first; with ``within_hours`` only those starting in
-    that window (a stream without a start time has no place in a window)."""
-    from livestream.models import Stream
-
-    streams = Stream.objects.filter(status=Stream.Status.SCHEDULED)
-    if within_hours is not None:
-        streams = streams.filter(
-            scheduled_start__gte=now, scheduled_start__lte=now + timedelta(hours=within_hours)
-        )
-    return streams.order_by("scheduled_start", "id")
-
-
-def streams_with_problems(*, now: datetime, within_hours: float | None = None):
-    """``(stream, readiness)`` for each scheduled stream with a readiness problem."""
-    found = []
-    for stream in scheduled_streams(now=now, within_hours=within_hours):
-        report = stream_readiness(stream=stream)
-        if report.problems:
-            found.append((stream, report))
-    return found
-
-
-def live_taken_buckets(*, allocation_ids: Sequence[int], now: datetime) -> dict[int, list[int]]:
-    """Units held or sold per allocation in each live bucket (newest first), counted by
-    when each hold was made, in one query. The newest bucket has no upper bound: a hold
-    made while the stats were being computed belongs to the present."""
-    from inventory import selectors as inventory_selectors
-
-    return inventory_selectors.units_taken_by_bucket(
-        allocation_ids=allocation_ids,
-        now=now,
-        bucket_seconds=LIVE_BUCKET_SECONDS,
-        buckets=LIVE_BUCKETS,
-    )
-
-
-def live_projection(
-    *, buckets: Sequence[int] | None, opened_at: datetime | None, now: datetime, remaining: int
-) -> tuple[float, float | None]:
-    """``(units per second, seconds to sell out)`` for an open drop, as ``host.stats``
-    shows them."""
-    if not buckets or opened_at is None:
-        return 0.0, None
-    rate = live_rate(buckets, elapsed_seconds=max(0.0, (now - opened_at).total_seconds()))
-    return rate, live_sell_out_seconds(remaining=remaining, rate_per_second=rate)
-
-
-def recorded_timelines(*, drop_ids: Sequence[int]) -> list[SaleTimeline]:
-    """The recorded spikes of sold-out drops, for ``backtest_live_eta``: when each unit
-    was taken (holds that became sales, by their creation time), from the opening."""
-    from inventory import selectors as inventory_selectors
-    from livestream.models import DropDemand
-
-    timelines = []
-    rows = DropDemand.objects.filter(drop_id__in=drop_ids, sold_out_at__isnull=False)
-    for row in rows.select_related("drop"):
-        opened = row.opened_at or row.pinned_at
-        if opened is None:
-            continue
-        times = []
-        for created, quantity in inventory_selectors.units_bought_at(
-            allocation_id=row.drop.allocation_id
-        ):
-            times += [(created - opened).total_seconds()] * quantity
-        timelines.append(SaleTimeline(supply=row.supply, take_times=sorted(times)))
-    return timelines
-
-
-# --- the post-stream demand report ---------------------------------------------------------
-
-DEMAND_REPORT_COLUMNS = (
-    "drop",
-    "sku",
-    "product",
-    "measured",
-    "final",
-    "supply",
-    "sold",
-    "held",
-    "unmet_demand",
-    "total_demand",
-    "buyers",
-    "viewers_turned_away",
-    "waitlist_joined",
-    "waitlist_only",
-    "waitlist_waiting",
-    "attempts",
-    "viewers_tried",
-    "turned_away_sold_out",
-    "turned_away_limit",
-    "viewers_at_pin",
-    "peak_viewers",
-    "demand_per_viewer",
-    "seconds_to_sell_out",
-    "pinned_at",
-    "opened_at",
-    "sold_out_at",
-    "closed_at",
-)
-
-
-def demand_row(*, drop, demand) -> dict[str, Any]:
-    """One drop's demand as the report shows it. ``demand`` is its ``DropDemand`` or
-    None (not measured yet: the allocation's own counters stand in)."""
-    if demand is None:
-        allocation = drop.allocation
-        row = {column: None for column in DEMAND_REPORT_COLUMNS}
-        row.update(
-            drop=drop.pk,
-            sku=drop.variant.sku,
-            product=drop.variant.product.name,
-            measured=False,
-            final=False,
-            supply=allocation.quantity,
-            sold=allocation.sold,
-            held=allocation.held,
-        )
-        return row
-    seconds = demand.seconds_to_sell_out
-    return {
-        "drop": drop.pk,
-        "sku": drop.variant.sku,
-        "product": drop.variant.product.name,
-        "measured": True,
-        "final": demand.final,
-        "supply": demand.supply,
-        "sold": demand.sold,
-        "held": demand.held,
-        "unmet_demand": demand.unmet_demand,
-        "total_demand": demand.total_demand,
-        "buyers": demand.buyers,
-        "viewers_turned_away": demand.viewers_turned_away,
-        "waitlist_joined": demand.waitlist_joined,
-        "waitlist_only": demand.waitlist_only,
-        "waitlist_waiting": demand.waitlist_waiting,
-        "attempts": demand.attempts,
-        "viewers_tried": demand.viewers_tried,
-        "turned_away_sold_out": demand.turned_away_sold_out,
-        "turned_away_limit": demand.turned_away_limit,
-        "viewers_at_pin": demand.viewers_at_pin,
-        "peak_viewers": demand.peak_viewers,
-        "demand_per_viewer": round(demand.total_demand / demand.viewers_at_pin, 4)
-        if demand.viewers_at_pin
-        else None,
-        "seconds_to_sell_out": round(seconds, 1) if seconds is not None else None,
-        "pinned_at": demand.pinned_at,
-        "opened_at": demand.opened_at,
-        "sold_out_at": demand.sold_out_at,
-        "closed_at": demand.closed_at,
-    }
-
-
-def stream_demand_report(*, stream) -> list[dict[str, Any]]:
-    """Per drop of the stream (in drop order), what demand it met."""
-    from livestream.models import Drop, DropDemand
-
-    drops = list(
-        Drop.objects.filter(stream_id=stream.pk)
-        .select_related("variant__product", "allocation")
-        .order_by("id")
-    )
-    measured = {d.drop_id: d for d in DropDemand.objects.filter(drop__in=drops)}
-    return [demand_row(drop=drop, demand=measured.get(drop.pk)) for drop in drops]

@@ -1,6 +1,6 @@
 """CSV export of the per-drop demand report (django-import-export, export only).
 
-The columns are those of the demand report API (``readiness.DEMAND_REPORT_COLUMNS``)
+The columns are those of the demand report API (``report.DEMAND_REPORT_COLUMNS``)
 plus the stream, so a spreadsheet of many streams' drops reads on its own.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from import_export import fields, resources
 
-from livestream import readiness
-from livestream.models import DropDemand
+from demand import report
+from demand.models import DropDemand
 
 
 def _column(name: str) -> fields.Field:
@@ -30,7 +30,7 @@ class DropDemandResource(resources.ModelResource):
     class Meta:
         model = DropDemand
         name = "Demand per drop"
-        fields = ("stream", *readiness.DEMAND_REPORT_COLUMNS)
+        fields = ("stream", *report.DEMAND_REPORT_COLUMNS)
         export_order = fields
 
     def __init__(self, **kwargs):
@@ -47,8 +47,6 @@ class DropDemandResource(resources.ModelResource):
             return instance.drop.stream.slug
         row = self._rows.get(instance.pk)
         if row is None:
-            row = self._rows[instance.pk] = readiness.demand_row(
-                drop=instance.drop, demand=instance
-            )
+            row = self._rows[instance.pk] = report.demand_row(drop=instance.drop, demand=instance)
         value = row.get(field.column_name)
         return "" if value is None else value

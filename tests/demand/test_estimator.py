@@ -1,18 +1,15 @@
 """The demand estimator: against synthetic histories whose true rate is known, the
-verdicts of the readiness report, the live sell-out projection and its backtest."""
+verdicts of the readiness report, and the backtest of the live sell-out projection."""
 
 from __future__ import annotations
 
 import math
 import random
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
-from livestream import readiness
-from livestream.readiness import DropHistory, Estimate, SaleTimeline
-from tests.factories import DropDemandFactory, StreamFactory, UserFactory, stream_drop
+from demand import estimator
+from demand.estimator import DropHistory, Estimate, SaleTimeline
 
 # --- synthetic histories -----------------------------------------------------------------
 
@@ -49,7 +46,7 @@ def _coverage(*, seed: int, spread: float, histories: int = 200) -> float:
     for _ in range(histories):
         true_rate = rng.uniform(0.02, 0.2)
         history = _history(rng, rate=true_rate, drops=rng.randint(4, 12), spread=spread)
-        estimate = readiness.viewer_to_buyer_rate(history)
+        estimate = estimator.viewer_to_buyer_rate(history)
         covered += estimate.low <= true_rate <= estimate.high
     return covered / histories
 
@@ -79,8 +76,8 @@ def test_unmet_demand_keeps_sold_out_drops_from_censoring_the_rate():
         # Every drop sold out at 50: sales alone would say 50 / viewers.
         history.append(DropHistory(demand=wanted, viewers=viewers, supply=50))
 
-    estimate = readiness.viewer_to_buyer_rate(history)
-    censored = readiness.viewer_to_buyer_rate(
+    estimate = estimator.viewer_to_buyer_rate(history)
+    censored = estimator.viewer_to_buyer_rate(
         [DropHistory(demand=min(h.demand, h.supply), viewers=h.viewers) for h in history]
     )
 
@@ -89,14 +86,14 @@ def test_unmet_demand_keeps_sold_out_drops_from_censoring_the_rate():
 
 
 def test_with_no_history_the_rate_is_the_documented_prior_flagged_as_such():
-    estimate = readiness.viewer_to_buyer_rate([])
+    estimate = estimator.viewer_to_buyer_rate([])
 
     assert estimate == Estimate(0.05, 0.01, 0.25, "default", 0)
 
 
 def test_one_past_drop_gives_a_wide_interval_flagged_as_thin():
-    one = readiness.viewer_to_buyer_rate([DropHistory(demand=100, viewers=1000)])
-    many = readiness.viewer_to_buyer_rate([DropHistory(demand=100, viewers=1000)] * 10)
+    one = estimator.viewer_to_buyer_rate([DropHistory(demand=100, viewers=1000)])
+    many = estimator.viewer_to_buyer_rate([DropHistory(demand=100, viewers=1000)] * 10)
 
     assert (one.basis, one.value, many.basis, many.value) == ("one_drop", 0.1, "history", 0.1)
     assert one.low < 0.05 and one.high > 0.2
@@ -104,7 +101,7 @@ def test_one_past_drop_gives_a_wide_interval_flagged_as_thin():
 
 
 def test_no_demand_at_all_gives_zero_with_the_exact_poisson_upper_bound():
-    estimate = readiness.viewer_to_buyer_rate([DropHistory(demand=0, viewers=1000)] * 3)
+    estimate = estimator.viewer_to_buyer_rate([DropHistory(demand=0, viewers=1000)] * 3)
 
     assert (estimate.value, estimate.low) == (0.0, 0.0)
     assert estimate.high == pytest.approx(-math.log(0.05) / 3000)  # 3.0 expected events
@@ -114,15 +111,15 @@ def test_no_demand_at_all_gives_zero_with_the_exact_poisson_upper_bound():
     ("df", "table"), [(1, 6.314), (2, 2.920), (3, 2.353), (5, 2.015), (10, 1.812), (30, 1.697)]
 )
 def test_student_t_quantiles_match_the_table(df, table):
-    assert readiness.student_t_quantile(0.95, df) == pytest.approx(table, abs=0.01)
+    assert estimator.student_t_quantile(0.95, df) == pytest.approx(table, abs=0.01)
 
 
 def test_expected_viewers_declared_or_from_the_host_history():
-    declared = readiness.expected_viewers(declared=800, history_viewers=[10, 20])
-    seen = readiness.expected_viewers(
+    declared = estimator.expected_viewers(declared=800, history_viewers=[10, 20])
+    seen = estimator.expected_viewers(
         declared=None, history_viewers=[100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100]
     )
-    nothing = readiness.expected_viewers(declared=None, history_viewers=[])
+    nothing = estimator.expected_viewers(declared=None, history_viewers=[])
 
     assert declared == Estimate(800.0, 800.0, 800.0, "declared", 0)
     assert (seen.value, seen.low, seen.high, seen.basis) == (600, 200, 1000, "history")
@@ -133,7 +130,7 @@ def test_demand_interval_is_viewers_times_rate():
     viewers = Estimate(1000.0, 1000.0, 1000.0, "declared")
     rate = Estimate(0.1, 0.08, 0.125, "history", 8)
 
-    demand = readiness.expected_demand(viewers, rate)
+    demand = estimator.expected_demand(viewers, rate)
 
     assert (demand.value, demand.basis, demand.drops) == (100.0, "history", 8)
     assert (demand.low, demand.high) == (pytest.approx(80.0), pytest.approx(125.0))
@@ -147,7 +144,7 @@ def _units(value: float, low: float, high: float) -> Estimate:
 
 
 def test_short_by_n_with_free_stock_to_cover_it():
-    verdict = readiness.assess_drop(
+    verdict = estimator.assess_drop(
         quantity=100, on_hand=400, free=300, demand_units=_units(200, 160, 250), decay_seconds=60
     )
 
@@ -161,7 +158,7 @@ def test_short_by_n_with_free_stock_to_cover_it():
 
 
 def test_short_beyond_free_stock_asks_for_a_restock():
-    verdict = readiness.assess_drop(
+    verdict = estimator.assess_drop(
         quantity=100, on_hand=130, free=30, demand_units=_units(200, 160, 250), decay_seconds=60
     )
 
@@ -170,7 +167,7 @@ def test_short_beyond_free_stock_asks_for_a_restock():
 
 
 def test_at_risk_when_only_the_interval_reaches_past_the_quantity():
-    verdict = readiness.assess_drop(
+    verdict = estimator.assess_drop(
         quantity=100, on_hand=100, free=0, demand_units=_units(90, 70, 120), decay_seconds=60
     )
 
@@ -179,7 +176,7 @@ def test_at_risk_when_only_the_interval_reaches_past_the_quantity():
 
 
 def test_enough_when_the_whole_interval_fits():
-    verdict = readiness.assess_drop(
+    verdict = estimator.assess_drop(
         quantity=100, on_hand=100, free=0, demand_units=_units(50, 40, 62.5), decay_seconds=60
     )
 
@@ -188,7 +185,7 @@ def test_enough_when_the_whole_interval_fits():
 
 
 def test_unknown_audience_says_what_to_set():
-    verdict = readiness.assess_drop(
+    verdict = estimator.assess_drop(
         quantity=10,
         on_hand=10,
         free=0,
@@ -206,28 +203,20 @@ def test_the_decay_constant_is_recovered_from_past_sell_outs():
             demand=demand,
             viewers=1000,
             supply=supply,
-            seconds_to_sell_out=readiness.sell_out_seconds(
+            seconds_to_sell_out=estimator.sell_out_seconds(
                 supply=supply, demand=demand, decay_seconds=tau
             ),
         )
         for supply, demand in [(50, 120), (80, 100), (30, 300), (10, 10)]
     ]
 
-    decay = readiness.demand_decay(history)
+    decay = estimator.demand_decay(history)
 
     assert (decay.value, decay.basis, decay.drops) == (pytest.approx(tau), "history", 3)
-    assert readiness.demand_decay([]).basis == "default"
+    assert estimator.demand_decay([]).basis == "default"
 
 
-# --- the live projection and its backtest ------------------------------------------------
-
-
-def test_live_rate_of_a_steady_sale_is_that_rate():
-    assert readiness.live_rate([20] * 30, elapsed_seconds=600) == pytest.approx(2.0)
-    # Open for 5 s only: 10 units in those 5 s, not diluted by the window.
-    assert readiness.live_rate([10] + [0] * 29, elapsed_seconds=5) == pytest.approx(2.0)
-    assert readiness.live_sell_out_seconds(remaining=10, rate_per_second=2.0) == 5.0
-    assert readiness.live_sell_out_seconds(remaining=10, rate_per_second=0.0) is None
+# --- the backtest of the live projection (livestream.live_rate) ---------------------------
 
 
 def _poisson_sale(rng: random.Random, *, supply: int, intensity) -> SaleTimeline:
@@ -248,7 +237,7 @@ def test_backtest_reports_a_bounded_error_on_a_steady_process():
         for _ in range(20)
     ]
 
-    report = readiness.backtest_live_eta(timelines)
+    report = estimator.backtest_live_eta(timelines)
 
     assert (report.timelines, report.samples > 500) == (20, True)
     assert report.median_relative_error < 0.15, report
@@ -264,66 +253,6 @@ def test_backtest_shows_a_decaying_spike_is_projected_early():
         _poisson_sale(rng, supply=500, intensity=lambda t: 20.0 * 2 ** (-t / 40)) for _ in range(10)
     ]
 
-    report = readiness.backtest_live_eta(timelines)
+    report = estimator.backtest_live_eta(timelines)
 
     assert report.samples > 0 and report.mean_signed_error_seconds < 0, report
-
-
-# --- the report from the database ---------------------------------------------------------
-
-
-def _past_drop(host, *, viewers: int, buyers: int, turned_away: int = 0, **figures):
-    past = StreamFactory(host=host)
-    return DropDemandFactory(
-        drop=stream_drop(stream=past, quantity=max(buyers, 1)),
-        supply=max(buyers, 1),
-        viewers_at_pin=viewers,
-        buyers=buyers,
-        admitted_units=buyers,
-        viewers_turned_away=turned_away,
-        **figures,
-    )
-
-
-@pytest.mark.django_db
-def test_stream_readiness_from_the_host_history():
-    host = UserFactory(is_staff=True)
-    opened = timezone.now() - timedelta(days=3)
-    for _ in range(6):
-        # 1000 viewers, 50 bought (sold out), 50 more turned away: 10 % wanted it.
-        _past_drop(
-            host,
-            viewers=1000,
-            buyers=50,
-            turned_away=50,
-            opened_at=opened,
-            sold_out_at=opened + timedelta(seconds=round(60 * math.log(2))),
-        )
-    _past_drop(UserFactory(), viewers=1000, buyers=1000)  # another host: not counted
-    DropDemandFactory(drop=stream_drop(stream=StreamFactory(host=host), quantity=5), final=False)
-    stream = StreamFactory(host=host, expected_viewers=2000)
-    drop = stream_drop(stream=stream, quantity=100, on_hand=250)
-
-    report = readiness.stream_readiness(stream=stream)
-
-    assert (report.rate.value, report.rate.basis, report.rate.drops) == (0.1, "history", 6)
-    assert report.viewers.basis == "declared"
-    assert report.decay.value == pytest.approx(60, abs=1)
-    (row,) = report.drops
-    assert (row.drop, row.quantity, row.stock_on_hand, row.stock_free) == (drop.pk, 100, 250, 150)
-    body = row.as_dict()
-    assert body["expected_demand"]["value"] == 200.0
-    assert (body["verdict"], body["shortfall"]) == ("short", 100)
-    assert body["cover"] == "Add 100 units to the drop; 150 free in stock."
-    assert body["sell_out_seconds"] == 42
-
-
-@pytest.mark.django_db
-def test_stream_readiness_without_any_history_uses_the_prior_and_no_audience():
-    stream = StreamFactory()
-    stream_drop(stream=stream, quantity=10)
-
-    report = readiness.stream_readiness(stream=stream)
-
-    assert (report.rate.basis, report.viewers.basis) == ("default", "unknown")
-    assert report.drops[0].assessment.verdict == "unknown"

@@ -17,7 +17,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from livestream import readiness
+from demand import readers
 
 
 class Command(BaseCommand):
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         if within is not None and within <= 0:
             raise CommandError("--within must be a positive number of hours.")
         now = timezone.now()
-        found = readiness.streams_with_problems(now=now, within_hours=within)
+        found = readers.streams_with_problems(now=now, within_hours=within)
         problems = [
             {
                 "stream": stream.slug,

@@ -4,7 +4,9 @@ Request outcomes are counted by the inventory (next to the Redis gate, or in row
 database path) and read with ``inventory.services.demand``; the audience (viewers at
 pin, peak viewers) comes from presence, the timing from the drop's own moments, the
 waitlist from its rows. A periodic task flushes every selling drop; closing a drop
-flushes it one last time (``final``). Nothing here runs on the purchase path.
+flushes it one last time (``final``). The live side's moments (a pin, a sell-out, a
+viewer count, a close) arrive as ``livestream.events``, to ``on_live_event``. Nothing
+here runs on the purchase path.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.redis import get_redis, redis_configured
+from demand.models import DropDemand
 from inventory import selectors as inventory_selectors
 from inventory.models import Allocation
 from inventory.services import demand as inventory_demand
-from livestream.models import Drop, DropDemand
+from livestream import events as live_events
+from livestream.models import Drop
 
 logger = logging.getLogger(__name__)
 
@@ -65,21 +69,19 @@ def _peak_viewers(stream_id: int) -> int:
     return _local_peaks.get(stream_id, 0)
 
 
-def demand_on_pin(*, drop: Drop, viewers: int) -> None:
+def demand_on_pin(*, drop_id: int, stream_id: int, pinned_at: datetime, viewers: int) -> None:
     """The drop went on stage: remember who was watching (the first pin only; a re-pin
     keeps the figures of the moment its demand began)."""
     row, created = DropDemand.objects.get_or_create(
-        drop=drop,
-        defaults={"viewers_at_pin": viewers, "peak_viewers": viewers, "pinned_at": drop.pinned_at},
+        drop_id=drop_id,
+        defaults={"viewers_at_pin": viewers, "peak_viewers": viewers, "pinned_at": pinned_at},
     )
     if not created and row.viewers_at_pin is None:
-        DropDemand.objects.filter(pk=row.pk).update(
-            viewers_at_pin=viewers, pinned_at=drop.pinned_at
-        )
+        DropDemand.objects.filter(pk=row.pk).update(viewers_at_pin=viewers, pinned_at=pinned_at)
     if redis_configured():
-        get_redis().set(_peak_key(drop.stream_id), viewers, ex=86400)
+        get_redis().set(_peak_key(stream_id), viewers, ex=86400)
     else:
-        _local_peaks[drop.stream_id] = viewers
+        _local_peaks[stream_id] = viewers
 
 
 def demand_sold_out(*, drop_id: int, at: datetime | None = None) -> None:
@@ -161,3 +163,20 @@ def demand_flush_selling() -> int:
         except Exception:  # one drop's failure must not stop the others' figures
             logger.exception("demand flush of drop %s failed", drop_id)
     return len(drop_ids)
+
+
+def on_live_event(event: live_events.Event) -> None:
+    """Subscribed to ``livestream.events``: each moment of a drop's sale, as it comes."""
+    if isinstance(event, live_events.ViewersCounted):
+        peak_viewers_seen(event.stream_id, event.viewers)
+    elif isinstance(event, live_events.DropPinned):
+        demand_on_pin(
+            drop_id=event.drop_id,
+            stream_id=event.stream_id,
+            pinned_at=event.pinned_at,
+            viewers=event.viewers,
+        )
+    elif isinstance(event, live_events.DropSoldOut):
+        demand_sold_out(drop_id=event.drop_id)
+    elif isinstance(event, live_events.DropClosed):
+        demand_flush(drop_id=event.drop_id, final=True)

@@ -1,5 +1,6 @@
 """HTTP interface of the readiness report (before a stream) and the demand report (after
-it): thin views over ``livestream.readiness``, for the stream's host or staff."""
+it): thin views over ``demand.readers`` and ``demand.report``, for the stream's host or
+staff. Their paths sit under the stream's (``/api/streams/<slug>/...``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.schema import error_responses
-from livestream import readiness, selectors
+from demand import readers, report
+from livestream import selectors
 from livestream.services import stream_check_control
 
 # --- documented shapes -------------------------------------------------------------------
@@ -130,9 +132,9 @@ class DemandCsvRenderer(BaseRenderer):
     def render(self, data, accepted_media_type=None, renderer_context=None):
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(readiness.DEMAND_REPORT_COLUMNS)
+        writer.writerow(report.DEMAND_REPORT_COLUMNS)
         for row in data.get("drops", []):
-            writer.writerow(_csv_cell(row[c]) for c in readiness.DEMAND_REPORT_COLUMNS)
+            writer.writerow(_csv_cell(row[c]) for c in report.DEMAND_REPORT_COLUMNS)
         return out.getvalue().encode(self.charset)
 
 
@@ -169,7 +171,7 @@ class StreamReadinessApi(APIView):
     )
     def get(self, request: Request, slug: str) -> Response:
         stream = _controlled_stream(request, slug)
-        return Response(readiness.stream_readiness(stream=stream).as_dict())
+        return Response(readers.stream_readiness(stream=stream).as_dict())
 
 
 class StreamDemandApi(APIView):
@@ -206,7 +208,7 @@ class StreamDemandApi(APIView):
             "slug": stream.slug,
             "title": stream.title,
             "status": stream.status,
-            "drops": readiness.stream_demand_report(stream=stream),
+            "drops": report.stream_demand_report(stream=stream),
         }
         response = Response(body)
         if request.accepted_renderer.format == "csv":

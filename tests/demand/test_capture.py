@@ -14,12 +14,13 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from core.redis import get_redis
+from demand.capture import demand_flush, demand_flush_selling
+from demand.models import DropDemand
 from inventory import gate
 from inventory import services as inventory
 from inventory.exceptions import LimitReached, SoldOut
 from inventory.models import Reservation
-from livestream import demand, selectors, services
-from livestream.models import DropDemand
+from livestream import selectors, services
 from tests.factories import UserFactory, live_drop
 from tests.processes import asgi_server, celery_worker, wait_until
 
@@ -76,7 +77,7 @@ def test_every_decision_is_counted_and_flushed_exactly(
     for customer in (buyers[3], walk_in):
         services.drop_waitlist_join(drop_id=drop.pk, customer_id=customer)
 
-    row = demand.demand_flush(drop_id=drop.pk)
+    row = demand_flush(drop_id=drop.pk)
 
     assert outcomes == ["admitted", "admitted", "limit_reached", "admitted"] + ["sold_out"] * 7 + [
         "admitted"
@@ -94,7 +95,7 @@ def test_every_decision_is_counted_and_flushed_exactly(
     assert not row.final
 
     # Flushing again changes nothing; ending the stream flushes for good, keeping supply.
-    assert demand.demand_flush(drop_id=drop.pk).attempts == 11
+    assert demand_flush(drop_id=drop.pk).attempts == 11
     with capture(execute=True):
         services.stream_end(stream_id=drop.stream_id, actor=host)
     row.refresh_from_db()
@@ -129,12 +130,12 @@ def test_figures_flushed_before_redis_lost_its_counters_stay_counted(
     drop, _ = _live_drop(quantity=1, capture=capture)
     for i in range(3):
         _try(drop, UserFactory().pk, f"before-{i}", capture)
-    assert demand.demand_flush(drop_id=drop.pk).attempts == 3
+    assert demand_flush(drop_id=drop.pk).attempts == 3
 
     get_redis().delete(*gate.demand_keys(drop.allocation_id))  # Redis lost them
     for i in range(2):
         _try(drop, UserFactory().pk, f"after-{i}", capture)
-    row = demand.demand_flush(drop_id=drop.pk)
+    row = demand_flush(drop_id=drop.pk)
 
     assert (row.attempts, row.admitted, row.turned_away_sold_out) == (5, 1, 4)
     assert row.viewers_turned_away == 4
@@ -148,12 +149,12 @@ def test_the_periodic_flush_covers_selling_drops_and_finishes_closed_ones(
     drop, host = _live_drop(quantity=2, capture=capture)
     _try(drop, UserFactory().pk, "one", capture)
 
-    assert demand.demand_flush_selling() == 1
+    assert demand_flush_selling() == 1
     assert DropDemand.objects.get(drop=drop).attempts == 1
     services.stream_end(stream_id=drop.stream_id, actor=host)  # no on-commit flush here
-    assert demand.demand_flush_selling() == 1
+    assert demand_flush_selling() == 1
     assert DropDemand.objects.get(drop=drop).final
-    assert demand.demand_flush_selling() == 0
+    assert demand_flush_selling() == 0
 
 
 # --- the real race ---------------------------------------------------------------------
@@ -195,7 +196,7 @@ def test_demand_is_exact_under_a_real_race_through_the_api_gate_and_worker(
 
     assert sorted(statuses) == [202] * UNITS + [409] * (BUYERS - UNITS)
     assert Reservation.objects.filter(status="held").count() == UNITS
-    row = demand.demand_flush(drop_id=drop.pk)
+    row = demand_flush(drop_id=drop.pk)
     assert (row.attempts, row.admitted, row.buyers) == (BUYERS, UNITS, UNITS)
     assert (row.turned_away_sold_out, row.viewers_turned_away) == (BUYERS - UNITS, BUYERS - UNITS)
     assert row.viewers_tried == BUYERS
