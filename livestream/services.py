@@ -6,8 +6,9 @@ Every function that writes owns its transaction. Lock order: the stream row firs
 drop is pinned), then whatever ``inventory`` locks (allocation, stock item). The
 purchase path never locks a stream, so no cycle can form.
 
-Broadcasts (``stream.started``, ``drop.pinned``, ...) are not sent from here yet; each
-service ends with its state settled, which is where they belong, sent on commit.
+Each service ends with its state settled and asks for what viewers must hear of it
+(``livestream.announce``: ``stream.started``, ``drop.pinned``, ...) and for its moments
+of sale (``livestream.events``, which demand listens to), both sent on commit.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ With the Redis gate on, the gate's own script counts each decision next to the u
 (``inventory.gate``), so a rejection still runs no SQL; this module reads those counters.
 With no gate, the database path counts the same figures in ``DemandViewer`` rows. Either
 way the figures are cumulative and exact (distinct customers are exact sets, not
-estimates); ``livestream.demand`` flushes them into per-drop reports.
+estimates); ``demand.capture`` flushes them into per-drop reports.
 """
 
 from __future__ import annotations
