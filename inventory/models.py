@@ -113,6 +113,8 @@ class Reservation(models.Model):
         REFUNDED = "refunded"
 
     ACTIVE_STATUSES = (Status.PENDING, Status.HELD, Status.CONFIRMED)
+    # Units settled on a customer: held, or bought.
+    SETTLED_STATUSES = (Status.HELD, Status.CONFIRMED)
 
     customer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reservations"

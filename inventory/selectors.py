@@ -15,7 +15,7 @@ from inventory.models import Reservation, WaitlistEntry
 
 Status = Reservation.Status
 # A unit is taken while its hold lasts and once it is bought.
-TAKEN = (Status.HELD, Status.CONFIRMED)
+TAKEN = Reservation.SETTLED_STATUSES
 
 
 def reservations_of(*, customer_id: int) -> QuerySet[Reservation]:

@@ -142,9 +142,9 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
     taken = inventory_selectors.units_taken_since(
         allocation_ids=[d.allocation_id for d in drops], since=since
     )
-    # The live rate (exponentially weighted towards the last seconds) is the one
-    # demand's backtest replays, so the console and the demand report agree.
-    # Units taken per bucket by when each hold was made, in one query for every open drop.
+    # The live rate's input: units taken per bucket, by when each hold was made, in one
+    # query for every open drop (the same rate demand's backtest replays, so the console
+    # and the demand report agree).
     live = inventory_selectors.units_taken_by_bucket(
         allocation_ids=[d.allocation_id for d in drops if d.allocation.status == "open"],
         now=now,

@@ -84,7 +84,7 @@ def pending_units(allocation_id: int) -> int:
 # order and adds each one it holds) or an expired hold comes back: the settled ones only,
 # since the pending are exactly what is being decided.
 ACTIVE = Reservation.ACTIVE_STATUSES
-SETTLED = (Reservation.Status.HELD, Reservation.Status.CONFIRMED)
+SETTLED = Reservation.SETTLED_STATUSES
 
 
 def units_by_customer(
@@ -104,4 +104,4 @@ def units_by_customer(
 
 def customer_units(allocation_id: int, customer_id: int, *, statuses=ACTIVE) -> int:
     """``units_by_customer`` of one customer."""
-    return units_by_customer(allocation_id, [customer_id], statuses=statuses).get(customer_id, 0)
+    return _units(allocation_id=allocation_id, customer_id=customer_id, status__in=statuses)
