@@ -552,6 +552,22 @@ def _cpu_since(before: dict[int, float]) -> float:
     return sum(now[pid] - before[pid] for pid in now)
 
 
+def _box_ticks() -> list[int]:
+    """The whole machine's CPU ticks so far, by kind (``/proc/stat``'s first line: user,
+    nice, system, idle, iowait, irq, softirq, steal)."""
+    return [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _box_shares(before: list[int], after: list[int]) -> dict[str, float]:
+    """Of the machine's CPU time between two readings, the share idle and the share in
+    softirq. Loopback TCP does the receiving side's work there, on whichever core, and
+    ``/proc/<pid>/stat`` charges it to no process: a box can be full while the processes'
+    own cores add up to little more than one."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent) or 1
+    return {"idle": round(spent[3] / total, 2), "softirq": round(spent[6] / total, 2)}
+
+
 STORM_EVENTS_PER_S = 4  # what the held viewers get meanwhile: a drop's coalesced stock
 
 
@@ -675,12 +691,14 @@ def run_storm(stack, seed, args, progress) -> dict:
             )
         try:
             cpu_before = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
+            box_before = _box_ticks()
             started = time.monotonic()
             if publisher is not None:
                 publisher.start()
             connect = _wait_connected(viewers, args)
             seconds = time.monotonic() - started
             cpu_after = [_cpu_seconds(pids) for pids in (servers, clients, held_clients)]
+            box = _box_shares(box_before, _box_ticks())
             if publisher is not None:
                 publisher.join(args.final_timeout + 60)
                 result["held_during"] = during
@@ -717,6 +735,8 @@ def run_storm(stack, seed, args, progress) -> dict:
         "server_cores": servers_cores,
         "client_cores": clients_cores,
         "held_client_cores": held_cores,
+        "box_idle": box["idle"],
+        "box_softirq": box["softirq"],
     }
 
 
@@ -1231,7 +1251,9 @@ def build_table(results: dict, args) -> list[dict]:
             f" ({storm['accepted']:,} and {storm['refused']:,} in {storm['seconds']} s,"
             f" refused as {storm.get('reasons') or {}};"
             f" cores busy: servers {storm['server_cores']}, clients {storm['client_cores']},"
-            f" the held viewers' client {storm['held_client_cores']})",
+            f" the held viewers' client {storm['held_client_cores']};"
+            f" the box idle {storm.get('box_idle', 0):.0%}, in softirq"
+            f" {storm.get('box_softirq', 0):.0%})",
             # The kernel spreads connections over the processes unevenly, so one may
             # refuse while another still has room: at most the caps, never past them.
             target=f"accepted <= {held:,}, every other refused at once",
