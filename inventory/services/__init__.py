@@ -1,9 +1,9 @@
 """Inventory services: every write to stock, allocations, holds and the ledger.
 
 Rows are locked through ``inventory.locks``, which owns the lock order (customer,
-reservations, allocations, stock items) and checks it; the Redis gate is written from
-the database side only by ``gate_sync`` (inside a transaction, through
-``gate_after_commit``).
+reservations, allocations, stock items) and checks it. The services tell how units
+moved through ``inventory.events`` only; the Redis gate is written from the database
+side only by ``gate_sync``, which subscribes to those events.
 
 Each module here imports only modules below it: the shared helpers (``_common``), the
 gate's upkeep (``gate_sync``), demand counting and stock at the bottom; then the

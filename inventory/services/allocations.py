@@ -13,7 +13,6 @@ from inventory import events, locks
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, StockItem, StockMovement
 from inventory.services._common import allocation_changed_event, validate_quantity
-from inventory.services.gate_sync import gate_after_commit
 from inventory.services.offers import waitlist_close
 
 Reason = StockMovement.Reason
@@ -73,11 +72,16 @@ def allocation_open(*, allocation_id: int) -> Allocation:
             raise NotFound("No such allocation.")
         if allocation.status == Allocation.Status.CLOSED:
             raise AllocationClosed()
-        if allocation.status == Allocation.Status.READY:
+        opened = allocation.status == Allocation.Status.READY
+        if opened:
             allocation.status, allocation.opened_at = Allocation.Status.OPEN, timezone.now()
             allocation.save(update_fields=["status", "opened_at"])
-            events.emit_on_commit([allocation_changed_event(allocation)])
-        gate_after_commit(allocation_id=allocation_id, rebuild=True)
+        # Its copies count it from the rows, whether or not it just opened (a repeat
+        # primes a gate that went missing).
+        events.emit_on_commit(
+            ([allocation_changed_event(allocation)] if opened else [])
+            + [events.AllocationRecounted(allocation_id)]
+        )
     return allocation
 
 
@@ -115,9 +119,10 @@ def allocation_close(*, allocation_id: int, actor=None) -> Allocation:
         # Whoever still waits in line is not served: the sale ended first.
         waitlist_close(allocation_id=allocation_id)
         allocation.refresh_from_db()
-        events.emit_on_commit([allocation_changed_event(allocation)])
-        # The unsold units left: a rebuild counts what stays (closing is rare).
-        gate_after_commit(allocation_id=allocation_id, rebuild=True)
+        # The unsold units left: a copy recounts what stays (closing is rare).
+        events.emit_on_commit(
+            [allocation_changed_event(allocation), events.AllocationRecounted(allocation_id)]
+        )
     return allocation
 
 

@@ -1,11 +1,13 @@
 """Keeping the Redis gate in step with the database, the source of truth: the only
 module that writes the gate from the database side.
 
-A transaction that changes what the gate mirrors says so here (``gate_after_commit``)
-while it holds the allocation's lock. The first such call of a transaction bumps the
-allocation's ``gate_version``; after commit, everything the transaction said is applied
-in one script call stamped with that version, or, when it asked for one, a rebuild reads
-the rows afresh. The versions make the order of those updates irrelevant (see
+The services say how units moved through their events (``inventory.events``: units
+returned, holds placed or sold, an allocation to recount); ``on_unit_events`` sees them
+inside the transaction that emits them, under the allocation's lock (subscribed in
+``InventoryConfig.ready``). The first such event of a transaction bumps the
+allocation's ``gate_version``; after commit, everything the transaction moved is applied
+in one script call stamped with that version, or, after a recount, a rebuild reads the
+rows afresh. The versions make the order of those updates irrelevant (see
 ``inventory.gate``): a return that commits while a rebuild reads is counted exactly once.
 """
 
@@ -19,7 +21,7 @@ import redis
 from django.db import connection, transaction
 from django.utils import timezone
 
-from inventory import gate, locks
+from inventory import events, gate, locks
 from inventory.models import Allocation, Reservation
 from inventory.services._common import pending_units, units_by_customer
 
@@ -52,31 +54,42 @@ def _bump_version(allocation_id: int) -> int:
         return cursor.fetchone()[0]
 
 
-def gate_after_commit(
-    *,
-    allocation_id: int,
-    returns: list[gate.GateReturn] | None = None,
-    tracked: dict[int, float] | None = None,
-    forgotten: list[int] | None = None,
-    rebuild: bool = False,
-) -> None:
-    """Inside a transaction holding the allocation's lock: once it commits, the gate
-    gets these changes (units returned, holds' expiries to track or forget), or a
-    rebuild from the rows. Nothing happens if the transaction rolls back.
-    """
+def on_unit_events(batch: list[events.Event]) -> None:
+    """Subscribed in the transaction to the inventory's events: once it commits, the
+    gate gets the units returned and the holds' expiries to track or forget, or a
+    rebuild from the rows. Nothing happens if the transaction rolls back."""
     if not gate.gate_enabled():
         return
     pending: dict[int, _Changes] = locks.transaction_state().setdefault("gate", {})
-    changes = pending.get(allocation_id)
-    if changes is None:
-        changes = pending[allocation_id] = _Changes(version=_bump_version(allocation_id))
-    # Registered by every call and run once: a callback registered inside a savepoint
-    # that rolled back is dropped, the later ones are not.
-    transaction.on_commit(lambda: _apply_all(pending))
-    changes.returns += returns or []
-    changes.tracked.update(tracked or {})
-    changes.forgotten += forgotten or []
-    changes.rebuild = changes.rebuild or rebuild
+
+    def changes(allocation_id: int) -> _Changes:
+        # The version is bumped at the allocation's first change; its lock is held.
+        if allocation_id not in pending:
+            pending[allocation_id] = _Changes(version=_bump_version(allocation_id))
+        return pending[allocation_id]
+
+    staged = False
+    for event in batch:
+        if isinstance(event, events.UnitsReturned):
+            changes(event.allocation_id).returns.append(
+                gate.GateReturn(
+                    event.customer_id, event.quantity, event.reservation_id, event.back_on_sale
+                )
+            )
+        elif isinstance(event, events.HoldsPlaced):
+            changes(event.allocation_id).tracked.update(event.expiries)
+        elif isinstance(event, events.HoldsSold):
+            changes(event.allocation_id).forgotten += event.reservation_ids
+        elif isinstance(event, events.AllocationRecounted):
+            changes(event.allocation_id).rebuild = True
+        else:
+            continue
+        staged = True
+    if staged:
+        # Registered by every batch that moved units and run once: a callback
+        # registered inside a savepoint that rolled back is dropped, the later ones
+        # are not.
+        transaction.on_commit(lambda: _apply_all(pending))
 
 
 def _apply_all(pending: dict[int, _Changes]) -> None:

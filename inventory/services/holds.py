@@ -14,7 +14,6 @@ from django.utils import timezone
 from core.exceptions import NotFound
 from inventory import events, locks
 from inventory.exceptions import HoldExpired, LimitReached, ReservationNotHeld, SoldOut
-from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import (
     SETTLED,
@@ -22,7 +21,6 @@ from inventory.services._common import (
     customer_units,
     reservation_changed_event,
 )
-from inventory.services.gate_sync import gate_after_commit
 from inventory.services.offers import offer_claimed, offer_returned_units, offers_returned
 
 logger = logging.getLogger(__name__)
@@ -76,21 +74,19 @@ def _return_holds(
         reference=f"holds:{','.join(str(r.pk) for r in reservations)}"[:200],
     )
     offers_returned(reservations=reservations, status=status)
-    # The gate gets the units back (when some go to the line instead, the offer asks
-    # for a rebuild, which counts everything from the rows).
-    gate_after_commit(
-        allocation_id=allocation_id,
-        returns=[
-            GateReturn(r.customer_id, r.quantity, r.pk, back_on_sale=not closed)
-            for r in reservations
-        ],
-    )
-    # Units back on sale go to the first viewers in line before anyone else.
+    # Units back on sale go to the first viewers in line before anyone else (the offers
+    # then have the gate recount, so the units returned below are not handed out twice).
     if not closed:
         offer_returned_units(allocation_id=allocation_id)
     allocation.refresh_from_db()
     events.emit_on_commit(
         [reservation_changed_event(r) for r in reservations]
+        + [
+            events.UnitsReturned(
+                allocation_id, r.customer_id, r.quantity, r.pk, back_on_sale=not closed
+            )
+            for r in reservations
+        ]
         + [allocation_changed_event(allocation)]
     )
 
@@ -212,10 +208,12 @@ def _sell(reservation: Reservation) -> None:
     )
     allocation.refresh_from_db()
     events.emit_on_commit(
-        [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+        [
+            reservation_changed_event(reservation),
+            allocation_changed_event(allocation),
+            events.HoldsSold(allocation.pk, (reservation.pk,)),
+        ]
     )
-    # Sold units stay taken; only the hold's expiry no longer matters.
-    gate_after_commit(allocation_id=allocation.pk, forgotten=[reservation.pk])
 
 
 # --- late payment, refund --------------------------------------------------------------
@@ -276,11 +274,14 @@ def reservation_reinstate(*, reservation_id: int) -> Reservation:
         )
         allocation.refresh_from_db()
         events.emit_on_commit(
-            [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+            [
+                reservation_changed_event(reservation),
+                allocation_changed_event(allocation),
+                # No delta tells a copy these units are taken again (it had them back
+                # at the expiry, and may have handed them on): it recounts. Rare.
+                events.AllocationRecounted(allocation.pk),
+            ]
         )
-        # The gate no longer counted these units as taken: a rebuild counts them from
-        # the rows (a late payment is rare).
-        gate_after_commit(allocation_id=allocation.pk, rebuild=True)
     return reservation
 
 
@@ -325,13 +326,18 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
             reference=f"reservation:{reservation.pk}",
         )
         if back_on_sale:
-            gate_after_commit(
-                allocation_id=allocation.pk,
-                returns=[GateReturn(reservation.customer_id, units, reservation.pk)],
-            )
             offer_returned_units(allocation_id=allocation.pk)
         allocation.refresh_from_db()
         events.emit_on_commit(
             [reservation_changed_event(reservation), allocation_changed_event(allocation)]
+            + (
+                [
+                    events.UnitsReturned(
+                        allocation.pk, reservation.customer_id, units, reservation.pk
+                    )
+                ]
+                if back_on_sale
+                else []
+            )
         )
     return reservation

@@ -31,7 +31,6 @@ from inventory.services._common import (
     reservation_changed_event,
     waitlist_changed_event,
 )
-from inventory.services.gate_sync import gate_after_commit
 
 Entry = WaitlistEntry.Status
 
@@ -137,10 +136,9 @@ def offer_returned_units(*, allocation_id: int) -> int:
         offered += units
     if offered:
         allocation.refresh_from_db()
-        changes.append(allocation_changed_event(allocation))
-        # The offered units were never free: the gate must not hand them out. A
-        # rebuild counts them from the rows (returns are rare next to requests).
-        gate_after_commit(allocation_id=allocation_id, rebuild=True)
+        # The offered units were never free: a copy must not hand them out, and
+        # recounts them from the rows (returns are rare next to requests).
+        changes += [allocation_changed_event(allocation), events.AllocationRecounted(allocation_id)]
     if changes:
         events.emit_on_commit(changes + waitlist_head_positions(allocation_id))
     return offered

@@ -14,7 +14,6 @@ from django.utils import timezone
 
 from inventory import events, locks
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut
-from inventory.gate import GateReturn
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services._common import (
     SETTLED,
@@ -22,7 +21,6 @@ from inventory.services._common import (
     reservation_changed_event,
     units_by_customer,
 )
-from inventory.services.gate_sync import gate_after_commit
 from inventory.services.holds import reservations_expire
 from inventory.services.offers import offer_returned_units
 
@@ -135,24 +133,31 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
                 reference=f"holds:{','.join(map(str, result.held))}"[:200],
             )
         _write_decisions(pending, now=now, expires_at=expires_at)
-        # Units the gate took for rejected requests come back; new holds' expiries are
-        # tracked, so a sold-out answer can tell when expired holds could be reclaimed.
-        gate_after_commit(
-            allocation_id=allocation_id,
-            returns=[
-                GateReturn(r.customer_id, r.quantity)
-                for r in pending
-                if r.status == Status.REJECTED
-            ],
-            tracked={r.pk: expires_at.timestamp() for r in pending if r.status == Status.HELD},
-        )
         # A request turned down here for its own reason (the limit) leaves its units
         # free: while viewers wait in line, those go to them first.
         if result.rejected and is_open:
             offer_returned_units(allocation_id=allocation_id)
+        held = [r for r in pending if r.status == Status.HELD]
         events.emit_on_commit(
             [reservation_changed_event(r) for r in pending]
             + ([allocation_changed_event(allocation)] if units_held else [])
+            # Units the door took for rejected requests come back; new holds' expiries
+            # are told, so a sold-out answer can tell when expired holds could be
+            # reclaimed.
+            + [
+                events.UnitsReturned(allocation_id, r.customer_id, r.quantity)
+                for r in pending
+                if r.status == Status.REJECTED
+            ]
+            + (
+                [
+                    events.HoldsPlaced(
+                        allocation_id, tuple((r.pk, expires_at.timestamp()) for r in held)
+                    )
+                ]
+                if held
+                else []
+            )
         )
     return result
 

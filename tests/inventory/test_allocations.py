@@ -11,7 +11,12 @@ from django.db import transaction
 
 from core.exceptions import InvalidInput, NotFound
 from inventory import events, services
-from inventory.events import AllocationChanged, ReservationChanged
+from inventory.events import (
+    AllocationChanged,
+    AllocationRecounted,
+    ReservationChanged,
+    UnitsReturned,
+)
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
@@ -200,7 +205,12 @@ def test_open_puts_a_ready_allocation_on_sale_once(django_capture_on_commit_call
     assert opened.status == AStatus.OPEN
     assert opened.opened_at is not None
     assert received == [
-        [AllocationChanged(allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0)]
+        [
+            AllocationChanged(
+                allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0
+            ),
+            AllocationRecounted(allocation_id=allocation.pk),
+        ]
     ]
     before = _snapshot()
 
@@ -210,7 +220,8 @@ def test_open_puts_a_ready_allocation_on_sale_once(django_capture_on_commit_call
     assert again.status == AStatus.OPEN
     assert again.opened_at == opened.opened_at
     assert _snapshot() == before
-    assert len(received) == 1  # opening again announces nothing
+    # Opening again changes nothing to announce; its copies only count it afresh.
+    assert received[1:] == [[AllocationRecounted(allocation_id=allocation.pk)]]
     assert_inventory_invariants()
 
 
@@ -436,7 +447,8 @@ def test_close_announces_the_closed_allocation_on_commit(
         [
             AllocationChanged(
                 allocation_id=allocation.pk, status="closed", quantity=2, held=2, sold=0
-            )
+            ),
+            AllocationRecounted(allocation_id=allocation.pk),
         ]
     ]
 
@@ -462,6 +474,14 @@ def test_release_after_close_announces_the_hold_and_the_shrunk_allocation(
                 customer_id=hold.customer_id,
                 allocation_id=allocation.pk,
                 status="released",
+            ),
+            # The units went back to stock, not on sale.
+            UnitsReturned(
+                allocation_id=allocation.pk,
+                customer_id=hold.customer_id,
+                quantity=2,
+                reservation_id=hold.pk,
+                back_on_sale=False,
             ),
             AllocationChanged(
                 allocation_id=allocation.pk, status="closed", quantity=0, held=0, sold=0
@@ -512,7 +532,12 @@ def test_a_failing_subscriber_does_not_stop_the_others(
         events.unsubscribe(broken)
 
     assert received == [
-        [AllocationChanged(allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0)]
+        [
+            AllocationChanged(
+                allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0
+            ),
+            AllocationRecounted(allocation_id=allocation.pk),
+        ]
     ]
     allocation.refresh_from_db()
     assert allocation.status == AStatus.OPEN

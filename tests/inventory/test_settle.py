@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from inventory import events, services
-from inventory.events import AllocationChanged, ReservationChanged
+from inventory.events import (
+    AllocationChanged,
+    HoldsPlaced,
+    ReservationChanged,
+    UnitsReturned,
+)
 from inventory.models import Reservation
 from tests.factories import UserFactory
 from tests.inventory.helpers import (
@@ -151,6 +156,12 @@ def test_settling_announces_each_reservation_and_the_allocation_on_commit(
             ),
             AllocationChanged(
                 allocation_id=allocation.pk, status="open", quantity=1, held=1, sold=0
+            ),
+            # What the gate mirrors: the refused request's units back, the hold's expiry.
+            UnitsReturned(allocation_id=allocation.pk, customer_id=loser.pk, quantity=1),
+            HoldsPlaced(
+                allocation_id=allocation.pk,
+                expiries=((won.pk, Reservation.objects.get(pk=won.pk).expires_at.timestamp()),),
             ),
         ]
     ]
