@@ -47,6 +47,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from string import Template
 
 from django.conf import settings
 
@@ -82,30 +83,36 @@ def decision_of(code) -> GateDecision:
     return _DECISIONS[int(code)]
 
 
+# The demand outcomes: the final decisions ``count`` tells apart, each also the name of
+# the demand hash's counter it adds to. Defined once, here: formatted into the script
+# below when this module loads (each call runs the same text as if written out), and
+# used by ``DEMAND_OUTCOMES`` and ``inventory.services.demand``.
+ADMITTED, SOLD_OUT, LIMIT, NOT_LIVE = "admitted", "sold_out", "limit", "not_live"
+
 # Lua functions. ``k`` holds the keys of one request: state hash, customers hash,
 # expiry zset, the request's idempotency key, then the demand keys (5).
 # ``count`` counts a final decision in the demand keys (``epoch``: a fresh token used
 # only if the counters do not exist yet).
-_FUNCTIONS = """
+_FUNCTIONS = Template("""
 local function count(k, customer, qty, epoch, outcome)
   redis.call('HSETNX', k[5], 'epoch', epoch)
   redis.call('HINCRBY', k[5], 'attempts', 1)
   redis.call('SADD', k[6], customer)
-  if outcome == 'admitted' then
-    redis.call('HINCRBY', k[5], 'admitted', 1)
+  if outcome == '$admitted' then
+    redis.call('HINCRBY', k[5], '$admitted', 1)
     redis.call('HINCRBY', k[5], 'admitted_units', qty)
     redis.call('SADD', k[7], customer)
     redis.call('SREM', k[8], customer)
-  elseif outcome == 'sold_out' then
-    redis.call('HINCRBY', k[5], 'sold_out', 1)
+  elseif outcome == '$sold_out' then
+    redis.call('HINCRBY', k[5], '$sold_out', 1)
     if redis.call('SISMEMBER', k[7], customer) == 0 then
       redis.call('SADD', k[8], customer)
     end
-  elseif outcome == 'limit' then
-    redis.call('HINCRBY', k[5], 'limit', 1)
+  elseif outcome == '$limit' then
+    redis.call('HINCRBY', k[5], '$limit', 1)
     redis.call('SADD', k[9], customer)
   else
-    redis.call('HINCRBY', k[5], 'not_live', 1)
+    redis.call('HINCRBY', k[5], '$not_live', 1)
   end
 end
 
@@ -116,7 +123,7 @@ local function decide(k, customer, qty, now, ttl, epoch)
   if redis.call('EXISTS', k[4]) == 1 then return 2 end
   local state = redis.call('HMGET', k[1], 'status', 'remaining', 'limit', 'gen')
   if not state[1] then return 0 end
-  if state[1] ~= 'open' then count(k, customer, qty, epoch, 'not_live') return -1 end
+  if state[1] ~= 'open' then count(k, customer, qty, epoch, '$not_live') return -1 end
   local limit = tonumber(state[3])
   local taken = tonumber(redis.call('HGET', k[2], customer) or '0')
   local over_limit = limit > 0 and taken + qty > limit
@@ -124,17 +131,17 @@ local function decide(k, customer, qty, now, ttl, epoch)
     -- Holds past their expiry (the customer's own, or anyone's) may free what is missing.
     local due = redis.call('ZRANGEBYSCORE', k[3], '-inf', now, 'LIMIT', 0, 1)
     if #due > 0 then return -4 end
-    if over_limit then count(k, customer, qty, epoch, 'limit') return -3 end
-    count(k, customer, qty, epoch, 'sold_out')
+    if over_limit then count(k, customer, qty, epoch, '$limit') return -3 end
+    count(k, customer, qty, epoch, '$sold_out')
     return -2
   end
   redis.call('HINCRBY', k[1], 'remaining', -qty)
   redis.call('HINCRBY', k[2], customer, qty)
   redis.call('SET', k[4], qty, 'EX', ttl)
-  count(k, customer, qty, epoch, 'admitted')
+  count(k, customer, qty, epoch, '$admitted')
   return {1, tonumber(state[4] or '0')}
 end
-"""
+""").substitute(admitted=ADMITTED, sold_out=SOLD_OUT, limit=LIMIT, not_live=NOT_LIVE)
 
 # KEYS: state hash, customers hash, expiry zset, idempotency key, demand keys (5).
 # ARGV: customer id, quantity, now (epoch s), idempotency TTL (s), epoch token.
@@ -326,12 +333,12 @@ def gate_admit_stamped(
     return _DECISIONS[int(result)], None
 
 
-# The demand outcome each refusal counts as.
+# The demand outcome each final decision counts as.
 DEMAND_OUTCOMES = {
-    GateDecision.ADMITTED: "admitted",
-    GateDecision.SOLD_OUT: "sold_out",
-    GateDecision.LIMIT_REACHED: "limit",
-    GateDecision.NOT_LIVE: "not_live",
+    GateDecision.ADMITTED: ADMITTED,
+    GateDecision.SOLD_OUT: SOLD_OUT,
+    GateDecision.LIMIT_REACHED: LIMIT,
+    GateDecision.NOT_LIVE: NOT_LIVE,
 }
 
 

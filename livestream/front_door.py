@@ -68,8 +68,7 @@ from core.redis import SharedConnection, shared_connection, shared_connection_cl
 from inventory import gate
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut, TooManyHolds
 from inventory.models import Reservation
-from inventory.services import AdmittedRequest, reservations_create_pending
-from inventory.services._common import validate_quantity
+from inventory.services import AdmittedRequest, reservations_create_pending, validate_quantity
 from inventory.services.gate_sync import gate_undo_admission
 from livestream import snapshot_cache
 from livestream.selectors import drop_routing_cached

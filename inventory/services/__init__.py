@@ -14,7 +14,7 @@ imported by it: the services have pending holds settled through
 ``inventory.settle_queue``.
 """
 
-from inventory.services._common import MAX_QUANTITY
+from inventory.services._common import MAX_QUANTITY, validate_quantity
 from inventory.services.allocations import (
     allocation_close,
     allocation_close_by_hand,
@@ -82,6 +82,7 @@ __all__ = [
     "stock_item_set_threshold",
     "stock_restock",
     "stock_set_on_hand",
+    "validate_quantity",
     "waitlist_entry_for",
     "waitlist_join",
     "waitlist_leave",

@@ -17,10 +17,11 @@ from django.db.models import Count, F, Q, Sum
 
 from core.redis import get_redis
 from inventory import gate
+from inventory.gate import ADMITTED, LIMIT, NOT_LIVE, SOLD_OUT
 from inventory.models import DemandViewer
 
-# Decision outcomes, as the gate script names them.
-ADMITTED, SOLD_OUT, LIMIT, NOT_LIVE = "admitted", "sold_out", "limit", "not_live"
+# Decision outcomes are the gate's (its script counts under those names); the database
+# path counts the same ones, each in its DemandViewer column.
 _ROW_FIELD = {ADMITTED: "admitted", SOLD_OUT: "sold_out", LIMIT: "at_limit", NOT_LIVE: "not_live"}
 
 
@@ -97,11 +98,11 @@ def _read_redis(allocation_id: int) -> DemandCounts:
     return DemandCounts(
         epoch=values.get("epoch", ""),
         attempts=int(values.get("attempts", 0)),
-        admitted=int(values.get("admitted", 0)),
+        admitted=int(values.get(ADMITTED, 0)),
         admitted_units=int(values.get("admitted_units", 0)),
-        sold_out=int(values.get("sold_out", 0)),
-        limit=int(values.get("limit", 0)),
-        not_live=int(values.get("not_live", 0)),
+        sold_out=int(values.get(SOLD_OUT, 0)),
+        limit=int(values.get(LIMIT, 0)),
+        not_live=int(values.get(NOT_LIVE, 0)),
         viewers_tried=n_tried,
         buyers=n_admitted,
         viewers_turned_away=n_away,
