@@ -15,7 +15,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 RUN groupadd --system app \
-    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+    && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
+    # Where the web and worker processes write their metrics for a scrape to sum
+    # (PROMETHEUS_MULTIPROC_DIR, set in docker-compose.yml; monitoring/registry.py).
+    && install -d -o app -g app /tmp/metrics
 
 # setuptools package discovery needs the sources, so the dependency layer cannot be
 # cached apart from the code: copy everything (.dockerignore trims it) and install.

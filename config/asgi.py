@@ -21,6 +21,7 @@ from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
 from livestream.ws_limits import ConnectionLimits  # noqa: E402
+from monitoring.asgi import ReserveRequestMetrics  # noqa: E402
 
 # Tokens and tickets in websocket URLs never reach uvicorn's logs.
 log_redaction.install()
@@ -42,7 +43,8 @@ application = ProtocolTypeRouter(
         # Bodies over the cap are refused before anything reads them (core/body_limit.py);
         # the reserve request's refusals and replays are answered ahead of Django
         # (livestream/front_door.py), everything else by Django.
-        "http": BodySizeLimit(FrontDoor(django_asgi_app)),
+        # The reserve requests are counted and timed first, whoever answers them.
+        "http": ReserveRequestMetrics(BodySizeLimit(FrontDoor(django_asgi_app))),
         # A full process refuses new sockets first (ws_limits), before any database
         # work; then browser origins are checked, then the session or ?token= user.
         "websocket": ConnectionLimits(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
 from core.exceptions import NotFound
 from inventory.models import Reservation, WaitlistEntry
@@ -117,3 +117,28 @@ def waitlist_figures(*, allocation_id: int) -> tuple[dict[str, int], set[int]]:
         claimed=Count("pk", filter=Q(status=WaitlistEntry.Status.CLAIMED)),
     )
     return figures, set(entries.values_list("customer_id", flat=True))
+
+
+def pending_by_allocation(*, allocation_ids: Sequence[int]) -> dict[int, tuple[int, datetime]]:
+    """Per allocation with requests waiting to be settled: how many, and since when the
+    oldest has waited; allocations with none are left out."""
+    rows = (
+        Reservation.objects.filter(allocation_id__in=allocation_ids, status=Status.PENDING)
+        .order_by()
+        .values("allocation_id")
+        .annotate(waiting=Count("id"), oldest=Min("created_at"))
+    )
+    return {row["allocation_id"]: (row["waiting"], row["oldest"]) for row in rows}
+
+
+def waiting_in_line_by_allocation(*, allocation_ids: Sequence[int]) -> dict[int, int]:
+    """Per allocation, the customers waiting in its line; allocations with none left out."""
+    rows = (
+        WaitlistEntry.objects.filter(
+            allocation_id__in=allocation_ids, status=WaitlistEntry.Status.WAITING
+        )
+        .order_by()
+        .values("allocation_id")
+        .annotate(waiting=Count("id"))
+    )
+    return {row["allocation_id"]: row["waiting"] for row in rows}

@@ -40,7 +40,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from core.exceptions import NotFound
-from livestream import announce
+from livestream import announce, metrics
 from livestream.broadcast import current_seq
 from livestream.exceptions import NotStreamHost
 from livestream.hub import get_hub
@@ -356,12 +356,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self._pending.append(text)
             else:
                 self._pending_overflow = True  # the snapshot is rebuilt
+                metrics.SUPERSEDED.inc()
             return True
         if self._floor_seq:
             # Already in the last snapshot (it arrived late, through Redis).
             if seq is None:
                 seq = seq_of(text)
             if seq is not None and seq <= self._floor_seq:
+                metrics.SUPERSEDED.inc()
                 return True
         return self._enqueue(text)
 
@@ -371,6 +373,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self._drain is None:
             return self._send_now(text)
         if len(self._backlog) >= SEND_BACKLOG_SIZE:
+            metrics.SLOW_CLOSED.inc()
             self._close_soon(CLOSE_SLOW)
             return False
         self._backlog.append(text)
@@ -522,6 +525,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             self._enqueue(PONG)
         elif kind == "resync":
+            metrics.RESYNCS.inc()
             try:
                 await self._send_state()
             except Exception:

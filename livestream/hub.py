@@ -40,6 +40,7 @@ from typing import Protocol
 from redis.asyncio.client import PubSub
 
 from core.redis import async_redis, redis_configured
+from livestream import metrics
 from livestream.presence import heartbeat_seconds, presence_forget, presence_heartbeat
 from livestream.topics import USER_LOGGED_OUT, seq_of, stream_channel, user_channel
 
@@ -302,6 +303,7 @@ class Hub:
             except Exception:  # one broken connection must not starve the others
                 logger.exception("stream %s: offer failed", stream_id)
                 slow.append(connection)
+        metrics.DELIVERIES.inc(len(entry.connections) - len(slow))
         for connection in slow:
             # It is closing itself; stop writing to it (its disconnect leaves again).
             entry.connections.discard(connection)
@@ -398,6 +400,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                metrics.SUBSCRIPTION_LOST.inc()
                 logger.warning(
                     "hub subscription lost (%s), resubscribing %d channels in %.1fs",
                     exc,

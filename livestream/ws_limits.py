@@ -34,6 +34,7 @@ from collections import Counter
 from django.conf import settings
 
 from core.api.throttles import client_address_of_scope
+from livestream import metrics
 
 CLOSE_TOO_MANY_FROM_ADDRESS = 4429
 CLOSE_SERVER_FULL = 4503
@@ -93,12 +94,15 @@ class ConnectionLimits:
         address = client_address_of_scope(scope)
         refusal = self._refusal(address)
         if refusal is not None:
+            metrics.JOINS_REFUSED.labels(refusal[1]).inc()
             return await _refuse(receive, send, *refusal)
         self.open += 1
         self.by_address[address] += 1
+        metrics.CONNECTIONS.inc()
         try:
             return await self.app(scope, receive, send)
         finally:
+            metrics.CONNECTIONS.dec()
             self.open -= 1
             self.by_address[address] -= 1
             if self.by_address[address] <= 0:

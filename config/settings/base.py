@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "livestream",
     # Above livestream: it imports livestream, never the other way round.
     "demand",
+    # On top: it reads every room's figures and no room imports it.
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -381,3 +383,15 @@ WAITLIST_OFFER_SECONDS = env.int("WAITLIST_OFFER_SECONDS", default=60)
 RESERVATION_SETTLE_BATCH = env.int("RESERVATION_SETTLE_BATCH", default=200)
 # A hard cap of simultaneously active (pending or held) holds per customer.
 RESERVATION_MAX_ACTIVE_PER_CUSTOMER = env.int("RESERVATION_MAX_ACTIVE_PER_CUSTOMER", default=20)
+
+# --- metrics (monitoring/): Prometheus scrapes /metrics; never public ----------------
+# A scrape is served to these networks, or to any client with this bearer token. The
+# peer's own address counts (a scraper reaches the process directly, not through the
+# proxy), so keep the proxy from forwarding /metrics.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# A Celery worker serves its processes' figures on this port (0: none), on this address.
+METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
+METRICS_WORKER_BIND = env.str("METRICS_WORKER_BIND", default="127.0.0.1")
+# The Celery queues whose length a scrape reads from the broker.
+METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", default=["celery"])

@@ -21,7 +21,7 @@ import redis
 from django.db import connection, transaction
 from django.utils import timezone
 
-from inventory import events, gate, locks
+from inventory import events, gate, locks, metrics
 from inventory.models import Allocation, Reservation
 from inventory.services._common import pending_units, units_by_customer
 
@@ -230,6 +230,7 @@ def gate_reconcile(*, allocation_id: int) -> bool:
     """
     current = gate.gate_read(allocation_id=allocation_id)
     if current is None:
+        metrics.GATE_REPAIRS.labels("missing").inc()
         gate_rebuild(allocation_id=allocation_id)
         return True
     allocation = Allocation.objects.filter(pk=allocation_id).first()
@@ -248,6 +249,7 @@ def gate_reconcile(*, allocation_id: int) -> bool:
             current.remaining,
             expected.remaining,
         )
+        metrics.GATE_REPAIRS.labels("drifted").inc()
         gate_rebuild(allocation_id=allocation_id)
         return True
     return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,7 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory import events, locks
+from inventory import events, locks, metrics
 from inventory.exceptions import DropNotLive, LimitReached, SoldOut
 from inventory.models import Allocation, Reservation, StockMovement
 from inventory.services._common import (
@@ -64,10 +65,15 @@ def allocation_settle_pending(*, allocation_id: int, batch_size: int | None = No
     reservations_expire(allocation_id=allocation_id)
     result = SettleResult()
     while True:
+        started = time.perf_counter()
         settled = _settle_batch(allocation_id=allocation_id, batch_size=batch_size)
+        decided = len(settled.held) + len(settled.rejected)
+        if decided:
+            metrics.SETTLE_BATCH_SECONDS.observe(time.perf_counter() - started)
+            metrics.SETTLE_BATCH_SIZE.observe(decided)
         result.held += settled.held
         result.rejected += settled.rejected
-        if len(settled.held) + len(settled.rejected) < batch_size:
+        if decided < batch_size:
             return result
 
 

@@ -92,7 +92,13 @@ def test_compose_uses_the_compose_spec_without_version_key(compose):
 
 
 def test_compose_defines_exactly_the_stack_services(services):
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    always = {name for name, svc in services.items() if "profiles" not in svc}
+    assert always == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    # Prometheus and Grafana only when asked for (`--profile monitoring`).
+    assert {name: svc["profiles"] for name, svc in services.items() if "profiles" in svc} == {
+        "prometheus": ["monitoring"],
+        "grafana": ["monitoring"],
+    }
 
 
 def test_infrastructure_images(services):
@@ -246,7 +252,12 @@ def test_postgres_data_is_on_a_named_volume(compose, services):
 
 
 def test_only_web_publishes_a_port(services):
-    assert [name for name, svc in services.items() if "ports" in svc] == ["web"]
+    assert [name for name, svc in services.items() if "ports" in svc and "profiles" not in svc] == [
+        "web"
+    ]
+    # The monitoring profile's consoles listen on the host's loopback only.
+    for name in ("prometheus", "grafana"):
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"]), name
 
 
 # --- Dockerfile -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("config", "core", "shop", "inventory", "livestream", "demand")
+APPS = ("config", "core", "shop", "inventory", "livestream", "demand", "monitoring")
 # What each app may import; config wires them all and nothing imports it.
 MAY_IMPORT = {
     "core": set(),
@@ -20,6 +20,7 @@ MAY_IMPORT = {
     "shop": {"core", "inventory"},
     "livestream": {"core", "inventory", "shop"},
     "demand": {"core", "inventory", "shop", "livestream"},
+    "monitoring": {"core", "inventory", "shop", "livestream", "demand"},
 }
 
 

@@ -1,6 +1,6 @@
 """Browser fixtures: the system's headless Chromium driven by Playwright.
 
-Never a downloaded browser: Chromium is the Debian package (``scripts/install-browser``
+Never a downloaded browser: Chromium is the Debian package (``scripts/install-tools``
 installs it). Without it the browser tests skip with a reason, or fail under
 ``REQUIRE_SERVICES=1`` (CI), like every test whose service is missing.
 """
@@ -38,7 +38,7 @@ TIMEOUT_MS = 20_000
 
 def _browser_missing() -> str | None:
     if not CHROMIUM.exists():
-        return f"needs Chromium at {CHROMIUM}: run scripts/install-browser"
+        return f"needs Chromium at {CHROMIUM}: run scripts/install-tools"
     return None
 
 
