@@ -17,6 +17,7 @@ from django.urls import path  # noqa: E402
 from core import log_redaction  # noqa: E402
 from core.body_limit import BodySizeLimit  # noqa: E402
 from core.health import HealthConsumer  # noqa: E402
+from core.request_context import RequestId  # noqa: E402
 from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
@@ -44,12 +45,17 @@ application = ProtocolTypeRouter(
         # the reserve request's refusals and replays are answered ahead of Django
         # (livestream/front_door.py), everything else by Django.
         # The reserve requests are counted and timed first, whoever answers them.
-        "http": ReserveRequestMetrics(BodySizeLimit(FrontDoor(django_asgi_app))),
+        # Outermost, the request id every log line of the request carries.
+        "http": RequestId(ReserveRequestMetrics(BodySizeLimit(FrontDoor(django_asgi_app)))),
         # A full process refuses new sockets first (ws_limits), before any database
         # work; then browser origins are checked, then the session or ?token= user.
-        "websocket": ConnectionLimits(
-            websocket_stack(
-                URLRouter([path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns])
+        "websocket": RequestId(
+            ConnectionLimits(
+                websocket_stack(
+                    URLRouter(
+                        [path("ws/healthz/", HealthConsumer.as_asgi()), *websocket_urlpatterns]
+                    )
+                )
             )
         ),
     }

@@ -1,7 +1,9 @@
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
+
+from core import request_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
@@ -10,6 +12,12 @@ app = Celery("livestream_shopping")
 WORKER_APP_NAME = "livestream-celery-worker"
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# The request id of whatever queued a task is its log lines' id in the worker too.
+before_task_publish.connect(request_context.add_request_id_to_task, weak=False)
+task_prerun.connect(request_context.set_request_id_of_task, weak=False)
+task_postrun.connect(request_context.clear_request_id_of_task, weak=False)
 
 
 @worker_init.connect

@@ -84,6 +84,9 @@ def settle(allocation_id: int) -> int:
         with contextlib.suppress(RedisError):
             get_redis().delete(_settle_queued_key(allocation_id))
     result = services.allocation_settle_pending(allocation_id=allocation_id)
+    logger.info(
+        "allocation %s: %d held, %d rejected", allocation_id, len(result.held), len(result.rejected)
+    )
     return len(result.held) + len(result.rejected)
 
 

@@ -146,7 +146,7 @@ def asgi_server(*, workers: int = 1, **env: str) -> Iterator[Server]:
 
 @contextmanager
 def celery_worker(
-    *, concurrency: int = 2, queue: str = "celery", **env: str
+    *, concurrency: int = 2, queue: str = "celery", loglevel: str = "WARNING", **env: str
 ) -> Iterator[subprocess.Popen]:
     """A real worker process (prefork pool) consuming the test broker."""
     from config.celery import app
@@ -168,7 +168,7 @@ def celery_worker(
             "--queues",
             queue,
             "--loglevel",
-            "WARNING",
+            loglevel,
             "--without-gossip",
             "--without-mingle",
             "--hostname",

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -318,13 +319,38 @@ WHITENOISE_USE_FINDERS = True
 # ...so STATIC_ROOT not existing yet is expected there, not worth a warning per process.
 warnings.filterwarnings("ignore", message="No directory at: .*staticfiles")
 
+# LOG_FORMAT "json": one JSON object per line (python-json-logger) with the request id
+# carried from HTTP into the Celery tasks it queues (core/request_context.py); "text",
+# the default, for a person reading a terminal. LOG_REQUESTS: an access line per HTTP
+# request (method, path without its query, status, duration) on the "access" logger.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOG_REQUESTS = env.bool("LOG_REQUESTS", default=False)
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "core.request_context.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# JSON logs: a Celery worker keeps the LOGGING above (Celery would replace the root
+# handlers with its own text format); text logs keep Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT == "text"
 
 # --- Live streams ---------------------------------------------------------------------
 # Counter events (stock.changed, viewers.changed) per drop or stream are sent at most
