@@ -20,6 +20,11 @@ SETTLE_BATCH_SIZE = Histogram(
     "Pending requests decided per settle batch.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
+SETTLE_LAG_SECONDS = Histogram(
+    f"{PREFIX}_settle_lag_seconds",
+    "How long the oldest request of a settle batch waited, from admission to decision.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 SETTLE_BATCH_SECONDS = Histogram(
     f"{PREFIX}_settle_batch_duration_seconds",
     "Time a settle batch's transaction took, locks and commit included.",

@@ -14,8 +14,8 @@ PREFIX = "liveshop"
 
 CONNECTIONS = Gauge(
     f"{PREFIX}_ws_connections",
-    "Websockets open, in all processes.",
-    multiprocess_mode="livesum",
+    "Websockets open, per process (the pid label, with several).",
+    multiprocess_mode="liveall",
 )
 JOINS_REFUSED = Counter(
     f"{PREFIX}_ws_joins_refused",

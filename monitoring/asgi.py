@@ -1,6 +1,6 @@
-"""The reserve requests' figures, taken at the outermost ASGI layer: whoever answers
-(the front door from memory and Redis, or Django), the status and the time to it are
-the client's."""
+"""The web process's own figures: the reserve requests', taken at the outer ASGI layer
+(whoever answers, the front door from memory and Redis or Django, the status and the
+time to it are the client's), and its database pool's, sampled from when it starts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 
+from monitoring import pool
 from monitoring.collectors import PREFIX
 
 RESERVE_PATH = re.compile(r"^/api/drops/\d+/reservations/$")
@@ -29,6 +30,8 @@ class ReserveRequestMetrics:
 
     def __init__(self, app):
         self.app = app
+        # Made once per web process: its database pool is watched from now on.
+        pool.start_sampling()
 
     async def __call__(self, scope, receive, send):
         if (

@@ -421,3 +421,5 @@ METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", default=0)
 METRICS_WORKER_BIND = env.str("METRICS_WORKER_BIND", default="127.0.0.1")
 # The Celery queues whose length a scrape reads from the broker.
 METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", default=["celery"])
+# How often a web process copies its database pool's figures into its metrics (0: never).
+METRICS_POOL_SAMPLE_SECONDS = env.float("METRICS_POOL_SAMPLE_SECONDS", default=5.0)

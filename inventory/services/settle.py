@@ -103,6 +103,8 @@ def _settle_batch(*, allocation_id: int, batch_size: int) -> SettleResult:
             )
         now = timezone.now()
         expires_at = now + timedelta(seconds=settings.RESERVATION_HOLD_SECONDS)
+        # Oldest first: the first waited longest.
+        metrics.SETTLE_LAG_SECONDS.observe(max((now - pending[0].created_at).total_seconds(), 0))
         units_held = 0
         for reservation in pending:
             reason = ""

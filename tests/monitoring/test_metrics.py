@@ -122,6 +122,10 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
     worker_port = free_port()
     scrape_only = {"METRICS_ALLOWED_NETWORKS": "10.255.255.0/24", "METRICS_TOKEN": TOKEN}
 
+    def sockets_open(samples) -> float:
+        # One series per web process (its pid), summed.
+        return sum(v for (name, _), v in samples.items() if name == "liveshop_ws_connections")
+
     with (
         celery_worker(
             concurrency=2,
@@ -133,6 +137,8 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
             workers=2,
             CELERY_TASK_ALWAYS_EAGER="false",
             PROMETHEUS_MULTIPROC_DIR=str(web_dir),
+            DB_POOL_MAX_SIZE="4",
+            METRICS_POOL_SAMPLE_SECONDS="0.2",
             **scrape_only,
         ) as server,
     ):
@@ -152,7 +158,7 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
             for socket in sockets:
                 assert json.loads(socket.recv(timeout=10))["type"] == "stream.state"
             # Four sockets, however the two processes share them: summed.
-            wait_until(lambda: _value(_scrape(web), "liveshop_ws_connections") == 4)
+            wait_until(lambda: sockets_open(_scrape(web)) == 4)
 
             def reserve(token):
                 with httpx.Client(base_url=server.base_url, timeout=10) as http:
@@ -175,7 +181,7 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
             assert (accepted, refused_409) == (5, 7), statuses
 
         on_web = wait_until(
-            lambda: (s := _scrape(web)) and _value(s, "liveshop_ws_connections") == 0 and s,
+            lambda: (s := _scrape(web)) and sockets_open(s) == 0 and s,
             message="the sockets closed were still counted",
         )
         on_worker = _scrape(worker)
@@ -200,6 +206,15 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
     assert _value(on_worker, "liveshop_settle_batch_size_sum") == 5
     assert _value(on_worker, "liveshop_settle_batch_size_count") >= 1
     assert _value(on_web, "liveshop_ws_deliveries_total") > 0
+    assert _value(on_worker, "liveshop_settle_lag_seconds_count") >= 1
+    # Each web process's pool, sampled: open connections, none waiting once it is quiet.
+    pools = [
+        value
+        for (name, labels), value in on_web.items()
+        if name == "liveshop_db_pool_connections" and ("state", "open") in labels
+    ]
+    assert pools and sum(pools) >= 1
+    assert ("liveshop_db_pool_waits_total", ()) in on_web
     assert_inventory_invariants()
 
 
