@@ -36,6 +36,10 @@ _DECISIONS = {
 }
 
 
+def _per_drop(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=["drop"])
+
+
 class LiveEventCollector(Collector):
     def collect(self):
         try:
@@ -63,34 +67,17 @@ class LiveEventCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_drops_live", "Drops on sale in a live stream.", value=len(live)
         )
-        left = GaugeMetricFamily(
-            f"{PREFIX}_drop_units_left",
-            "Units of a live drop neither held nor sold.",
-            labels=["drop"],
+        left = _per_drop("drop_units_left", "Units of a live drop neither held nor sold.")
+        held = _per_drop("drop_units_held", "Units of a live drop held, not yet paid.")
+        sold = _per_drop("drop_units_sold", "Units of a live drop sold.")
+        pending = _per_drop(
+            "holds_pending", "Requests admitted at the door, waiting to be settled into holds."
         )
-        held = GaugeMetricFamily(
-            f"{PREFIX}_drop_units_held",
-            "Units of a live drop held, not yet paid.",
-            labels=["drop"],
-        )
-        sold = GaugeMetricFamily(
-            f"{PREFIX}_drop_units_sold", "Units of a live drop sold.", labels=["drop"]
-        )
-        pending = GaugeMetricFamily(
-            f"{PREFIX}_holds_pending",
-            "Requests admitted at the door, waiting to be settled into holds.",
-            labels=["drop"],
-        )
-        lag = GaugeMetricFamily(
-            f"{PREFIX}_holds_pending_oldest_age_seconds",
+        lag = _per_drop(
+            "holds_pending_oldest_age_seconds",
             "How long the oldest request waiting to be settled has waited.",
-            labels=["drop"],
         )
-        line = GaugeMetricFamily(
-            f"{PREFIX}_waitlist_waiting",
-            "Viewers waiting in a live drop's line.",
-            labels=["drop"],
-        )
+        line = _per_drop("waitlist_waiting", "Viewers waiting in a live drop's line.")
         decisions = CounterMetricFamily(
             f"{PREFIX}_gate_decisions",
             "Reserve requests decided at the gate, by outcome (counted by its script).",

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from django.conf import settings
 from django.db import connection
 
@@ -209,3 +210,20 @@ def wait_until(predicate, *, timeout: float = 20, interval: float = 0.05, messag
         if time.monotonic() > deadline:
             raise AssertionError(message or "condition not met in time")
         time.sleep(interval)
+
+
+def reserve_over_http(
+    server: Server, drop_id: int, token: str, *, quantity: int = 1, timeout: float = 10, **headers
+) -> httpx.Response:
+    """One reserve request to a running server, as a client sends it: its token, a fresh
+    idempotency key, and any other ``headers``."""
+    with httpx.Client(base_url=server.base_url, timeout=timeout) as http:
+        return http.post(
+            f"/api/drops/{drop_id}/reservations/",
+            json={"quantity": quantity},
+            headers={
+                "Authorization": f"Token {token}",
+                "Idempotency-Key": str(uuid.uuid4()),
+                **headers,
+            },
+        )

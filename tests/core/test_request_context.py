@@ -7,20 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
 from core.request_context import RequestId, RequestIdFilter, current_request_id
 from inventory.models import Reservation
-from livestream import services as live
-from tests.factories import UserFactory, stocked_variant
-from tests.processes import asgi_server, celery_worker, wait_until
+from tests.factories import UserFactory, live_drop
+from tests.processes import asgi_server, celery_worker, reserve_over_http, wait_until
 
 
 async def _call(headers, *, type_="http"):
@@ -88,19 +83,7 @@ def _json_lines(path: str) -> list[dict]:
 @pytest.mark.server
 @pytest.mark.django_db(transaction=True)
 def test_a_reserve_request_s_id_reaches_the_worker_s_json_log_lines(celery_through_broker):
-    host = get_user_model().objects.create_user("log-host", password="host-pass-2026")
-    host.groups.add(Group.objects.get_or_create(name="hosts")[0])
-    stream = live.stream_create(host=host, title="Logs")
-    live.stream_start(stream_id=stream.pk, actor=host)
-    drop = live.drop_create(
-        stream_id=stream.pk,
-        variant_id=stocked_variant(on_hand=3).pk,
-        quantity=3,
-        price=Decimal("2.00"),
-        per_viewer_limit=None,
-        actor=host,
-    )
-    live.drop_pin(drop_id=drop.pk, actor=host)
+    drop = live_drop(quantity=3, title="Logs")
     token = Token.objects.create(user=UserFactory()).key
     request_id = f"test-{uuid.uuid4().hex[:12]}"
     json_logs = {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
@@ -109,16 +92,7 @@ def test_a_reserve_request_s_id_reaches_the_worker_s_json_log_lines(celery_throu
         celery_worker(concurrency=1, loglevel="INFO", **json_logs) as worker,
         asgi_server(CELERY_TASK_ALWAYS_EAGER="false", LOG_REQUESTS="true", **json_logs) as server,
     ):
-        with httpx.Client(base_url=server.base_url, timeout=10) as http:
-            answer = http.post(
-                f"/api/drops/{drop.pk}/reservations/",
-                json={"quantity": 1},
-                headers={
-                    "Authorization": f"Token {token}",
-                    "Idempotency-Key": str(uuid.uuid4()),
-                    "X-Request-ID": request_id,
-                },
-            )
+        answer = reserve_over_http(server, drop.pk, token, **{"X-Request-ID": request_id})
         assert answer.status_code == 202, answer.text
         assert answer.headers["X-Request-ID"] == request_id
         wait_until(lambda: Reservation.objects.filter(status="held").exists())

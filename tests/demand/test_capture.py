@@ -6,10 +6,8 @@ under a real race through the API, the gate and a worker the flushed figures are
 from __future__ import annotations
 
 import concurrent.futures
-import uuid
 from decimal import Decimal
 
-import httpx
 import pytest
 from rest_framework.authtoken.models import Token
 
@@ -22,7 +20,7 @@ from inventory.exceptions import LimitReached, SoldOut
 from inventory.models import Reservation
 from livestream import selectors, services
 from tests.factories import UserFactory, live_drop
-from tests.processes import asgi_server, celery_worker, wait_until
+from tests.processes import asgi_server, celery_worker, reserve_over_http, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -177,15 +175,7 @@ def test_demand_is_exact_under_a_real_race_through_the_api_gate_and_worker(
     with celery_worker(concurrency=2), asgi_server(CELERY_TASK_ALWAYS_EAGER="false") as server:
 
         def buy(token: str) -> int:
-            with httpx.Client(base_url=server.base_url, timeout=30) as client:
-                return client.post(
-                    f"/api/drops/{drop.pk}/reservations/",
-                    json={"quantity": 1},
-                    headers={
-                        "Authorization": f"Token {token}",
-                        "Idempotency-Key": str(uuid.uuid4()),
-                    },
-                ).status_code
+            return reserve_over_http(server, drop.pk, token, timeout=30).status_code
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=BUYERS) as pool:
             statuses = list(pool.map(buy, tokens))

@@ -8,13 +8,8 @@ import contextlib
 import json
 import urllib.error
 import urllib.request
-import uuid
-from decimal import Decimal
 
-import httpx
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
@@ -22,12 +17,11 @@ from websockets.sync.client import connect
 
 from inventory import gate, services
 from inventory.models import Reservation
-from livestream import services as live
 from monitoring.exporter import scrape_allowed
-from tests.factories import UserFactory, stocked_variant
+from tests.factories import UserFactory, live_drop
 from tests.inventory.helpers import open_primed
 from tests.inventory.invariants import assert_inventory_invariants
-from tests.processes import asgi_server, celery_worker, free_port, wait_until
+from tests.processes import asgi_server, celery_worker, free_port, reserve_over_http, wait_until
 
 TOKEN = "scrape-token-for-tests"
 
@@ -89,23 +83,6 @@ def _value(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _live_drop(quantity: int):
-    host = get_user_model().objects.create_user("metrics-host", password="host-pass-2026")
-    host.groups.add(Group.objects.get_or_create(name="hosts")[0])
-    stream = live.stream_create(host=host, title="Metrics")
-    live.stream_start(stream_id=stream.pk, actor=host)
-    drop = live.drop_create(
-        stream_id=stream.pk,
-        variant_id=stocked_variant(on_hand=quantity).pk,
-        quantity=quantity,
-        price=Decimal("5.00"),
-        per_viewer_limit=None,
-        actor=host,
-    )
-    live.drop_pin(drop_id=drop.pk, actor=host)
-    return stream, drop
-
-
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.celery_worker
@@ -114,7 +91,8 @@ def _live_drop(quantity: int):
 def test_a_small_spike_moves_the_figures_consistently_across_processes(
     celery_through_broker, tmp_path
 ):
-    stream, drop = _live_drop(quantity=5)
+    drop = live_drop(quantity=5, title="Metrics")
+    stream = drop.stream
     buyers = [Token.objects.create(user=UserFactory()).key for _ in range(12)]
     web_dir, worker_dir = tmp_path / "web", tmp_path / "worker"
     web_dir.mkdir()
@@ -161,15 +139,7 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
             wait_until(lambda: sockets_open(_scrape(web)) == 4)
 
             def reserve(token):
-                with httpx.Client(base_url=server.base_url, timeout=10) as http:
-                    return http.post(
-                        f"/api/drops/{drop.pk}/reservations/",
-                        json={"quantity": 1},
-                        headers={
-                            "Authorization": f"Token {token}",
-                            "Idempotency-Key": str(uuid.uuid4()),
-                        },
-                    ).status_code
+                return reserve_over_http(server, drop.pk, token).status_code
 
             with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
                 statuses = list(pool.map(reserve, buyers))
