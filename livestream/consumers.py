@@ -84,9 +84,10 @@ def _error(code: str) -> str:
 _viewers_changed = sync_to_async(announce.viewers_changed, thread_sensitive=False)
 
 
-async def viewer_joined(stream_id: int, conn_id: str) -> None:
-    """A viewer connected: counted from now on, and ``viewers.changed`` goes out."""
-    await presence_add(stream_id, [conn_id])
+async def viewer_joined(stream_id: int, conn_id: str, user_id: int | None = None) -> None:
+    """A viewer connected: counted from now on (a signed-in one as watching), and
+    ``viewers.changed`` goes out."""
+    await presence_add(stream_id, [conn_id], watchers=[user_id] if user_id is not None else [])
     await _viewers_changed(stream_id)
 
 
@@ -207,7 +208,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
         "_pending",
         "_pending_floor",
         "_pending_overflow",
-        "_user_id",
         "_wire",
         "base_send",
         "channel_layer",
@@ -216,6 +216,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         "scope",
         "slug",
         "stream_id",
+        "user_id",
     )
     groups = ()  # none: Channels would otherwise give each socket its own empty list
 
@@ -236,7 +237,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._pending_overflow = False
         self._pending_floor: int | None = None
         self._floor_seq = 0
-        self._user_id: int | None = None  # signed in: gets the user's personal events
+        self.user_id: int | None = None  # signed in: personal events, watch time
         self._bucket: TokenBucket | None = None  # made at the first client message
         # The server's socket, when frames may be written to it directly (livestream.wire).
         self._wire = None
@@ -299,11 +300,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # Read right before joining, with no await in between: every event fanned out
         # before this viewer was added has a seq of at most this; later ones are buffered.
         self._pending_floor = get_hub().seen_seq(self.stream_id)
-        await get_hub().join(self.stream_id, self)
-        await viewer_joined(self.stream_id, self.conn_id)
         if user is not None and user.is_authenticated:
-            self._user_id = user.pk
-            await get_hub().join_user(user.pk, self)
+            self.user_id = user.pk
+        await get_hub().join(self.stream_id, self)
+        await viewer_joined(self.stream_id, self.conn_id, self.user_id)
+        if self.user_id is not None:
+            await get_hub().join_user(self.user_id, self)
         await self._send_state()
         if self.is_host:
             self._host_stats = asyncio.create_task(self._host_stats_loop())
@@ -336,8 +338,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._joined = False
         try:
             await get_hub().leave(self.stream_id, self)
-            if self._user_id is not None:
-                await get_hub().leave_user(self._user_id, self)
+            if self.user_id is not None:
+                await get_hub().leave_user(self.user_id, self)
         finally:
             try:
                 await viewer_left(self.stream_id, self.conn_id)

@@ -60,6 +60,7 @@ RECONNECT_BACKOFF_MAX_SECONDS = 5.0
 class Connection(Protocol):
     conn_id: str
     is_host: bool
+    user_id: int | None  # signed in: who watches (presence's watch time)
 
     def offer(self, text: str, seq: int | None = None) -> bool: ...
 
@@ -434,11 +435,13 @@ class Hub:
                 await self.heartbeat_stream(stream_id, entry.connections)
 
     async def heartbeat_stream(self, stream_id: int, connections: Iterable[Connection]) -> None:
+        connections = list(connections)
         conn_ids = [c.conn_id for c in connections]
         if not conn_ids:
             return
+        watchers = [c.user_id for c in connections if c.user_id is not None]
         try:
-            await presence_heartbeat(stream_id, conn_ids)
+            await presence_heartbeat(stream_id, conn_ids, watchers=watchers)
             # A viewer that left while the ZADD was in flight may have been re-added
             # after its ZREM: remove it again (its leave is ordered after this check).
             entry = self._streams.get(stream_id)

@@ -149,7 +149,7 @@ async def test_anonymous_viewer_watches_without_personal_events_or_host_rights()
         assert state["stream"]["slug"] == stream.slug
         [connection] = get_hub()._streams[stream.pk].connections
         assert connection.is_host is False
-        assert connection._user_id is None
+        assert connection.user_id is None
         assert get_hub()._users == {}
         assert connection.scope["user"].is_authenticated is False
 

@@ -32,6 +32,7 @@ class FakeConnection:
     def __init__(self, name: str, *, room: int = 1000):
         self.conn_id = name
         self.is_host = False
+        self.user_id = None
         self.received: list[str] = []
         self.personal_events: list[str] = []
         self.signed_out = False

@@ -14,6 +14,7 @@ from livestream.hub import get_hub
 from tests.livestream.test_consumers import (
     _fresh_hub,  # noqa: F401 (autouse fixture)
     make_stream,
+    make_token,
     receive_type,
     viewer,
 )
@@ -118,8 +119,75 @@ async def test_a_heartbeat_racing_a_leave_does_not_leave_a_ghost():
     class Gone:
         conn_id = "left-while-the-zadd-was-in-flight"
         is_host = False
+        user_id = None
 
     # The heartbeat snapshot still had it; by the time the ZADD is done it left.
     await get_hub().heartbeat_stream(stream.pk, [Gone()])
     assert await count(stream.pk) == 0
     assert get_redis().zscore(presence.presence_key(stream.pk), Gone.conn_id) is None
+
+
+# --- watch time: how long a signed-in viewer has watched, from their sockets only ------
+
+
+class _Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _Clock(1_900_000_000.0)
+    monkeypatch.setattr(presence, "time", fake)
+    return fake
+
+
+@pytest.mark.parametrize("mode", MODES, indirect=True)
+async def test_a_watch_lasts_through_heartbeats_and_breaks_after_the_ttl(mode, settings, clock):
+    settings.PRESENCE_TTL_SECONDS = 30
+    stream_id = 424_242
+    if mode == "redis":
+        get_redis().delete(*presence.watch_keys(stream_id), presence.presence_key(stream_id))
+    began = clock.now
+
+    await presence.presence_add(stream_id, ["a"], watchers=[7])
+    clock.now += 25
+    await presence.presence_heartbeat(stream_id, ["a"], watchers=[7])
+    clock.now += 25  # seen 25 s ago: still watching, since the first join
+    assert presence.watching_since(stream_id, 7) == began
+    assert presence.watched_seconds(stream_id, 7) == 50
+    assert presence.watching_since(stream_id, 8) is None  # never joined
+
+    clock.now += 6  # 31 s unseen: the watch is over
+    assert presence.watching_since(stream_id, 7) is None
+    assert presence.watched_seconds(stream_id, 7) == 0
+
+    await presence.presence_add(stream_id, ["b"], watchers=[7])  # back: a new watch
+    assert presence.watching_since(stream_id, 7) == clock.now
+
+
+@pytest.mark.redis
+async def test_a_signed_in_viewer_s_socket_is_watching_an_anonymous_one_is_nobody(settings):
+    settings.PRESENCE_HEARTBEAT_SECONDS = 0.05
+    stream, _, _ = await make_stream()
+    user, key = await make_token()
+    get_redis().delete(*presence.watch_keys(stream.pk))
+    before = time.time()
+
+    async with viewer(stream.slug, query=f"?token={key}"), viewer(stream.slug):
+        began = presence.watching_since(stream.pk, user.pk)
+        assert began is not None and before - 1 <= began <= time.time()
+        seen_key = presence.watch_keys(stream.pk)[1]
+        first_seen = float(get_redis().hget(seen_key, str(user.pk)))
+        # The hub's heartbeat keeps the watch alive without moving its start.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while float(get_redis().hget(seen_key, str(user.pk))) <= first_seen:
+            assert loop.time() < deadline, "the heartbeat never saw the watcher"
+            await asyncio.sleep(0.02)
+        assert presence.watching_since(stream.pk, user.pk) == began
+        # Only signed-in viewers are recorded.
+        assert set(get_redis().hkeys(seen_key)) == {str(user.pk)}
