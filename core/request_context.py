@@ -13,15 +13,37 @@ middleware also writes one access line per HTTP request.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 
 from django.conf import settings
 
 REQUEST_ID_HEADER = "request_id"  # in a task message's headers
 _SANE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class _Ids:
+    """Fresh ids: a random prefix per process and a counter, unique across processes
+    and restarts without a system call per request (the front door answers tens of
+    thousands a second; ``uuid4`` reads the OS's random source each time)."""
+
+    def __init__(self):
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # a forked child gets its own
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_hex(6)
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter):x}"
+
+
+_ids = _Ids()
 
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -45,7 +67,7 @@ def _request_id_of(scope) -> str:
             if _SANE.match(given):
                 return given
             break
-    return uuid.uuid4().hex
+    return _ids.next()
 
 
 class RequestId:
@@ -54,11 +76,13 @@ class RequestId:
 
     def __init__(self, app):
         self.app = app
+        self.log_requests = settings.LOG_REQUESTS  # read once: asked on every request
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         request_id = _request_id_of(scope)
+        encoded = request_id.encode()
         token = current_request_id.set(request_id)
         started, status = time.perf_counter(), None
 
@@ -66,12 +90,11 @@ class RequestId:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() != b"x-request-id"
-                ]
-                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+                # Appended, never replacing: no app of ours sets the header itself.
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"x-request-id", encoded)],
+                }
             await send(message)
 
         try:
@@ -79,7 +102,7 @@ class RequestId:
                 return await self.app(scope, receive, send)
             return await self.app(scope, receive, send_with_id)
         finally:
-            if scope["type"] == "http" and settings.LOG_REQUESTS:
+            if self.log_requests and scope["type"] == "http":
                 access_logger.info(
                     "%s %s %s",
                     scope["method"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from pathlib import Path
 
@@ -55,9 +56,12 @@ async def test_an_unusable_request_id_is_replaced_by_a_fresh_one(settings, given
     settings.LOG_REQUESTS = False
     seen, sent = await _call([(b"x-request-id", given)])
 
-    assert seen["inside"] != given.decode("latin-1")
-    assert len(seen["inside"]) == 32
-    assert sent[0]["headers"][-1] == (b"x-request-id", seen["inside"].encode())
+    fresh = seen["inside"]
+    assert fresh != given.decode("latin-1")
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", fresh)
+    assert sent[0]["headers"][-1] == (b"x-request-id", fresh.encode())
+    again, _ = await _call([(b"x-request-id", given)])
+    assert again["inside"] != fresh  # each request its own
 
 
 async def test_a_record_outside_any_request_says_so():
