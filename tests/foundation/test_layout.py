@@ -11,14 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("config", "core", "shop", "inventory", "livestream", "demand")
+APPS = ("config", "core", "shop", "inventory", "livestream", "draws", "demand")
 # What each app may import; config wires them all and nothing imports it.
 MAY_IMPORT = {
     "core": set(),
     "inventory": {"core"},
     "shop": {"core", "inventory"},
     "livestream": {"core", "inventory", "shop"},
-    "demand": {"core", "inventory", "shop", "livestream"},
+    "draws": {"core", "inventory", "shop", "livestream"},
+    "demand": {"core", "inventory", "shop", "livestream", "draws"},
 }
 
 
