@@ -8,7 +8,7 @@ from django.contrib import admin
 
 from core.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
 from draws import services
-from draws.models import Draw, Entry
+from draws.models import Draw, Entry, EntryRules
 
 
 @admin.register(Draw)
@@ -60,10 +60,19 @@ class DrawAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Entry)
 class EntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "draw", "customer", "quantity", "status", "rank", "entered_at"]
+    list_display = [
+        "id",
+        "draw",
+        "customer",
+        "quantity",
+        "status",
+        "rank",
+        "entered_at",
+        "client_address",
+    ]
     list_filter = ["status"]
     list_select_related = ["customer"]
-    search_fields = ["customer__username"]
+    search_fields = ["customer__username", "client_address"]
     fields = [
         "draw",
         "customer",
@@ -71,7 +80,22 @@ class EntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "status",
         "rank",
         "entered_at",
+        "client_address",
         "reservation",
         "waitlist_entry",
     ]
+    readonly_fields = fields
+
+
+# Hosts set them through the API before entries open; ops read them here.
+@admin.register(EntryRules)
+class EntryRulesAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "drop",
+        "min_account_age_seconds",
+        "max_entries_per_address",
+        "challenge_required",
+        "updated_at",
+    ]
+    fields = list_display
     readonly_fields = fields

@@ -70,6 +70,8 @@ class Entry(models.Model):
     # When the entry was accepted (by Redis's clock on the fast path, the writing
     # server's otherwise): always before the draw's close.
     entered_at = models.DateTimeField()
+    # Where the entry came from (the per-address cap counts them); "" when unknown.
+    client_address = models.CharField(max_length=64, blank=True, default="")
     # The entry's place in the draw order (1 = drawn first), set by the draw.
     rank = models.PositiveIntegerField(null=True, blank=True)
     # A winner's offer: a held reservation, checked out like any hold.
@@ -101,6 +103,43 @@ class Entry(models.Model):
                 name="entry_won_has_offer",
             ),
         ]
+        indexes = [
+            # The per-address cap counts a draw's entries from one address.
+            models.Index(fields=["draw", "client_address"], name="entry_address_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"entry {self.pk} ({self.status})"
+
+
+class EntryRules(models.Model):
+    """Who may enter a drop's draw, set by the host before entries open (fixed from
+    then on: rules changing while viewers enter would not be fair). Each rule is off
+    when empty."""
+
+    drop = models.OneToOneField(
+        "livestream.Drop", on_delete=models.PROTECT, related_name="entry_rules"
+    )
+    min_account_age_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Accounts younger than this cannot enter."
+    )
+    max_entries_per_address = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Entries at most from one client address."
+    )
+    challenge_required = models.BooleanField(
+        default=False, help_text="Each entry must pass the challenge provider's check."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "entry rules"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_entries_per_address__isnull=True)
+                | Q(max_entries_per_address__gte=1),
+                name="entry_rules_address_cap_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"entry rules of drop #{self.drop_id}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from core.api.fields import StrictIntegerField
+from core.api.fields import StrictCharField, StrictIntegerField
 from draws.models import Draw, Entry
 from inventory.services import MAX_QUANTITY
 from livestream.models import Drop
@@ -17,6 +17,24 @@ class EntrySubmitSerializer(serializers.Serializer):
         max_value=MAX_QUANTITY,
         help_text="Units wanted if drawn: at most the drop's per-viewer limit.",
     )
+    challenge_token = StrictCharField(
+        required=False,
+        max_length=4096,
+        help_text="The entry check's token from the challenge provider, where the drop "
+        "asks for it.",
+    )
+
+
+class EntryRulesSerializer(serializers.Serializer):
+    """Who may enter a draw drop (the host's; each rule off when empty)."""
+
+    min_account_age_seconds = StrictIntegerField(
+        min_value=1, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
+    )
+    max_entries_per_address = StrictIntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True, default=None
+    )
+    challenge_required = serializers.BooleanField(required=False, default=False)
 
 
 class EntryWaitlistSerializer(serializers.Serializer):

@@ -32,20 +32,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from core.exceptions import InvalidInput, NotFound
-from draws import announce, close_queue, rule, window
-from draws.exceptions import EntriesClosed
+from core.exceptions import DomainError, InvalidInput, NotFound
+from draws import announce, close_queue, eligibility, rule, window
+from draws.exceptions import EntriesClosed, NotEligible
 from draws.group_commit import GroupCommit
-from draws.models import Draw, Entry
+from draws.models import Draw, Entry, EntryRules
 from inventory import gate
 from inventory.exceptions import DropNotLive
 from inventory.services.awards import Claim, allocation_award_in_order
 from livestream import broadcast
-from livestream.models import Drop
+from livestream.models import Drop, Stream
 from livestream.selectors import iso_time
 from livestream.services import stream_check_control
 
@@ -114,6 +114,10 @@ class _DrawFacts:
     draw_id: int
     drop_id: int
     most_units: int  # the per-viewer limit, or the drop's quantity without one
+    # The drop's entry rules (fixed once entries open, so cacheable too).
+    min_account_age_seconds: int | None = None
+    max_entries_per_address: int | None = None
+    challenge_required: bool = False
 
 
 FACTS_CACHE_SIZE = 10_000
@@ -133,17 +137,32 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
             return facts
     row = (
         Drop.objects.filter(pk=drop_id)
-        .values_list("mode", "per_viewer_limit", "allocation__quantity", "draw__id")
+        .values_list(
+            "mode",
+            "per_viewer_limit",
+            "allocation__quantity",
+            "draw__id",
+            "entry_rules__min_account_age_seconds",
+            "entry_rules__max_entries_per_address",
+            "entry_rules__challenge_required",
+        )
         .first()
     )
     if row is None:
         raise NotFound("No such drop.")
-    mode, limit, quantity, draw_id = row
+    mode, limit, quantity, draw_id, min_age, address_cap, challenge = row
     if mode != Drop.Mode.DRAW:
         raise DropNotLive("This drop is not sold by draw.")
     if draw_id is None:
         raise DropNotLive("Entries open when the drop is pinned.")
-    facts = _DrawFacts(draw_id=draw_id, drop_id=drop_id, most_units=limit or quantity)
+    facts = _DrawFacts(
+        draw_id=draw_id,
+        drop_id=drop_id,
+        most_units=limit or quantity,
+        min_account_age_seconds=min_age,
+        max_entries_per_address=address_cap,
+        challenge_required=bool(challenge),
+    )
     with _facts_lock:
         _facts[drop_id] = facts
         while len(_facts) > FACTS_CACHE_SIZE:
@@ -172,56 +191,92 @@ class _Pending:
     quantity: int
     # Redis's time of acceptance; None: the database decides (its clock, in the batch).
     entered_at: datetime | None
+    client_address: str = ""
+    # Entries allowed from one address (None: no cap); the database path counts them.
+    address_cap: int | None = None
 
 
-def entry_submit(*, drop_id: int, customer_id: int, quantity: int) -> tuple[Entry, bool]:
+def entry_submit(
+    *,
+    drop_id: int,
+    customer_id: int,
+    quantity: int,
+    client_address: str = "",
+    challenge_token: str | None = None,
+) -> tuple[Entry, bool]:
     """Enter the viewer in the drop's draw. Returns their entry and whether it is new.
 
     Guarantees: one entry per viewer per draw (a viewer entering again gets the first
     entry back, whatever quantity they send now); ``quantity`` from 1 to the drop's
     per-viewer limit (``InvalidInput``); only while entries are open (``EntriesClosed``
-    once closed, ``DropNotLive`` before the pin or on a drop not sold by draw); an entry
+    once closed, ``DropNotLive`` before the pin or on a drop not sold by draw); the
+    drop's entry rules (``NotEligible`` with its ``reason``: ``account_too_new``,
+    ``challenge_required``, ``challenge_failed``, ``address_cap``;
+    ``ChallengeUnavailable`` when the challenge provider gives no verdict); an entry
     returned is committed, and is in the draw.
     """
     facts = _draw_facts(drop_id)
     quantity = _check_quantity(quantity, facts.most_units)
+    try:
+        eligibility.entry_check(
+            rules=facts,
+            customer_id=customer_id,
+            client_address=client_address,
+            challenge_token=challenge_token,
+        )
+    except NotEligible:
+        # Whoever entered already keeps their entry (a retry without a fresh token).
+        existing = Entry.objects.filter(draw_id=facts.draw_id, customer_id=customer_id).first()
+        if existing is not None:
+            return existing, False
+        raise
+    cap = facts.max_entries_per_address
     decision = None
     if gate.gate_enabled():
         try:
             decision = window.window_enter(
-                draw_id=facts.draw_id, customer_id=customer_id, quantity=quantity
+                draw_id=facts.draw_id,
+                customer_id=customer_id,
+                quantity=quantity,
+                client_address=client_address,
+                address_cap=cap,
             )
         except RedisError as exc:
             logger.warning("draw %s: Redis away, the database decides: %s", facts.draw_id, exc)
+    by_database = _Pending(facts.draw_id, customer_id, quantity, None, client_address, cap)
     if decision is None or decision.kind == window.NO_WINDOW:
-        return _enter_by_database(facts, customer_id, quantity, prime=decision is not None)
+        return _enter_by_database(by_database, prime=decision is not None)
     if decision.kind == window.CLOSED:
         raise EntriesClosed()
+    if decision.kind == window.ADDRESS_CAP:
+        raise NotEligible(
+            "Too many entries come from your address.", reason=eligibility.ADDRESS_CAP
+        )
     if decision.kind == window.SEEN:
         existing = Entry.objects.filter(draw_id=facts.draw_id, customer_id=customer_id).first()
         if existing is not None:
             return existing, False
         # Accepted before, but its row was never committed (its write failed, or is
         # still on its way): the database decides, and waits for that write if so.
-        return _enter_by_database(facts, customer_id, quantity, prime=False)
-    pending = _Pending(facts.draw_id, customer_id, quantity, decision.entered_at)
+        return _enter_by_database(by_database, prime=False)
+    pending = _Pending(
+        facts.draw_id, customer_id, quantity, decision.entered_at, client_address, cap
+    )
     try:
         outcome = _writer.submit(pending)
     except BaseException:
         _settle_in_redis([pending], kept=False)
         raise
-    if isinstance(outcome, EntriesClosed):
+    if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
 
-def _enter_by_database(
-    facts: _DrawFacts, customer_id: int, quantity: int, *, prime: bool
-) -> tuple[Entry, bool]:
-    outcome = _writer.submit(_Pending(facts.draw_id, customer_id, quantity, entered_at=None))
+def _enter_by_database(pending: _Pending, *, prime: bool) -> tuple[Entry, bool]:
+    outcome = _writer.submit(pending)
     if prime:
-        _prime_window(facts.draw_id)
-    if isinstance(outcome, EntriesClosed):
+        _prime_window(pending.draw_id)
+    if isinstance(outcome, DomainError):
         raise outcome
     return outcome
 
@@ -242,23 +297,35 @@ def _prime_window(draw_id: int) -> None:
 def _settle_in_redis(batch: list[_Pending], *, kept: bool) -> None:
     if not gate.gate_enabled():
         return
-    by_draw: dict[int, list[int]] = {}
+    by_draw: dict[int, list[_Pending]] = {}
     for item in batch:
         if item.entered_at is not None:  # accepted by Redis
-            by_draw.setdefault(item.draw_id, []).append(item.customer_id)
-    for draw_id, customers in by_draw.items():
+            by_draw.setdefault(item.draw_id, []).append(item)
+    for draw_id, items in by_draw.items():
+        customers = [item.customer_id for item in items]
         try:
-            window.window_settled(draw_id=draw_id, customer_ids=customers, kept=kept)
+            window.window_settled(
+                draw_id=draw_id,
+                customer_ids=customers,
+                kept=kept,
+                addresses=[item.client_address for item in items if item.address_cap],
+            )
         except RedisError:
             # The draw's wait times out on these instead; their rows are the truth.
             logger.warning("draw %s: %d entries left in flight in Redis", draw_id, len(customers))
 
 
-def _lock_draws_shared(draw_ids: list[int]) -> dict[int, tuple[str, datetime]]:
+def _lock_draws_shared(
+    draw_ids: list[int], *, exclusive: bool = False
+) -> dict[int, tuple[str, datetime]]:
     """The draws' status and close, each row locked ``FOR SHARE`` (the fence: the draw
-    takes it ``FOR UPDATE``). SQLite has no row locks; it runs one writer at a time."""
+    takes it ``FOR UPDATE``), or ``exclusive``ly where a batch counts entries per address
+    itself (then no other batch of the draw writes meanwhile). SQLite has no row locks;
+    it runs one writer at a time."""
     table = connection.ops.quote_name(Draw._meta.db_table)
-    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    lock = ""
+    if connection.vendor == "postgresql":
+        lock = " FOR NO KEY UPDATE" if exclusive else " FOR SHARE"
     placeholders = ", ".join(["%s"] * len(draw_ids))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -277,19 +344,22 @@ def _aware(value) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
-def _insert_entries(rows: list[tuple[int, int, int, datetime]]) -> dict[tuple[int, int], Entry]:
+def _insert_entries(
+    rows: list[tuple[int, int, int, datetime, str]],
+) -> dict[tuple[int, int], Entry]:
     """One INSERT for the batch; an entry already there (the other path wrote it) is
     left as it is. Returns the new rows by (draw, viewer)."""
     if not rows:
         return {}
     table = connection.ops.quote_name(Entry._meta.db_table)
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
     params: list[Any] = []
-    for draw_id, customer_id, quantity, entered_at in rows:
-        params += [draw_id, customer_id, quantity, Entry.Status.ENTERED, entered_at]
+    for draw_id, customer_id, quantity, entered_at, address in rows:
+        params += [draw_id, customer_id, quantity, Entry.Status.ENTERED, entered_at, address]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (draw_id, customer_id, quantity, status, entered_at) "
+            f"INSERT INTO {table} "
+            "(draw_id, customer_id, quantity, status, entered_at, client_address) "
             f"VALUES {values} ON CONFLICT (draw_id, customer_id) DO NOTHING "
             "RETURNING id, draw_id, customer_id, quantity, entered_at",
             params,
@@ -308,29 +378,45 @@ def _insert_entries(rows: list[tuple[int, int, int, datetime]]) -> dict[tuple[in
     }
 
 
-def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | EntriesClosed]:
+def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | DomainError]:
     """The batch's rows in one transaction, behind the draws' fence. Per item: its entry
-    and whether it is new, or ``EntriesClosed`` (accepted after the close, or too late
-    for the draw)."""
+    and whether it is new, ``EntriesClosed`` (accepted after the close, or too late for
+    the draw), or ``NotEligible`` (past the per-address cap, where the database
+    decided)."""
+    counting = [i for i in batch if i.entered_at is None and i.address_cap is not None]
     with transaction.atomic():
-        states = _lock_draws_shared(sorted({item.draw_id for item in batch}))
+        states = _lock_draws_shared(
+            sorted({item.draw_id for item in batch}), exclusive=bool(counting)
+        )
+        from_address = _entries_per_address(counting)
         now = timezone.now()
         admitted: list[_Pending] = []
         refused: list[_Pending] = []
-        for item in batch:
+        capped: set[int] = set()
+        for index, item in enumerate(batch):
             status, close_at = states[item.draw_id]
-            if status == Status.OPEN and (item.entered_at or now) < close_at:
-                admitted.append(item)
-            else:
+            if not (status == Status.OPEN and (item.entered_at or now) < close_at):
                 refused.append(item)
+                continue
+            if item.entered_at is None and item.address_cap is not None:
+                key = (item.draw_id, item.client_address)
+                if from_address.get(key, 0) >= item.address_cap:
+                    capped.add(index)
+                    continue
+                from_address[key] = from_address.get(key, 0) + 1
+            admitted.append(item)
         # One row per viewer per draw even within a batch (a double tap on two paths).
         rows = {(p.draw_id, p.customer_id): p for p in admitted}
         new = _insert_entries(
-            [(d, c, p.quantity, p.entered_at or now) for (d, c), p in rows.items()]
+            [
+                (d, c, p.quantity, p.entered_at or now, p.client_address)
+                for (d, c), p in rows.items()
+            ]
         )
         # Whoever entered already gets their entry back, even once entries closed.
         missing = [key for key in rows if key not in new]
         missing += [(p.draw_id, p.customer_id) for p in refused]
+        missing += [(batch[i].draw_id, batch[i].customer_id) for i in capped]
         existing: dict[tuple[int, int], Entry] = {}
         if missing:
             query = Q()
@@ -342,17 +428,39 @@ def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | EntriesCl
         for draw_id in {d for d, _ in new}:
             broadcast.on_commit(lambda draw_id=draw_id: announce.entries_changed(draw_id))
     answered: set[tuple[int, int]] = set()
-    results: list[tuple[Entry, bool] | EntriesClosed] = []
-    for item in batch:
+    results: list[tuple[Entry, bool] | DomainError] = []
+    for index, item in enumerate(batch):
         key = (item.draw_id, item.customer_id)
         if key in new and key not in answered:
             answered.add(key)
             results.append((new[key], True))
         elif key in new or key in existing:
             results.append((new.get(key) or existing[key], False))
+        elif index in capped:
+            results.append(
+                NotEligible(
+                    "Too many entries come from your address.", reason=eligibility.ADDRESS_CAP
+                )
+            )
         else:
             results.append(EntriesClosed())
     return results
+
+
+def _entries_per_address(items: list[_Pending]) -> dict[tuple[int, str], int]:
+    """Entries committed per (draw, address) of these items (under the draws' lock)."""
+    if not items:
+        return {}
+    query = Q()
+    for item in items:
+        query |= Q(draw_id=item.draw_id, client_address=item.client_address)
+    rows = (
+        Entry.objects.filter(query)
+        .values("draw_id", "client_address")
+        .annotate(entries=Count("id"))
+        .values_list("draw_id", "client_address", "entries")
+    )
+    return {(draw_id, address): count for draw_id, address, count in rows}
 
 
 # Up to this many entries per transaction (a batch is one INSERT statement).
@@ -464,3 +572,74 @@ def draw_close_early(*, drop_id: int, actor) -> Draw:
         if locked.status == Status.OPEN and locked.entries_close_at > now:
             Draw.objects.filter(pk=draw.pk).update(entries_close_at=now)
     return draw_run(draw_id=draw.pk, now=now) or Draw.objects.get(pk=draw.pk)
+
+
+# --- entry rules -------------------------------------------------------------------------
+
+
+class RulesFixed(DomainError):
+    code = "rules_fixed"
+    http_status = 409
+    default_detail = "Entry rules are fixed once entries open."
+
+
+def _optional_whole(value: object, *, field: str, least: int, most: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise InvalidInput(f"{field} must be a whole number from {least} to {most}.", field=field)
+    return value
+
+
+# A year of account age, a million entries per address: far past any sensible rule.
+MAX_ACCOUNT_AGE_SECONDS = 366 * 24 * 3600
+MAX_ENTRIES_PER_ADDRESS = 1_000_000
+
+
+def entry_rules_set(
+    *,
+    drop_id: int,
+    actor,
+    min_account_age_seconds: int | None = None,
+    max_entries_per_address: int | None = None,
+    challenge_required: bool = False,
+) -> EntryRules:
+    """The host sets who may enter a draw drop, before its pin opens entries
+    (``RulesFixed`` after; ``DropNotLive`` on a drop not sold by draw). Only the stream's
+    host or staff. Every rule is written as given (an empty one is off)."""
+    min_age = _optional_whole(
+        min_account_age_seconds,
+        field="min_account_age_seconds",
+        least=1,
+        most=MAX_ACCOUNT_AGE_SECONDS,
+    )
+    cap = _optional_whole(
+        max_entries_per_address,
+        field="max_entries_per_address",
+        least=1,
+        most=MAX_ENTRIES_PER_ADDRESS,
+    )
+    if not isinstance(challenge_required, bool):
+        raise InvalidInput("challenge_required must be true or false.", field="challenge_required")
+    if isinstance(drop_id, bool) or not isinstance(drop_id, int):
+        raise NotFound("No such drop.")
+    with transaction.atomic():
+        # The stream's lock, as the pin takes it: rules cannot change while entries open.
+        drop = Drop.objects.select_related("stream").filter(pk=drop_id).first()
+        if drop is None:
+            raise NotFound("No such drop.")
+        stream = Stream.objects.select_for_update(no_key=True).get(pk=drop.stream_id)
+        stream_check_control(stream=stream, user=actor)
+        if drop.mode != Drop.Mode.DRAW:
+            raise DropNotLive("This drop is not sold by draw.")
+        if Draw.objects.filter(drop_id=drop_id).exists():
+            raise RulesFixed()
+        rules, _ = EntryRules.objects.update_or_create(
+            drop_id=drop_id,
+            defaults={
+                "min_account_age_seconds": min_age,
+                "max_entries_per_address": cap,
+                "challenge_required": challenge_required,
+            },
+        )
+    return rules

@@ -10,4 +10,9 @@ urlpatterns = [
         name="drop-entry-mine",
     ),
     path("drops/<id:drop_id>/draw/", apis.DrawApi.as_view(), name="drop-draw"),
+    path(
+        "drops/<id:drop_id>/entry-rules/",
+        apis.DrawEntryRulesApi.as_view(),
+        name="drop-entry-rules",
+    ),
 ]

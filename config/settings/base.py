@@ -386,6 +386,11 @@ DRAW_WIN_HOLD_SECONDS = env.int("DRAW_WIN_HOLD_SECONDS", default=600)
 # At the close, how long the draw waits for entries Redis accepted to be written
 # (a batch commits in milliseconds; one still missing after this was never answered).
 DRAW_DURABLE_WAIT_SECONDS = env.float("DRAW_DURABLE_WAIT_SECONDS", default=5.0)
+# The entry challenge's provider (a class implementing draws.challenge.ChallengeProvider).
+# The test provider needs no network.
+DRAW_CHALLENGE_PROVIDER = env.str(
+    "DRAW_CHALLENGE_PROVIDER", default="draws.challenge.TestChallengeProvider"
+)
 # Pending holds the reserve task settles in one transaction (the commit is the ceiling).
 # 200 keeps the allocation row locked for about 25 ms per batch on a small machine.
 RESERVATION_SETTLE_BATCH = env.int("RESERVATION_SETTLE_BATCH", default=200)

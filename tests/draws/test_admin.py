@@ -33,6 +33,7 @@ def test_the_seed_shows_only_once_drawn_and_an_early_close_draws(ops):
         assert draw.seed.encode() not in response.content
     assert draw.seed_commitment.encode() in ops.get(pages[0]).content
     assert ops.get("/admin/draws/draw/add/").status_code == 403
+    assert ops.get("/admin/draws/entryrules/").status_code == 200
 
     response = ops.post(
         "/admin/draws/draw/", {"action": "close_entries_now", "_selected_action": [draw.pk]}
