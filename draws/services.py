@@ -64,6 +64,11 @@ class DrawDrops:
     def entries_open(self, *, drop: Drop, now: datetime) -> None:
         draw_entries_open(drop=drop, now=now)
 
+    def entries_close_now(self, *, drop_ids: list[int], actor) -> None:
+        open_draws = Draw.objects.filter(drop_id__in=drop_ids, status=Status.OPEN)
+        for drop_id in open_draws.order_by("pk").values_list("drop_id", flat=True):
+            draw_close_early(drop_id=drop_id, actor=actor)
+
     def drop_fields(self, *, drop_ids: list[int]) -> dict[int, dict[str, Any]]:
         rows = Draw.objects.filter(drop_id__in=drop_ids).values_list(
             "drop_id", "entries_close_at", "seed_commitment"
@@ -566,6 +571,10 @@ def draw_close_early(*, drop_id: int, actor) -> Draw:
     if draw is None:
         raise NotFound("This drop has no draw.")
     stream_check_control(stream=draw.drop.stream, user=actor)
+    # Redis stops accepting first and what it accepted is written, before the row is
+    # locked: inside a caller's transaction (a stream ending) the lock is held until
+    # its commit, and writes waiting behind it would only be refused.
+    _wait_for_accepted_entries(draw.pk)
     now = timezone.now()
     with transaction.atomic():
         locked = Draw.objects.select_for_update().get(pk=draw.pk)

@@ -33,6 +33,11 @@ class DrawHooks(Protocol):
     def drop_fields(self, *, drop_ids: list[int]) -> dict[int, dict[str, Any]]:
         """Per draw drop, the fields its body adds (one query for all of them)."""
 
+    def entries_close_now(self, *, drop_ids: list[int], actor) -> None:
+        """Inside the stream's closing transaction (the stream locked), before the
+        drops' allocations close: draw every one of these drops still taking entries,
+        so that its entrants get their result while its units are still there."""
+
 
 _hooks: list[DrawHooks] = []
 

@@ -292,7 +292,8 @@ def stream_start(*, stream_id: int, actor) -> Stream:
 def stream_end(*, stream_id: int, actor) -> Stream:
     """End the stream (from ``scheduled`` or ``live``; idempotent once ended).
 
-    Guarantees, all in one transaction: no drop stays pinned, and every drop's
+    Guarantees, all in one transaction: no drop stays pinned, a drop sold by draw still
+    taking entries is drawn first (its winners keep their offers), and every drop's
     allocation is closed, which returns its unsold units to stock (holds still open keep
     theirs until checkout, release or expiry). Only the host or staff (``NotStreamHost``).
     """
@@ -307,6 +308,14 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
         for drop_id in unpinned:
             broadcast.on_commit(lambda drop_id=drop_id: announce.drop_unpinned(drop_id))
+        draw_drops = list(
+            Drop.objects.filter(stream_id=stream.pk, mode=Drop.Mode.DRAW).values_list(
+                "pk", flat=True
+            )
+        )
+        if draw_drops:
+            # A draw still taking entries is drawn now, while its units are on stage.
+            draw_hooks().entries_close_now(drop_ids=draw_drops, actor=actor)
         # All at once: every allocation, then every stock item, in the lock order.
         inventory.allocations_close(
             allocation_ids=list(

@@ -206,3 +206,27 @@ def test_the_pin_publishes_the_commitment_and_the_close_never_the_seed(
     repinned = _client(host).post(f"/api/drops/{drop.pk}/pin/").json()
     assert repinned["seed_commitment"] == body["seed_commitment"]
     assert Draw.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ending_the_stream_draws_a_draw_still_taking_entries(gate_mode):
+    drop = draw_drop(quantity=1)
+    viewers = [UserFactory() for _ in range(3)]
+    for viewer in viewers:
+        assert _enter(viewer, drop.pk, {"quantity": 1}).status_code == 201
+
+    live.stream_end(stream_id=drop.stream_id, actor=drop.stream.host)
+
+    draw = Draw.objects.get(drop=drop)
+    assert draw.status == "drawn" and len(draw.winners) == 1
+    winner = Entry.objects.get(pk=draw.winners[0])
+    assert (winner.status, winner.reservation.status) == ("won", "held")
+    # The sale ended: the losers' line closed with it, and nothing else stays carved.
+    losers = Entry.objects.exclude(pk=winner.pk)
+    assert {e.status for e in losers} == {"lost"}
+    assert {e.waitlist_entry.status for e in losers} == {"closed"}
+    allocation = drop.allocation
+    allocation.refresh_from_db()
+    assert (allocation.status, allocation.quantity, allocation.held) == ("closed", 1, 1)
+    late = _enter(UserFactory(), drop.pk, {"quantity": 1})
+    assert (late.status_code, late.json()["code"]) == (409, "entries_closed")
