@@ -268,7 +268,7 @@ def entry_submit(
         facts.draw_id, customer_id, quantity, decision.entered_at, client_address, cap
     )
     try:
-        outcome = _writer.submit(pending)
+        outcome = _write(pending)
     except BaseException:
         _settle_in_redis([pending], kept=False)
         raise
@@ -277,8 +277,17 @@ def entry_submit(
     return outcome
 
 
+def _write(pending: _Pending) -> tuple[Entry, bool] | DomainError:
+    """The entry's row, written with whatever other threads of the process are writing
+    now; alone when the caller is inside a transaction already, since the others' rows
+    would then commit only with the caller's and their answers must wait for a commit."""
+    if connection.in_atomic_block:
+        return _write_entries([pending])[0]
+    return _writer.submit(pending)
+
+
 def _enter_by_database(pending: _Pending, *, prime: bool) -> tuple[Entry, bool]:
-    outcome = _writer.submit(pending)
+    outcome = _write(pending)
     if prime:
         _prime_window(pending.draw_id)
     if isinstance(outcome, DomainError):
