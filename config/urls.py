@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("shop.urls")),
     path("api/", include("livestream.urls")),
+    path("api/", include("draws.urls")),
     path("api/", include("demand.urls")),
     # After every API route: the rest of /api/ is a JSON 404, with DEBUG on too.
     re_path(r"^api/(?P<unmatched>.*)$", errors.api_not_found),

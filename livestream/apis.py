@@ -141,6 +141,8 @@ class DropCreateApi(APIView):
             starts_at=data.get("starts_at"),
             ends_at=data.get("ends_at"),
             duration_seconds=data.get("duration_seconds"),
+            mode=data["mode"],
+            entry_seconds=data.get("entry_seconds"),
             actor=request.user,
         )
         return Response(selectors.drop_snapshot(drop=drop), status=status.HTTP_201_CREATED)

@@ -71,6 +71,7 @@ from inventory.models import Reservation
 from inventory.services import AdmittedRequest, reservations_create_pending, validate_quantity
 from inventory.services.gate_sync import gate_undo_admission
 from livestream import snapshot_cache
+from livestream.models import Drop
 from livestream.selectors import drop_routing_cached
 from livestream.serializers import ReservationSerializer
 
@@ -356,8 +357,8 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         return None  # Django redirects it
     quantity = _quantity_of(request, body)
     routing = drop_routing_cached(request.drop_id)
-    if quantity is None or routing is None:
-        return None
+    if quantity is None or routing is None or routing.mode != Drop.Mode.FIRST_COME:
+        return None  # a drop sold by draw: Django refuses the reserve
     redis = shared_connection()
     user_id = await _user_of(redis, request.token)
     if user_id is None:

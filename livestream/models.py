@@ -26,6 +26,8 @@ SLUG_RE = re.compile(SLUG_PATTERN)
 # the rest). ASCII ranges read the same in every regex dialect, unlike \s.
 PLAYBACK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
 PLAYBACK_URL_RE = re.compile(PLAYBACK_URL_PATTERN)
+# How long a draw takes entries (the public contract).
+MIN_ENTRY_SECONDS, MAX_ENTRY_SECONDS = 10, 3600
 
 
 class Stream(models.Model):
@@ -64,9 +66,13 @@ class Stream(models.Model):
 
 
 class Drop(models.Model):
-    """A variant on stage in a stream. Price, currency, variant and allocation are fixed
-    once created (a reservation stores the price it was made at), which is what lets
-    the purchase path cache them per process."""
+    """A variant on stage in a stream. Price, currency, variant, allocation and mode are
+    fixed once created (a reservation stores the price it was made at), which is what
+    lets the purchase path cache them per process."""
+
+    class Mode(models.TextChoices):
+        FIRST_COME = "first_come", "first come, first served"
+        DRAW = "draw", "by draw"
 
     # Drops carry sales (their allocation's holds and orders): never cascade them away.
     stream = models.ForeignKey(Stream, on_delete=models.PROTECT, related_name="drops")
@@ -93,6 +99,14 @@ class Drop(models.Model):
     duration = models.DurationField(
         null=True, blank=True, help_text="Optional length of the sale, from when it opens."
     )
+    # A drop sold by draw takes entries for ``entry_seconds`` from its pin, then one draw
+    # picks its buyers (the ``draws`` app). Plain columns here, not a row of that app:
+    # the purchase path must tell a draw from a first-come drop (to refuse reserves on
+    # it) from its per-process routing cache, and livestream may not import draws.
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.FIRST_COME)
+    entry_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long a draw takes entries from its pin."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -117,6 +131,15 @@ class Drop(models.Model):
                 | Q(ends_at__isnull=True)
                 | Q(ends_at__gt=F("starts_at")),
                 name="drop_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=(Q(mode="first_come") & Q(entry_seconds__isnull=True))
+                | (
+                    Q(mode="draw")
+                    & Q(entry_seconds__gte=MIN_ENTRY_SECONDS)
+                    & Q(entry_seconds__lte=MAX_ENTRY_SECONDS)
+                ),
+                name="drop_draw_has_entry_window",
             ),
         ]
         indexes = [

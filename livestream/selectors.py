@@ -16,6 +16,7 @@ from django.utils import timezone
 from core.exceptions import NotFound
 from inventory import selectors as inventory_selectors
 from livestream.broadcast import current_seqs
+from livestream.draw_mode import draw_hooks
 from livestream.live_rate import LIVE_BUCKET_SECONDS, LIVE_BUCKETS, live_projection
 from livestream.models import Drop, Stream
 from livestream.presence import presence_counts
@@ -49,12 +50,16 @@ def iso_time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def drop_snapshot(*, drop: Drop) -> dict[str, Any]:
+def drop_snapshot(
+    *, drop: Drop, draw_fields: dict[int, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A drop as clients see it (JSON-serialisable). Reads ``drop.variant.product`` and
-    ``drop.allocation``: load them with ``drops_for_snapshot()`` to avoid queries."""
+    ``drop.allocation``: load them with ``drops_for_snapshot()`` to avoid queries. A drop
+    sold by draw adds its draw's fields (``draw_fields``, per drop, when the caller read
+    them for many drops at once; else one query)."""
     allocation = drop.allocation
     variant = drop.variant
-    return {
+    snapshot = {
         "id": drop.pk,
         "variant": drop.variant_id,
         "sku": variant.sku,
@@ -70,7 +75,18 @@ def drop_snapshot(*, drop: Drop) -> dict[str, Any]:
         "starts_at": iso_time(drop.starts_at),
         "ends_at": iso_time(drop.ends_at),
         "status": allocation.status,
+        "mode": drop.mode,
     }
+    if drop.mode == Drop.Mode.DRAW:
+        if draw_fields is None:
+            draw_fields = draw_hooks().drop_fields(drop_ids=[drop.pk])
+        snapshot["entry_seconds"] = drop.entry_seconds
+        snapshot.update(draw_fields.get(drop.pk) or DRAW_NOT_OPEN)
+    return snapshot
+
+
+# A draw drop's fields before its pin opens entries.
+DRAW_NOT_OPEN = {"entries_close_at": None, "seed_commitment": None}
 
 
 def stream_snapshot(*, stream: Stream) -> dict[str, Any]:
@@ -90,8 +106,12 @@ def stream_snapshots(*, streams: Sequence[Stream]) -> list[dict[str, Any]]:
     streams writes nothing anywhere."""
     ids = [stream.pk for stream in streams]
     drops: dict[int, list[dict[str, Any]]] = {pk: [] for pk in ids}
-    for drop in drops_for_snapshot().filter(stream_id__in=ids):
-        drops[drop.stream_id].append(drop_snapshot(drop=drop))
+    rows = list(drops_for_snapshot().filter(stream_id__in=ids))
+    draw_ids = [drop.pk for drop in rows if drop.mode == Drop.Mode.DRAW]
+    # One more query, only when a draw drop is among them.
+    draw_fields = draw_hooks().drop_fields(drop_ids=draw_ids) if draw_ids else {}
+    for drop in rows:
+        drops[drop.stream_id].append(drop_snapshot(drop=drop, draw_fields=draw_fields))
     viewers = presence_counts(ids)
     seqs = current_seqs(ids)
     return [
@@ -195,6 +215,7 @@ class DropRouting(NamedTuple):
     price: Decimal
     currency: str
     stream_id: int
+    mode: str
 
 
 # Bounded: an entry is ~200 bytes, so a few MB at most per process.
@@ -221,7 +242,7 @@ def drop_routing(drop_id: int) -> DropRouting:
             return routing
     row = (
         Drop.objects.filter(pk=drop_id)
-        .values_list("allocation_id", "price", "currency", "stream_id")
+        .values_list("allocation_id", "price", "currency", "stream_id", "mode")
         .first()
     )
     if row is None:

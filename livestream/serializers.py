@@ -7,7 +7,15 @@ from rest_framework import serializers
 from core.api.fields import MoneyField, StrictCharField, StrictIntegerField, StrictRegexField
 from inventory.models import Reservation
 from inventory.services import MAX_QUANTITY
-from livestream.models import PLAYBACK_URL_PATTERN, SLUG_PATTERN, TITLE_PATTERN, Stream
+from livestream.models import (
+    MAX_ENTRY_SECONDS,
+    MIN_ENTRY_SECONDS,
+    PLAYBACK_URL_PATTERN,
+    SLUG_PATTERN,
+    TITLE_PATTERN,
+    Drop,
+    Stream,
+)
 from livestream.selectors import stream_snapshot
 
 
@@ -43,6 +51,21 @@ class DropCreateSerializer(serializers.Serializer):
     duration_seconds = StrictIntegerField(
         min_value=1, max_value=24 * 3600, required=False, allow_null=True
     )
+    mode = serializers.ChoiceField(
+        choices=Drop.Mode.choices,
+        required=False,
+        default=Drop.Mode.FIRST_COME,
+        help_text="`draw`: pinning opens entries for `entry_seconds`, then one draw picks "
+        "the buyers; no reserves.",
+    )
+    entry_seconds = StrictIntegerField(
+        min_value=MIN_ENTRY_SECONDS,
+        max_value=MAX_ENTRY_SECONDS,
+        required=False,
+        allow_null=True,
+        help_text="How long a draw takes entries from its pin; required for a draw, "
+        "refused otherwise.",
+    )
 
 
 class ReserveSerializer(serializers.Serializer):
@@ -67,6 +90,17 @@ class DropSerializer(serializers.Serializer):
     starts_at = serializers.DateTimeField(allow_null=True)
     ends_at = serializers.DateTimeField(allow_null=True)
     status = serializers.CharField()
+    mode = serializers.ChoiceField(choices=Drop.Mode.choices)
+    # A draw drop's only (absent on a first-come drop).
+    entry_seconds = serializers.IntegerField(required=False)
+    entries_close_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="A draw's close of entries, once pinned."
+    )
+    seed_commitment = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="A draw's lowercase hex SHA-256 of its secret seed, once pinned.",
+    )
 
 
 class StreamSerializer(serializers.Serializer):

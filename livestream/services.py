@@ -25,10 +25,11 @@ from django.utils.text import slugify
 
 from core.exceptions import InvalidInput, NotFound
 from inventory import services as inventory
-from inventory.exceptions import AllocationClosed, InsufficientStock
+from inventory.exceptions import AllocationClosed, DropNotLive, InsufficientStock
 from inventory.models import Allocation, Reservation, WaitlistEntry
 from inventory.services import MAX_QUANTITY
 from livestream import announce, broadcast, events
+from livestream.draw_mode import draw_hooks
 from livestream.exceptions import (
     DropNotStarted,
     InvalidStreamTransition,
@@ -38,7 +39,15 @@ from livestream.exceptions import (
     StreamNotLive,
     VariantNotForSale,
 )
-from livestream.models import ASCII_SPACE, PLAYBACK_URL_RE, SLUG_RE, Drop, Stream
+from livestream.models import (
+    ASCII_SPACE,
+    MAX_ENTRY_SECONDS,
+    MIN_ENTRY_SECONDS,
+    PLAYBACK_URL_RE,
+    SLUG_RE,
+    Drop,
+    Stream,
+)
 from livestream.presence import presence_count
 from livestream.selectors import drop_routing, drop_routing_forget, drops_for_snapshot
 from shop.models import Variant
@@ -283,7 +292,8 @@ def stream_start(*, stream_id: int, actor) -> Stream:
 def stream_end(*, stream_id: int, actor) -> Stream:
     """End the stream (from ``scheduled`` or ``live``; idempotent once ended).
 
-    Guarantees, all in one transaction: no drop stays pinned, and every drop's
+    Guarantees, all in one transaction: no drop stays pinned, a drop sold by draw still
+    taking entries is drawn first (its winners keep their offers), and every drop's
     allocation is closed, which returns its unsold units to stock (holds still open keep
     theirs until checkout, release or expiry). Only the host or staff (``NotStreamHost``).
     """
@@ -298,6 +308,14 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
         for drop_id in unpinned:
             broadcast.on_commit(lambda drop_id=drop_id: announce.drop_unpinned(drop_id))
+        draw_drops = list(
+            Drop.objects.filter(stream_id=stream.pk, mode=Drop.Mode.DRAW).values_list(
+                "pk", flat=True
+            )
+        )
+        if draw_drops:
+            # A draw still taking entries is drawn now, while its units are on stage.
+            draw_hooks().entries_close_now(drop_ids=draw_drops, actor=actor)
         # All at once: every allocation, then every stock item, in the lock order.
         inventory.allocations_close(
             allocation_ids=list(
@@ -328,8 +346,14 @@ def drop_create(
     starts_at: datetime | None = None,
     ends_at: datetime | None = None,
     duration_seconds: int | None = None,
+    mode: str = Drop.Mode.FIRST_COME,
+    entry_seconds: int | None = None,
 ) -> Drop:
     """Put ``quantity`` units of a variant on the stream's stage at ``price``.
+
+    A drop sold by draw (``mode="draw"``): pinning it opens entries for ``entry_seconds``
+    (10 to 3600, required for a draw and refused otherwise), then one draw picks its
+    buyers; it takes no reserves, and is not timed (its entries are its window).
 
     A timed drop: ``starts_at`` (its sale opens by itself then, pinned or not, once the
     stream is live; pinning it earlier shows the countdown) and ``ends_at`` or
@@ -354,6 +378,7 @@ def drop_create(
             per_viewer_limit = _check_units(per_viewer_limit, field="per_viewer_limit")
         starts_at = _check_moment(starts_at, field="starts_at")
         ends_at, duration = _check_sale_window(starts_at, ends_at, duration_seconds)
+        _check_mode(mode, entry_seconds, timed=bool(starts_at or ends_at or duration))
         variant = _sellable_variant(variant_id)
         try:
             stock_item_id = variant.stock.pk
@@ -376,9 +401,32 @@ def drop_create(
             starts_at=starts_at,
             ends_at=ends_at,
             duration=duration,
+            mode=mode,
+            entry_seconds=entry_seconds,
         )
     drop_routing_forget(drop.pk)
     return drop
+
+
+def _check_mode(mode: object, entry_seconds: object, *, timed: bool) -> None:
+    if mode not in Drop.Mode.values:
+        raise InvalidInput(f"mode must be one of {', '.join(Drop.Mode.values)}.", field="mode")
+    if mode == Drop.Mode.FIRST_COME:
+        if entry_seconds is not None:
+            raise InvalidInput("entry_seconds is for a drop sold by draw.", field="entry_seconds")
+        return
+    if entry_seconds is None:
+        raise InvalidInput("A drop sold by draw needs entry_seconds.", field="entry_seconds")
+    if isinstance(entry_seconds, bool) or not isinstance(entry_seconds, int):
+        raise InvalidInput("entry_seconds must be a whole number.", field="entry_seconds")
+    if not MIN_ENTRY_SECONDS <= entry_seconds <= MAX_ENTRY_SECONDS:
+        raise InvalidInput(
+            f"entry_seconds must be between {MIN_ENTRY_SECONDS} and {MAX_ENTRY_SECONDS}.",
+            field="entry_seconds",
+        )
+    if timed:
+        # Its entries are its window: a start or end of sale would be a second one.
+        raise InvalidInput("A drop sold by draw cannot be timed.", field="mode")
 
 
 # A timed sale lasts at most a day (flash sales run seconds to minutes).
@@ -437,7 +485,8 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
     Guarantees: only the host or staff; only while the stream is live
     (``StreamNotLive``) and the drop's allocation is not closed (``AllocationClosed``);
     any other pinned drop of the stream is unpinned in the same transaction (at most one
-    pinned drop per stream, also a database constraint); the allocation is opened.
+    pinned drop per stream, also a database constraint); the allocation is opened, or,
+    for a drop sold by draw, its entries (its allocation opens at the draw).
     """
     with transaction.atomic():
         stream, drop = _lock_drop(drop_id, actor=actor)
@@ -459,8 +508,10 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
                 broadcast.on_commit(lambda other=other: announce.drop_unpinned(other))
             broadcast.on_commit(lambda: announce.drop_pinned(drop.pk))
             broadcast.on_commit(lambda: _announce_audience_at_pin(drop))
+        if drop.mode == Drop.Mode.DRAW:
+            draw_hooks().entries_open(drop=drop, now=drop.pinned_at or timezone.now())
         # A timed drop pinned before its start shows the countdown; it opens on time.
-        if drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
+        elif drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
             _open_sale(drop)
     return drop
 
@@ -512,9 +563,12 @@ def drop_reserve(
     per-viewer limit, one hold per idempotency key; ``SoldOut``, ``LimitReached``,
     ``DropNotLive`` when the drop is not pinned yet or the stream ended). Once this
     process has seen the drop, a request the Redis gate turns away runs no SQL at all.
-    Unknown drop: ``NotFound``.
+    Unknown drop: ``NotFound``. A drop sold by draw takes no reserves (``DropNotLive``):
+    its units go to the draw's winners, then to its line.
     """
     routing = drop_routing(drop_id)
+    if routing.mode == Drop.Mode.DRAW:
+        raise DropNotLive("This drop is sold by draw: enter the draw instead.")
     return inventory.reservation_request(
         customer_id=customer_id,
         allocation_id=routing.allocation_id,
@@ -614,6 +668,9 @@ def drop_open_by_hand(*, drop_id: int, actor) -> Drop:
             return drop
         if drop.allocation.status == Allocation.Status.CLOSED:
             raise AllocationClosed("This drop's sale is closed.")
+        if drop.mode == Drop.Mode.DRAW:
+            # Opened first come, its units would go to the fastest, not the winners.
+            raise DropNotLive("A drop sold by draw opens at its draw.")
         if stream.status != Stream.Status.LIVE:
             raise StreamNotLive(status=stream.status)
         if _starts_later(drop):

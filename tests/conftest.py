@@ -16,7 +16,15 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0", "fals
 
 # Redis keys the project writes; wiped before each test so ids reused by a fresh test
 # database never meet state from an earlier run.
-REDIS_TEST_KEY_PATTERNS = ("gate:*", "api:*", "cache:*", "stream:*", "settle:*", "asgi*")
+REDIS_TEST_KEY_PATTERNS = (
+    "gate:*",
+    "api:*",
+    "cache:*",
+    "stream:*",
+    "settle:*",
+    "asgi*",
+    "draw:*",
+)
 
 
 def _postgres_missing() -> str | None:
@@ -120,11 +128,13 @@ def celery_through_broker(settings):
 def _forget_drop_routing():
     """Drop routing and streams by slug are cached per process; ids and slugs are
     reused across tests."""
+    from draws.services import draw_facts_forget
     from livestream.announce import _drop_of_allocation
     from livestream.consumers import forget_cached_streams
     from livestream.selectors import drop_routing_cache_clear
 
     drop_routing_cache_clear()
+    draw_facts_forget()
     forget_cached_streams()
     _drop_of_allocation.cache_clear()
     yield

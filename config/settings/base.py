@@ -44,7 +44,8 @@ INSTALLED_APPS = [
     "shop",
     "inventory",
     "livestream",
-    # Above livestream: it imports livestream, never the other way round.
+    # Above livestream: they import livestream, never the other way round.
+    "draws",
     "demand",
     # On top: it reads every room's figures and no room imports it.
     "monitoring",
@@ -194,6 +195,10 @@ CELERY_BEAT_SCHEDULE = {
     "drop-schedule": {
         "task": "livestream.run_drop_schedule",
         "schedule": env.float("DROP_SCHEDULE_SECONDS", default=1.0),
+    },
+    "draws-due": {
+        "task": "draws.run_due",
+        "schedule": env.float("DRAW_SWEEP_SECONDS", default=2.0),
     },
     "reconcile-payments": {
         "task": "shop.reconcile_payments",
@@ -404,6 +409,16 @@ STREAM_SNAPSHOT_MAX_AGE_MS = env.int("STREAM_SNAPSHOT_MAX_AGE_MS", default=1000)
 RESERVATION_HOLD_SECONDS = env.int("RESERVATION_HOLD_SECONDS", default=600)
 # A unit offered to the first viewer on a waitlist is theirs for this long.
 WAITLIST_OFFER_SECONDS = env.int("WAITLIST_OFFER_SECONDS", default=60)
+# A draw winner's offer: long enough to check out after hearing the result.
+DRAW_WIN_HOLD_SECONDS = env.int("DRAW_WIN_HOLD_SECONDS", default=600)
+# At the close, how long the draw waits for entries Redis accepted to be written
+# (a batch commits in milliseconds; one still missing after this was never answered).
+DRAW_DURABLE_WAIT_SECONDS = env.float("DRAW_DURABLE_WAIT_SECONDS", default=5.0)
+# The entry challenge's provider (a class implementing draws.challenge.ChallengeProvider).
+# The test provider needs no network.
+DRAW_CHALLENGE_PROVIDER = env.str(
+    "DRAW_CHALLENGE_PROVIDER", default="draws.challenge.TestChallengeProvider"
+)
 # Pending holds the reserve task settles in one transaction (the commit is the ceiling).
 # 200 keeps the allocation row locked for about 25 ms per batch on a small machine.
 RESERVATION_SETTLE_BATCH = env.int("RESERVATION_SETTLE_BATCH", default=200)

@@ -12,15 +12,16 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("config", "core", "shop", "inventory", "livestream", "demand", "monitoring")
+APPS = ("config", "core", "shop", "inventory", "livestream", "draws", "demand", "monitoring")
 # What each app may import; config wires them all and nothing imports it.
 MAY_IMPORT = {
     "core": set(),
     "inventory": {"core"},
     "shop": {"core", "inventory"},
     "livestream": {"core", "inventory", "shop"},
-    "demand": {"core", "inventory", "shop", "livestream"},
-    "monitoring": {"core", "inventory", "shop", "livestream", "demand"},
+    "draws": {"core", "inventory", "shop", "livestream"},
+    "demand": {"core", "inventory", "shop", "livestream", "draws"},
+    "monitoring": {"core", "inventory", "shop", "livestream", "draws", "demand"},
 }
 
 

@@ -131,7 +131,7 @@ def _imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["allocations", "holds", "offers", "settle", "stock", "waitlist"]
+    "module", ["allocations", "awards", "holds", "offers", "settle", "stock", "waitlist"]
 )
 def test_the_services_that_move_units_never_write_the_gate_by_hand(module):
     imported = _imports(SERVICES / f"{module}.py")

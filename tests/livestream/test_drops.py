@@ -698,6 +698,7 @@ def test_drop_routing_is_read_once_per_process(django_assert_num_queries):
         price=Decimal("3.25"),
         currency="USD",
         stream_id=drop.stream_id,
+        mode="first_come",
     )
     assert first == second == expected
 
@@ -793,6 +794,7 @@ def test_stream_snapshot_is_the_api_shape(
         "starts_at": None,
         "ends_at": None,
         "status": "open",
+        "mode": "first_come",
     }
     drop_b = {
         "id": b.pk,
@@ -810,6 +812,7 @@ def test_stream_snapshot_is_the_api_shape(
         "starts_at": now,
         "ends_at": None,
         "status": "ready",
+        "mode": "first_come",
     }
     assert snapshot == {
         "id": stream.pk,

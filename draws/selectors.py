@@ -1,0 +1,118 @@
+"""Reads of draws: the public draw, and an entry as its viewer sees it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.exceptions import NotFound
+from draws.exceptions import NotEntered
+from draws.models import Draw, Entry
+from inventory.models import WaitlistEntry
+from livestream.models import Drop
+from livestream.selectors import iso_time
+from livestream.serializers import ReservationSerializer
+
+
+def draw_public(*, drop_id: object) -> dict[str, Any]:
+    """``GET /api/drops/{id}/draw/``: the seed and the winners only once drawn.
+
+    ``entries`` counts the entries committed so far. Once drawn, ``units`` (the units
+    the draw handed out) and ``entry_list`` (every entry's id and quantity) let anyone
+    recompute the winners from the seed."""
+    if isinstance(drop_id, bool) or not isinstance(drop_id, int):
+        raise NotFound("No such drop.")
+    drop = Drop.objects.filter(pk=drop_id).values("mode").first()
+    if drop is None:
+        raise NotFound("No such drop.")
+    draw = Draw.objects.filter(drop_id=drop_id).first()
+    body: dict[str, Any] = {
+        "drop": drop_id,
+        "mode": drop["mode"],
+        "status": draw.status if draw else None,
+        "entries": 0,
+        "entries_close_at": None,
+        "seed_commitment": None,
+        "seed": None,
+        "winners": [],
+        "units": None,
+        "entry_list": None,
+    }
+    if draw is None:
+        return body
+    drawn = draw.status == Draw.Status.DRAWN
+    body.update(
+        entries=draw.entry_count if drawn else Entry.objects.filter(draw_id=draw.pk).count(),
+        entries_close_at=iso_time(draw.entries_close_at),
+        seed_commitment=draw.seed_commitment,
+    )
+    if drawn:
+        body.update(
+            seed=draw.seed,
+            winners=list(draw.winners),
+            units=draw.units,
+            entry_list=[
+                {"id": pk, "quantity": quantity}
+                for pk, quantity in Entry.objects.filter(draw_id=draw.pk)
+                .order_by("id")
+                .values_list("id", "quantity")
+            ],
+        )
+    return body
+
+
+def entry_of(*, drop_id: object, customer_id: int) -> Entry:
+    if isinstance(drop_id, bool) or not isinstance(drop_id, int):
+        raise NotFound("No such drop.")
+    entry = (
+        Entry.objects.select_related("draw", "reservation", "waitlist_entry")
+        .filter(draw__drop_id=drop_id, customer_id=customer_id)
+        .first()
+    )
+    if entry is None:
+        raise NotEntered()
+    return entry
+
+
+def entry_bodies(entries: list[Entry], *, drop_id: int) -> list[dict[str, Any]]:
+    """Entries as their viewers see them (the API and ``draw.result``): a winner's
+    ``reservation`` as the reservations API shows it, a loser's ``waitlist`` place. Load
+    ``reservation`` and ``waitlist_entry`` with them; positions cost one query."""
+    waiting = [e.waitlist_entry for e in entries if e.waitlist_entry is not None]
+    positions: dict[int, int] = {}
+    if waiting:
+        line = WaitlistEntry.objects.filter(
+            allocation_id=waiting[0].allocation_id, status=WaitlistEntry.Status.WAITING
+        ).order_by("id")
+        positions = {pk: place for place, pk in enumerate(line.values_list("pk", flat=True), 1)}
+    holds = [e.reservation for e in entries if e.reservation is not None]
+    hold_bodies = {
+        body["id"]: body
+        for body in ReservationSerializer(holds, many=True, context={"drop_id": drop_id}).data
+    }
+    bodies = []
+    for entry in entries:
+        line_entry = entry.waitlist_entry
+        bodies.append(
+            {
+                "id": entry.pk,
+                "drop": drop_id,
+                "quantity": entry.quantity,
+                "status": entry.status,
+                "entered_at": iso_time(entry.entered_at),
+                "rank": entry.rank,
+                "reservation": hold_bodies.get(entry.reservation_id),
+                "waitlist": None
+                if line_entry is None
+                else {
+                    "id": line_entry.pk,
+                    "status": line_entry.status,
+                    "position": positions.get(line_entry.pk),
+                    "reservation": line_entry.reservation_id,
+                },
+            }
+        )
+    return bodies
+
+
+def entry_body(entry: Entry, *, drop_id: int) -> dict[str, Any]:
+    return entry_bodies([entry], drop_id=drop_id)[0]

@@ -1,0 +1,139 @@
+"""Entry rules set by the host: each refuses and admits exactly at its threshold
+(account age, entries per client address, the challenge), a refusal is 409
+``not_eligible`` with its ``reason`` and writes nothing, and the challenge provider's
+failure is a clear 503. Rules are fixed once entries open."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from draws.models import Entry
+from livestream import services as live
+from tests.draws.helpers import draw_drop
+from tests.factories import UserFactory, live_drop
+
+
+def _client(user=None) -> APIClient:
+    api = APIClient()
+    if user is not None:
+        api.force_authenticate(user)
+    return api
+
+
+def _enter(user, drop_id, address="10.0.0.1", **body):
+    return _client(user).post(
+        f"/api/drops/{drop_id}/entries/",
+        {"quantity": 1, **body},
+        format="json",
+        REMOTE_ADDR=address,
+    )
+
+
+def _rules_drop(**rules):
+    drop = draw_drop(quantity=5, pin=False)
+    response = _client(drop.stream.host).put(
+        f"/api/drops/{drop.pk}/entry-rules/", rules, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    return live.drop_pin(drop_id=drop.pk, actor=drop.stream.host)
+
+
+def _aged(seconds: float):
+    user = UserFactory()
+    joined = timezone.now() - timedelta(seconds=seconds)
+    get_user_model().objects.filter(pk=user.pk).update(date_joined=joined)
+    return user
+
+
+def _refused(response, reason: str) -> None:
+    assert response.status_code == 409, response.json()
+    assert (response.json()["code"], response.json()["reason"]) == ("not_eligible", reason)
+
+
+@pytest.mark.django_db
+def test_an_account_is_admitted_from_the_minimum_age_and_refused_below_it():
+    drop = _rules_drop(min_account_age_seconds=3600)
+
+    _refused(_enter(_aged(3599), drop.pk), "account_too_new")
+    assert not Entry.objects.exists()
+    assert _enter(_aged(3600), drop.pk).status_code == 201
+    assert _enter(_aged(86400), drop.pk).status_code == 201
+    assert Entry.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_address_enters_up_to_its_cap_and_no_further(gate_mode):
+    drop = _rules_drop(max_entries_per_address=2)
+    refused = UserFactory()
+
+    assert _enter(UserFactory(), drop.pk, "10.0.0.1").status_code == 201
+    assert _enter(UserFactory(), drop.pk, "10.0.0.1").status_code == 201
+    _refused(_enter(refused, drop.pk, "10.0.0.1"), "address_cap")
+    assert _enter(UserFactory(), drop.pk, "10.0.0.2").status_code == 201
+    assert _enter(refused, drop.pk, "10.0.0.3").status_code == 201
+
+    rows = Entry.objects.values_list("client_address", flat=True)
+    assert sorted(rows) == ["10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+@pytest.mark.django_db
+def test_the_challenge_refuses_a_missing_or_failed_token_and_admits_a_passed_one(settings):
+    settings.DRAW_CHALLENGE_PROVIDER = "draws.challenge.TestChallengeProvider"
+    drop = _rules_drop(challenge_required=True)
+    viewer = UserFactory()
+
+    _refused(_enter(viewer, drop.pk), "challenge_required")
+    _refused(_enter(viewer, drop.pk, challenge_token="nope"), "challenge_failed")
+    unavailable = _enter(viewer, drop.pk, challenge_token="unavailable")
+    assert unavailable.status_code == 503
+    assert unavailable.json()["code"] == "challenge_unavailable"
+    assert not Entry.objects.exists()
+
+    assert _enter(viewer, drop.pk, challenge_token="pass").status_code == 201
+    # An entrant sending again without a fresh token still gets their entry.
+    assert _enter(viewer, drop.pk).status_code == 200
+    assert Entry.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_without_rules_anyone_signed_in_enters():
+    drop = draw_drop(quantity=1)
+
+    assert _enter(_aged(0), drop.pk).status_code == 201
+    rules = _client().get(f"/api/drops/{drop.pk}/entry-rules/").json()
+    assert rules == {
+        "min_account_age_seconds": None,
+        "max_entries_per_address": None,
+        "challenge_required": False,
+    }
+
+
+@pytest.mark.django_db
+def test_only_the_host_sets_rules_and_only_before_entries_open():
+    drop = draw_drop(quantity=1, pin=False)
+    path = f"/api/drops/{drop.pk}/entry-rules/"
+    rules = {"min_account_age_seconds": 60}
+
+    assert _client(UserFactory()).put(path, rules, format="json").status_code == 403
+    assert _client().put(path, rules, format="json").status_code == 401
+    bad = _client(drop.stream.host).put(path, {"min_account_age_seconds": 0}, format="json")
+    assert (bad.status_code, bad.json()["code"]) == (400, "invalid")
+    assert _client(drop.stream.host).put(path, rules, format="json").status_code == 200
+    assert _client().get(path).json()["min_account_age_seconds"] == 60
+
+    live.drop_pin(drop_id=drop.pk, actor=drop.stream.host)
+    fixed = _client(drop.stream.host).put(path, {}, format="json")
+    assert (fixed.status_code, fixed.json()["code"]) == (409, "rules_fixed")
+    assert _client().get(path).json()["min_account_age_seconds"] == 60
+
+    first_come = live_drop(quantity=1, pin=False)
+    response = _client(first_come.stream.host).put(
+        f"/api/drops/{first_come.pk}/entry-rules/", rules, format="json"
+    )
+    assert (response.status_code, response.json()["code"]) == (409, "drop_not_live")
+    assert _client().get("/api/drops/987654/entry-rules/").status_code == 404
