@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-PREFIX = "liveshop"
+from core.metrics import PREFIX
 
 GATE_REPAIRS = Counter(
     f"{PREFIX}_gate_repairs",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-PREFIX = "liveshop"
+from core.metrics import PREFIX
 
 CONNECTIONS = Gauge(
     f"{PREFIX}_ws_connections",

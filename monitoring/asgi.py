@@ -9,8 +9,8 @@ import time
 
 from prometheus_client import Counter, Histogram
 
+from core.metrics import PREFIX
 from monitoring import pool
-from monitoring.collectors import PREFIX
 
 RESERVE_PATH = re.compile(r"^/api/drops/\d+/reservations/$")
 

@@ -18,6 +18,8 @@ from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.metrics import PREFIX
+from inventory import gate
 from inventory import selectors as inventory_selectors
 from inventory.models import Allocation
 from inventory.services.demand import demand_read
@@ -25,14 +27,14 @@ from livestream.models import Drop, Stream
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "liveshop"
 
-# The gate's demand counters, by the outcome label each becomes.
+# The gate's demand counters (named by its outcomes, as DemandCounts' fields are), by
+# the outcome label each becomes.
 _DECISIONS = {
-    "admitted": "admitted",
-    "sold_out": "sold_out",
-    "limit": "limit_reached",
-    "not_live": "not_live",
+    gate.ADMITTED: "admitted",
+    gate.SOLD_OUT: "sold_out",
+    gate.LIMIT: "limit_reached",
+    gate.NOT_LIVE: "not_live",
 }
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connections
 from prometheus_client import Counter, Gauge
 
-from monitoring.collectors import PREFIX
+from core.metrics import PREFIX
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
+from core.metrics import PREFIX
 from inventory import events
 from inventory.models import WaitlistEntry
-from monitoring.collectors import PREFIX
 
 OFFERED = WaitlistEntry.Status.OFFERED
 
