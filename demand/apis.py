@@ -97,6 +97,15 @@ class DemandRowSerializer(serializers.Serializer):
     waitlist_joined = serializers.IntegerField(allow_null=True)
     waitlist_only = serializers.IntegerField(allow_null=True)
     waitlist_waiting = serializers.IntegerField(allow_null=True)
+    entries = serializers.IntegerField(
+        allow_null=True, help_text="A drop sold by draw: viewers who entered."
+    )
+    entry_winners = serializers.IntegerField(
+        allow_null=True, help_text="A drop sold by draw: entrants the draw chose."
+    )
+    entries_refused = serializers.IntegerField(
+        allow_null=True, help_text="A drop sold by draw: entries refused (closed, or a rule)."
+    )
     attempts = serializers.IntegerField(allow_null=True)
     viewers_tried = serializers.IntegerField(allow_null=True)
     turned_away_sold_out = serializers.IntegerField(allow_null=True)

@@ -1,7 +1,8 @@
 """Per-drop demand: the figures of ``DropDemand``, flushed from where they are counted.
 
 Request outcomes are counted by the inventory (next to the Redis gate, or in rows on the
-database path) and read with ``inventory.services.demand``; the audience (viewers at
+database path) and read with ``inventory.services.demand``; a draw's entries are its
+rows (``draws.selectors``), the viewers who wanted a drop sold by draw; the audience (viewers at
 pin, peak viewers) comes from presence, the timing from the drop's own moments, the
 waitlist from its rows. A periodic task flushes every selling drop; closing a drop
 flushes it one last time (``final``). The live side's moments (a pin, a sell-out, a
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from core.redis import get_redis, redis_configured
 from demand.models import DropDemand
+from draws import selectors as draw_selectors
 from inventory import selectors as inventory_selectors
 from inventory.models import Allocation
 from inventory.services import demand as inventory_demand
@@ -94,16 +96,28 @@ def demand_sold_out(*, drop_id: int, at: datetime | None = None) -> None:
         DropDemand.objects.get_or_create(drop_id=drop_id, defaults={"sold_out_at": at})
 
 
-def _waitlist_figures(allocation_id: int) -> dict[str, int]:
+def _waitlist_figures(*, drop_id: int, allocation_id: int) -> dict[str, int]:
     counts, customers = inventory_selectors.waitlist_figures(allocation_id=allocation_id)
     figures = {f"waitlist_{name}": value for name, value in counts.items()}
     turned_away = inventory_demand.demand_turned_away_among(
         allocation_id=allocation_id, customer_ids=customers
     )
-    # Queued without being turned away first (joined straight from the sold-out page):
-    # counted once, not again on top of the turned-away viewers.
-    figures["waitlist_only"] = len(customers - turned_away)
+    # Queued without being turned away first (joined straight from the sold-out page),
+    # nor queued by the draw they entered: counted once, not again on top of the
+    # turned-away viewers or the entrants.
+    entrants = draw_selectors.entrants_among(drop_id=drop_id, customer_ids=customers)
+    figures["waitlist_only"] = len(customers - turned_away - entrants)
     return figures
+
+
+def _entry_figures(drop_id: int) -> dict[str, int]:
+    figures = draw_selectors.entry_figures(drop_id=drop_id)
+    return {
+        "entries": figures.entries,
+        "entry_units": figures.units,
+        "entry_winners": figures.winners,
+        "entries_refused": figures.refused,
+    }
 
 
 def demand_flush(*, drop_id: int, final: bool = False) -> DropDemand:
@@ -112,7 +126,9 @@ def demand_flush(*, drop_id: int, final: bool = False) -> DropDemand:
     drop = Drop.objects.select_related("allocation").get(pk=drop_id)
     allocation = drop.allocation
     counts = inventory_demand.demand_read(allocation_id=allocation.pk)
-    waitlist = _waitlist_figures(allocation.pk)
+    figures = _waitlist_figures(drop_id=drop_id, allocation_id=allocation.pk)
+    if drop.mode == Drop.Mode.DRAW:
+        figures.update(_entry_figures(drop_id))
     with transaction.atomic():
         row, _ = DropDemand.objects.select_for_update().get_or_create(drop=drop)
         if counts.epoch and row.counter_epoch and counts.epoch != row.counter_epoch:
@@ -123,7 +139,7 @@ def demand_flush(*, drop_id: int, final: bool = False) -> DropDemand:
             row.counter_epoch = counts.epoch
         for field, source in _COUNTED.items():
             setattr(row, field, row.counter_base.get(field, 0) + getattr(counts, source))
-        for field, value in waitlist.items():
+        for field, value in figures.items():
             setattr(row, field, value)
         # Supply: what the drop put on sale. Closing shrinks the allocation to what was
         # held or sold, so the figure from before the close is kept.

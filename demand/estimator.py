@@ -57,7 +57,7 @@ MIN_RESIDUAL_FACTOR = 0.05
 class DropHistory:
     """One past drop, as plain numbers (built from a final ``DropDemand``)."""
 
-    demand: int  # viewers who wanted it: buyers + turned away + waitlist only
+    demand: int  # viewers who wanted it: buyers + turned away + waitlist only + entrants
     viewers: int  # viewers watching when it was pinned
     supply: int = 0
     units_per_buyer: float = 1.0

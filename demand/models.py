@@ -43,6 +43,15 @@ class DropDemand(models.Model):
     waitlist_waiting = models.IntegerField(default=0, help_text="Viewers still in line.")
     waitlist_offers = models.IntegerField(default=0)
     waitlist_claimed = models.IntegerField(default=0)
+    # A drop sold by draw: its entrants wanted it (one entry per viewer), its winners
+    # got it; refused entries (the entry rules' bots and drive-by accounts) are not
+    # demand, and are kept apart.
+    entries = models.IntegerField(default=0, help_text="Viewers who entered the draw.")
+    entry_units = models.IntegerField(default=0, help_text="Units the entrants asked for.")
+    entry_winners = models.IntegerField(default=0, help_text="Entrants the draw chose.")
+    entries_refused = models.IntegerField(
+        default=0, help_text="Entries refused (closed, or by an entry rule)."
+    )
     viewers_at_pin = models.IntegerField(null=True, blank=True)
     peak_viewers = models.IntegerField(default=0)
     pinned_at = models.DateTimeField(null=True, blank=True, help_text="First pinned.")
@@ -66,13 +75,21 @@ class DropDemand(models.Model):
 
     @property
     def unmet_demand(self) -> int:
-        """Viewers who wanted the drop and did not get it."""
-        return self.viewers_turned_away + self.waitlist_only
+        """Viewers who wanted the drop and did not get it: turned away, queued only, or
+        entered its draw and not drawn."""
+        return self.viewers_turned_away + self.waitlist_only + self.entries - self.entry_winners
 
     @property
     def total_demand(self) -> int:
         """Viewers who wanted the drop: those who got it and those who did not."""
-        return self.buyers + self.unmet_demand
+        return self.buyers + self.entry_winners + self.unmet_demand
+
+    @property
+    def units_per_buyer(self) -> float:
+        """Units a viewer who wanted the drop asked for, on average (1 when unknown)."""
+        viewers = self.buyers + self.entries
+        units = self.admitted_units + self.entry_units
+        return max(1.0, units / viewers) if viewers and units else 1.0
 
     @property
     def seconds_to_sell_out(self) -> float | None:

@@ -34,12 +34,11 @@ from livestream.models import Drop, Stream
 
 def history_of(row: DropDemand) -> DropHistory:
     """A final ``DropDemand`` as plain numbers."""
-    per_buyer = row.admitted_units / row.buyers if row.buyers and row.admitted_units else 1.0
     return DropHistory(
         demand=row.total_demand,
         viewers=row.viewers_at_pin or 0,
         supply=row.supply,
-        units_per_buyer=max(1.0, per_buyer),
+        units_per_buyer=row.units_per_buyer,
         seconds_to_sell_out=row.seconds_to_sell_out,
     )
 

@@ -5,9 +5,10 @@ close early through the service (the action below), which then draws at once."""
 from __future__ import annotations
 
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
 from core.admin_tools import ReadOnlyAdminMixin, apply_each, has_model_change_permission
-from draws import services
+from draws import selectors, services
 from draws.models import Draw, Entry, EntryRules
 
 
@@ -36,6 +37,8 @@ class DrawAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "entry_count",
         "units",
         "winners",
+        "refused_by_reason",
+        "crowded_addresses",
     ]
     readonly_fields = fields
     actions = ["close_entries_now"]
@@ -43,6 +46,26 @@ class DrawAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="seed")
     def revealed_seed(self, obj: Draw) -> str:
         return obj.seed if obj.status == Draw.Status.DRAWN else "(secret until the draw)"
+
+    @admin.display(description="entries refused, by reason")
+    def refused_by_reason(self, obj: Draw) -> str:
+        counts = selectors.draw_refusals(obj)
+        if not counts:
+            return "none"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li>{}: {}</li>", sorted(counts.items())),
+        )
+
+    @admin.display(description="addresses with several accounts")
+    def crowded_addresses(self, obj: Draw) -> str:
+        rows = selectors.crowded_addresses(draw_id=obj.pk)
+        if not rows:
+            return "none"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li>{}: {} accounts</li>", rows),
+        )
 
     @admin.action(description="Close entries now and draw", permissions=["close"])
     def close_entries_now(self, request, queryset):
@@ -93,6 +116,7 @@ class EntryRulesAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "drop",
         "min_account_age_seconds",
+        "min_watch_seconds",
         "max_entries_per_address",
         "challenge_required",
         "updated_at",

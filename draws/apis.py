@@ -43,7 +43,8 @@ class DrawEntriesApi(APIView):
         description="`201` with your new entry, `200` with the one you have (whatever "
         "quantity you send now). Refusals: `409` `entries_closed`, `drop_not_live` (not "
         "pinned yet, or not sold by draw), `not_eligible` (with `reason`: "
-        "`account_too_new`, `challenge_required`, `challenge_failed`, `address_cap`); "
+        "`account_too_new`, `watch_too_short`, `challenge_required`, `challenge_failed`, "
+        "`address_cap`); "
         "`503` `challenge_unavailable` when the entry check cannot be made.",
     )
     def post(self, request: Request, drop_id: int) -> Response:

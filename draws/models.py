@@ -32,6 +32,9 @@ class Draw(models.Model):
     entry_count = models.PositiveIntegerField(null=True, blank=True)
     units = models.PositiveIntegerField(null=True, blank=True)
     winners = models.JSONField(default=list, blank=True)
+    # Entries refused, by reason (``draws.eligibility``'s, and ``entries_closed``):
+    # counted next to the window while entries are open, kept here by the draw.
+    refusals = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -122,6 +125,11 @@ class EntryRules(models.Model):
     )
     min_account_age_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Accounts younger than this cannot enter."
+    )
+    min_watch_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Viewers must have watched the stream this long, without a break, to enter.",
     )
     max_entries_per_address = models.PositiveIntegerField(
         null=True, blank=True, help_text="Entries at most from one client address."

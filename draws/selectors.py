@@ -1,10 +1,16 @@
-"""Reads of draws: the public draw, and an entry as its viewer sees it."""
+"""Reads of draws: the public draw, an entry as its viewer sees it, and what ops look at
+(refusals by reason, addresses that many accounts entered from)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Count, Q, Sum
+
 from core.exceptions import NotFound
+from draws import refusals
 from draws.exceptions import NotEntered
 from draws.models import Draw, Entry
 from inventory.models import WaitlistEntry
@@ -116,3 +122,66 @@ def entry_bodies(entries: list[Entry], *, drop_id: int) -> list[dict[str, Any]]:
 
 def entry_body(entry: Entry, *, drop_id: int) -> dict[str, Any]:
     return entry_bodies([entry], drop_id=drop_id)[0]
+
+
+@dataclass(frozen=True)
+class EntryFigures:
+    """A drop's draw as demand: who entered (one entry per viewer), the units they asked
+    for, how many the draw chose, and the entries refused."""
+
+    entries: int = 0
+    units: int = 0
+    winners: int = 0
+    refused: int = 0
+
+
+def entry_figures(*, drop_id: int) -> EntryFigures:
+    """The drop's draw in figures (all zero for a drop without a draw)."""
+    draw = Draw.objects.filter(drop_id=drop_id).first()
+    if draw is None:
+        return EntryFigures()
+    counts = Entry.objects.filter(draw_id=draw.pk).aggregate(
+        entries=Count("pk"),
+        units=Sum("quantity", default=0),
+        winners=Count("pk", filter=Q(status=Entry.Status.WON)),
+    )
+    return EntryFigures(**counts, refused=sum(draw_refusals(draw).values()))
+
+
+def entrants_among(*, drop_id: int, customer_ids: Iterable[int]) -> set[int]:
+    """Which of these customers entered the drop's draw."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return set()
+    return set(
+        Entry.objects.filter(draw__drop_id=drop_id, customer_id__in=ids).values_list(
+            "customer_id", flat=True
+        )
+    )
+
+
+def draw_refusals(draw: Draw) -> dict[str, int]:
+    """Entries refused by reason, counted live (late ones after the draw too); what the
+    draw kept on its row where the live counts are gone (their keys expired)."""
+    counted = refusals.refusals_of(draw_id=draw.pk)
+    kept = draw.refusals or {}
+    return {
+        reason: max(counted.get(reason, 0), kept.get(reason, 0))
+        for reason in refusals.REASONS
+        if counted.get(reason) or kept.get(reason)
+    }
+
+
+def crowded_addresses(*, draw_id: int, least: int = 2, most: int = 20) -> list[tuple[str, int]]:
+    """Client addresses that ``least`` or more accounts entered the draw from, the most
+    crowded first (at most ``most`` of them): where one person may run many accounts."""
+    rows = (
+        Entry.objects.filter(draw_id=draw_id)
+        .exclude(client_address="")
+        .values("client_address")
+        .annotate(accounts=Count("customer_id"))
+        .filter(accounts__gte=least)
+        .order_by("-accounts", "client_address")
+        .values_list("client_address", "accounts")[:most]
+    )
+    return list(rows)

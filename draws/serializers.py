@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core.api.fields import StrictCharField, StrictIntegerField
+from draws import eligibility
 from draws.models import Draw, Entry
 from inventory.services import MAX_QUANTITY
 from livestream.models import Drop
@@ -29,10 +30,27 @@ class EntryRulesSerializer(serializers.Serializer):
     """Who may enter a draw drop (the host's; each rule off when empty)."""
 
     min_account_age_seconds = StrictIntegerField(
-        min_value=1, max_value=366 * 24 * 3600, required=False, allow_null=True, default=None
+        min_value=1,
+        max_value=eligibility.MAX_ACCOUNT_AGE_SECONDS,
+        required=False,
+        allow_null=True,
+        default=None,
+    )
+    min_watch_seconds = StrictIntegerField(
+        min_value=1,
+        max_value=eligibility.MAX_WATCH_SECONDS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="How long a viewer must have watched the stream (their own websocket "
+        "on it, without a break) before entering.",
     )
     max_entries_per_address = StrictIntegerField(
-        min_value=1, max_value=1_000_000, required=False, allow_null=True, default=None
+        min_value=1,
+        max_value=eligibility.MAX_ENTRIES_PER_ADDRESS,
+        required=False,
+        allow_null=True,
+        default=None,
     )
     challenge_required = serializers.BooleanField(required=False, default=False)
 

@@ -37,7 +37,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from core.exceptions import DomainError, InvalidInput, NotFound
-from draws import announce, close_queue, eligibility, rule, window
+from draws import announce, close_queue, eligibility, metrics, refusals, rule, window
 from draws.exceptions import EntriesClosed, NotEligible
 from draws.group_commit import GroupCommit
 from draws.models import Draw, Entry, EntryRules
@@ -118,9 +118,11 @@ class _DrawFacts:
 
     draw_id: int
     drop_id: int
+    stream_id: int
     most_units: int  # the per-viewer limit, or the drop's quantity without one
     # The drop's entry rules (fixed once entries open, so cacheable too).
     min_account_age_seconds: int | None = None
+    min_watch_seconds: int | None = None
     max_entries_per_address: int | None = None
     challenge_required: bool = False
 
@@ -144,10 +146,12 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
         Drop.objects.filter(pk=drop_id)
         .values_list(
             "mode",
+            "stream_id",
             "per_viewer_limit",
             "allocation__quantity",
             "draw__id",
             "entry_rules__min_account_age_seconds",
+            "entry_rules__min_watch_seconds",
             "entry_rules__max_entries_per_address",
             "entry_rules__challenge_required",
         )
@@ -155,7 +159,7 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
     )
     if row is None:
         raise NotFound("No such drop.")
-    mode, limit, quantity, draw_id, min_age, address_cap, challenge = row
+    mode, stream_id, limit, quantity, draw_id, min_age, min_watch, address_cap, challenge = row
     if mode != Drop.Mode.DRAW:
         raise DropNotLive("This drop is not sold by draw.")
     if draw_id is None:
@@ -163,8 +167,10 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
     facts = _DrawFacts(
         draw_id=draw_id,
         drop_id=drop_id,
+        stream_id=stream_id,
         most_units=limit or quantity,
         min_account_age_seconds=min_age,
+        min_watch_seconds=min_watch,
         max_entries_per_address=address_cap,
         challenge_required=bool(challenge),
     )
@@ -176,9 +182,11 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
 
 
 def draw_facts_forget() -> None:
-    """Empty this process's cache (tests whose database reuses ids)."""
+    """Empty this process's caches (tests whose database reuses ids)."""
     with _facts_lock:
         _facts.clear()
+    eligibility.eligibility_forget()
+    refusals.refusals_forget()
 
 
 def _check_quantity(value: object, most: int) -> int:
@@ -216,12 +224,34 @@ def entry_submit(
     per-viewer limit (``InvalidInput``); only while entries are open (``EntriesClosed``
     once closed, ``DropNotLive`` before the pin or on a drop not sold by draw); the
     drop's entry rules (``NotEligible`` with its ``reason``: ``account_too_new``,
-    ``challenge_required``, ``challenge_failed``, ``address_cap``;
+    ``watch_too_short``, ``challenge_required``, ``challenge_failed``, ``address_cap``;
     ``ChallengeUnavailable`` when the challenge provider gives no verdict); an entry
-    returned is committed, and is in the draw.
+    returned is committed, and is in the draw. Every refusal is counted for ops
+    (``draws.refusals``).
     """
     facts = _draw_facts(drop_id)
     quantity = _check_quantity(quantity, facts.most_units)
+    try:
+        entry, created = _entry_decide(
+            facts, customer_id, quantity, client_address, challenge_token
+        )
+    except EntriesClosed:
+        refusals.refusal_count(draw_id=facts.draw_id, reason=refusals.ENTRIES_CLOSED)
+        raise
+    except NotEligible as refusal:
+        refusals.refusal_count(draw_id=facts.draw_id, reason=refusal.data["reason"])
+        raise
+    metrics.ENTRY_DECISIONS.labels("entered" if created else "again").inc()
+    return entry, created
+
+
+def _entry_decide(
+    facts: _DrawFacts,
+    customer_id: int,
+    quantity: int,
+    client_address: str,
+    challenge_token: str | None,
+) -> tuple[Entry, bool]:
     try:
         eligibility.entry_check(
             rules=facts,
@@ -549,7 +579,10 @@ def draw_run(*, draw_id: int, now: datetime | None = None) -> Draw | None:
         draw.status, draw.drawn_at = Status.DRAWN, now
         draw.entry_count, draw.units = len(ranked), outcome.units
         draw.winners = [ranked[index].pk for index in sorted(outcome.holds)]
-        draw.save(update_fields=["status", "drawn_at", "entry_count", "units", "winners"])
+        draw.refusals = refusals.refusals_of(draw_id=draw.pk)
+        draw.save(
+            update_fields=["status", "drawn_at", "entry_count", "units", "winners", "refusals"]
+        )
         broadcast.on_commit(lambda: announce.draw_closed(draw.pk))
         broadcast.on_commit(lambda: announce.draw_results(draw.pk))
     return draw
@@ -609,16 +642,12 @@ def _optional_whole(value: object, *, field: str, least: int, most: int) -> int 
     return value
 
 
-# A year of account age, a million entries per address: far past any sensible rule.
-MAX_ACCOUNT_AGE_SECONDS = 366 * 24 * 3600
-MAX_ENTRIES_PER_ADDRESS = 1_000_000
-
-
 def entry_rules_set(
     *,
     drop_id: int,
     actor,
     min_account_age_seconds: int | None = None,
+    min_watch_seconds: int | None = None,
     max_entries_per_address: int | None = None,
     challenge_required: bool = False,
 ) -> EntryRules:
@@ -629,13 +658,16 @@ def entry_rules_set(
         min_account_age_seconds,
         field="min_account_age_seconds",
         least=1,
-        most=MAX_ACCOUNT_AGE_SECONDS,
+        most=eligibility.MAX_ACCOUNT_AGE_SECONDS,
+    )
+    min_watch = _optional_whole(
+        min_watch_seconds, field="min_watch_seconds", least=1, most=eligibility.MAX_WATCH_SECONDS
     )
     cap = _optional_whole(
         max_entries_per_address,
         field="max_entries_per_address",
         least=1,
-        most=MAX_ENTRIES_PER_ADDRESS,
+        most=eligibility.MAX_ENTRIES_PER_ADDRESS,
     )
     if not isinstance(challenge_required, bool):
         raise InvalidInput("challenge_required must be true or false.", field="challenge_required")
@@ -656,6 +688,7 @@ def entry_rules_set(
             drop_id=drop_id,
             defaults={
                 "min_account_age_seconds": min_age,
+                "min_watch_seconds": min_watch,
                 "max_entries_per_address": cap,
                 "challenge_required": challenge_required,
             },

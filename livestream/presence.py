@@ -161,10 +161,10 @@ def presence_counts(stream_ids: Sequence[int]) -> dict[int, int]:
     return {sid: int(n) for sid, n in zip(stream_ids, pipe.execute(), strict=True)}
 
 
-def watching_since(stream_id: int, user_id: int) -> float | None:
+def watching_since(stream_id: int, user_id: int, *, now: float | None = None) -> float | None:
     """When the user's current watch of the stream began (epoch seconds), or None when
-    they are not watching it now (never joined, or not seen for the TTL)."""
-    now = time.time()
+    they are not watching it at ``now`` (never joined, or not seen for the TTL)."""
+    now = time.time() if now is None else now
     if redis_configured():
         pipe = get_redis().pipeline(transaction=False)
         for key in watch_keys(stream_id):
@@ -180,5 +180,6 @@ def watching_since(stream_id: int, user_id: int) -> float | None:
 
 def watched_seconds(stream_id: int, user_id: int) -> float:
     """How long the user has watched the stream without a break; 0 when not watching."""
-    began = watching_since(stream_id, user_id)
-    return max(time.time() - began, 0.0) if began is not None else 0.0
+    now = time.time()
+    began = watching_since(stream_id, user_id, now=now)
+    return max(now - began, 0.0) if began is not None else 0.0

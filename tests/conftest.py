@@ -112,6 +112,26 @@ def gate_mode(request) -> str:
     return request.param
 
 
+class _Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def presence_clock(monkeypatch):
+    """Presence's clock, stopped at a fixed moment; move it with ``.now += seconds``.
+    Watch times of the process's own (Redis-less) presence start afresh."""
+    from livestream import presence
+
+    fake = _Clock(1_900_000_000.0)
+    monkeypatch.setattr(presence, "time", fake)
+    presence._local_watch.clear()
+    return fake
+
+
 @pytest.fixture
 def celery_through_broker(settings):
     """Make ``.delay()`` in this process go to the real broker (a worker must run)."""

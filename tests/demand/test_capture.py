@@ -192,3 +192,36 @@ def test_demand_is_exact_under_a_real_race_through_the_api_gate_and_worker(
     assert row.viewers_tried == BUYERS
     assert (row.supply, row.held, row.unmet_demand) == (UNITS, UNITS, BUYERS - UNITS)
     assert DropDemand.objects.get(drop=drop).total_demand == BUYERS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_draws_entrants_are_its_demand_and_its_refusals_are_kept_apart(gate_mode):
+    from demand.readers import history_of
+    from draws import services as draws
+    from draws.exceptions import EntriesClosed
+    from draws.models import Entry
+    from tests.draws.helpers import draw_drop
+
+    drop = draw_drop(quantity=2, per_viewer_limit=2)
+    asked = {UserFactory(): 2, UserFactory(): 1, UserFactory(): 1}
+    for viewer, quantity in asked.items():
+        draws.entry_submit(drop_id=drop.pk, customer_id=viewer.pk, quantity=quantity)
+    draws.draw_close_early(drop_id=drop.pk, actor=drop.stream.host)
+    with pytest.raises(EntriesClosed):
+        draws.entry_submit(drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1)
+
+    row = demand_flush(drop_id=drop.pk, final=True)
+
+    winners = Entry.objects.filter(draw__drop=drop, status=Entry.Status.WON).count()
+    assert 1 <= winners <= 2
+    assert (row.entries, row.entry_units, row.entry_winners, row.entries_refused) == (
+        3,
+        4,
+        winners,
+        1,
+    )
+    # The losers queued in draw order; they are entrants, not viewers who only queued.
+    assert (row.waitlist_joined, row.waitlist_only) == (3 - winners, 0)
+    assert (row.unmet_demand, row.total_demand) == (3 - winners, 3)
+    history = history_of(row)
+    assert (history.demand, history.units_per_buyer) == (3, pytest.approx(4 / 3))

@@ -54,3 +54,54 @@ def test_only_the_host_or_staff_close_entries_early():
     with pytest.raises(NotStreamHost):
         draw_close_early(drop_id=drop.pk, actor=UserFactory())
     assert Draw.objects.get(drop=drop).status == "open"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ops_see_refusals_by_reason_live_and_kept_by_the_draw_and_crowded_addresses(ops, gate_mode):
+    from prometheus_client import REGISTRY
+
+    from draws.exceptions import EntriesClosed, NotEligible
+    from draws.services import draw_close_early, entry_rules_set
+    from livestream import services as live
+
+    def decided(outcome: str) -> float:
+        name = "liveshop_draw_entry_decisions_total"
+        return REGISTRY.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+    before = {o: decided(o) for o in ("entered", "again", "address_cap", "entries_closed")}
+    drop = draw_drop(quantity=1, pin=False)
+    host = drop.stream.host
+    entry_rules_set(drop_id=drop.pk, actor=host, max_entries_per_address=3)
+    live.drop_pin(drop_id=drop.pk, actor=host)
+    draw = Draw.objects.get(drop=drop)
+    page = f"/admin/draws/draw/{draw.pk}/change/"
+    crowd = [UserFactory() for _ in range(3)]
+    for viewer in crowd:
+        entry_submit(drop_id=drop.pk, customer_id=viewer.pk, quantity=1, client_address="10.9.9.9")
+    entry_submit(drop_id=drop.pk, customer_id=crowd[0].pk, quantity=1, client_address="10.9.9.9")
+    entry_submit(
+        drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1, client_address="10.1.1.1"
+    )
+    for _ in range(2):
+        with pytest.raises(NotEligible):
+            entry_submit(
+                drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1, client_address="10.9.9.9"
+            )
+
+    live_page = ops.get(page).content.decode()
+    assert "address_cap: 2" in live_page
+    assert "10.9.9.9: 3 accounts" in live_page and "10.1.1.1" not in live_page
+
+    draw_close_early(drop_id=drop.pk, actor=host)
+    with pytest.raises(EntriesClosed):
+        entry_submit(drop_id=drop.pk, customer_id=UserFactory().pk, quantity=1)
+
+    draw.refresh_from_db()
+    assert draw.refusals == {"address_cap": 2}  # as it stood at the draw
+    assert "address_cap: 2" in ops.get(page).content.decode()
+    assert {o: decided(o) - before[o] for o in before} == {
+        "entered": 4,
+        "again": 1,
+        "address_cap": 2,
+        "entries_closed": 1,
+    }

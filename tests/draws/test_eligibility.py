@@ -1,5 +1,5 @@
 """Entry rules set by the host: each refuses and admits exactly at its threshold
-(account age, entries per client address, the challenge), a refusal is 409
+(account age, watch time, entries per client address, the challenge), a refusal is 409
 ``not_eligible`` with its ``reason`` and writes nothing, and the challenge provider's
 failure is a clear 503. Rules are fixed once entries open."""
 
@@ -8,11 +8,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core.redis import get_redis
 from draws.models import Entry
+from livestream import presence
 from livestream import services as live
 from tests.draws.helpers import draw_drop
 from tests.factories import UserFactory, live_drop
@@ -66,6 +69,46 @@ def test_an_account_is_admitted_from_the_minimum_age_and_refused_below_it():
     assert Entry.objects.count() == 2
 
 
+@pytest.mark.parametrize("presence_mode", ["local", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.django_db
+def test_a_viewer_enters_from_the_minimum_watch_time_and_not_a_second_before(
+    presence_mode, settings, presence_clock
+):
+    if presence_mode == "local":
+        settings.REDIS_URL = ""
+    settings.PRESENCE_TTL_SECONDS = 30
+    drop = _rules_drop(min_watch_seconds=60)
+    stream_id = drop.stream_id
+    if presence_mode == "redis":
+        get_redis().delete(*presence.watch_keys(stream_id))
+    viewer, late, never = UserFactory(), UserFactory(), UserFactory()
+    heartbeat = async_to_sync(presence.presence_heartbeat)
+
+    # The viewer's socket joins, then the hub's heartbeats see it every 25 s.
+    async_to_sync(presence.presence_add)(stream_id, ["v1"], watchers=[viewer.pk])
+    for _ in range(2):
+        presence_clock.now += 25
+        heartbeat(stream_id, ["v1"], watchers=[viewer.pk])
+    async_to_sync(presence.presence_add)(stream_id, ["l1"], watchers=[late.pk])
+    presence_clock.now += 9  # the viewer has watched 59 s, the late one 9 s
+
+    refused = _enter(viewer, drop.pk)
+    _refused(refused, "watch_too_short")
+    assert (refused.json()["min_watch_seconds"], refused.json()["watched_seconds"]) == (60, 59)
+    _refused(_enter(never, drop.pk), "watch_too_short")
+    assert not Entry.objects.exists()
+
+    presence_clock.now += 1  # 60 s
+    assert _enter(viewer, drop.pk).status_code == 201
+    _refused(_enter(late, drop.pk), "watch_too_short")
+    # A break longer than the presence TTL starts the watch again.
+    presence_clock.now += 31
+    async_to_sync(presence.presence_add)(stream_id, ["l2"], watchers=[late.pk])
+    presence_clock.now += 59
+    _refused(_enter(late, drop.pk), "watch_too_short")
+    assert list(Entry.objects.values_list("customer_id", flat=True)) == [viewer.pk]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_address_enters_up_to_its_cap_and_no_further(gate_mode):
     drop = _rules_drop(max_entries_per_address=2)
@@ -108,6 +151,7 @@ def test_without_rules_anyone_signed_in_enters():
     rules = _client().get(f"/api/drops/{drop.pk}/entry-rules/").json()
     assert rules == {
         "min_account_age_seconds": None,
+        "min_watch_seconds": None,
         "max_entries_per_address": None,
         "challenge_required": False,
     }
@@ -121,8 +165,14 @@ def test_only_the_host_sets_rules_and_only_before_entries_open():
 
     assert _client(UserFactory()).put(path, rules, format="json").status_code == 403
     assert _client().put(path, rules, format="json").status_code == 401
-    bad = _client(drop.stream.host).put(path, {"min_account_age_seconds": 0}, format="json")
-    assert (bad.status_code, bad.json()["code"]) == (400, "invalid")
+    for bad_rules in (
+        {"min_account_age_seconds": 0},
+        {"min_watch_seconds": 0},
+        {"min_watch_seconds": 24 * 3600 + 1},
+        {"min_watch_seconds": "60"},
+    ):
+        bad = _client(drop.stream.host).put(path, bad_rules, format="json")
+        assert (bad.status_code, bad.json()["code"]) == (400, "invalid"), bad_rules
     assert _client(drop.stream.host).put(path, rules, format="json").status_code == 200
     assert _client().get(path).json()["min_account_age_seconds"] == 60
 

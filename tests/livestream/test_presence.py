@@ -130,23 +130,11 @@ async def test_a_heartbeat_racing_a_leave_does_not_leave_a_ghost():
 # --- watch time: how long a signed-in viewer has watched, from their sockets only ------
 
 
-class _Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = _Clock(1_900_000_000.0)
-    monkeypatch.setattr(presence, "time", fake)
-    return fake
-
-
 @pytest.mark.parametrize("mode", MODES, indirect=True)
-async def test_a_watch_lasts_through_heartbeats_and_breaks_after_the_ttl(mode, settings, clock):
+async def test_a_watch_lasts_through_heartbeats_and_breaks_after_the_ttl(
+    mode, settings, presence_clock
+):
+    clock = presence_clock
     settings.PRESENCE_TTL_SECONDS = 30
     stream_id = 424_242
     if mode == "redis":

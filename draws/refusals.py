@@ -1,0 +1,72 @@
+"""Entries refused, per draw and reason, for ops: which rule turns viewers away, and how
+often. Counted in Redis next to the draw's window (every process adds to one count), in
+this process without Redis; the draw copies the figures onto its row, where they stay
+once the keys expire. A count, never a decision: losing it loses no entry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from redis.exceptions import RedisError
+
+from core.redis import get_redis
+from draws import eligibility, metrics
+from draws.exceptions import EntriesClosed
+from inventory import gate
+
+logger = logging.getLogger(__name__)
+
+ENTRIES_CLOSED = EntriesClosed.code
+# Every reason an entry is refused for: the rules', and a closed window.
+REASONS = (*eligibility.REASONS, ENTRIES_CLOSED)
+
+# Refusal counts live as long as the draw's other keys.
+_TTL_SECONDS = 24 * 3600
+
+_local_lock = threading.Lock()
+_local: dict[int, Counter[str]] = {}
+
+
+def _key(draw_id: int) -> str:
+    return f"draw:{draw_id}:refused"
+
+
+def refusal_count(*, draw_id: int, reason: str) -> None:
+    """One more entry of the draw refused for ``reason`` (one of ``REASONS``)."""
+    metrics.ENTRY_DECISIONS.labels(reason).inc()
+    if gate.gate_enabled():
+        try:
+            pipe = get_redis().pipeline(transaction=False)
+            pipe.hincrby(_key(draw_id), reason, 1)
+            pipe.expire(_key(draw_id), _TTL_SECONDS)
+            pipe.execute()
+            return
+        except RedisError as exc:
+            logger.warning("draw %s: refusal not counted in Redis: %s", draw_id, exc)
+    with _local_lock:
+        _local.setdefault(draw_id, Counter())[reason] += 1
+
+
+def refusals_of(*, draw_id: int) -> dict[str, int]:
+    """The draw's refusals so far, by reason (only the reasons that happened)."""
+    counts: Counter[str] = Counter()
+    with _local_lock:
+        counts.update(_local.get(draw_id, {}))
+    if gate.gate_enabled():
+        try:
+            stored = get_redis().hgetall(_key(draw_id))
+        except RedisError as exc:
+            logger.warning("draw %s: refusals not read from Redis: %s", draw_id, exc)
+            stored = {}
+        for reason, count in stored.items():
+            reason = reason.decode() if isinstance(reason, bytes) else reason
+            counts[reason] += int(count)
+    return {reason: counts[reason] for reason in REASONS if counts[reason]}
+
+
+def refusals_forget() -> None:
+    """Empty this process's counts (tests whose database reuses ids)."""
+    with _local_lock:
+        _local.clear()
