@@ -7,6 +7,7 @@ with a ``reason`` naming the rule."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from datetime import datetime
@@ -14,10 +15,15 @@ from typing import Protocol
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from core.redis import get_redis
 from draws.challenge import get_challenge_provider
 from draws.exceptions import NotEligible
+from inventory import gate
 from livestream import presence
+
+logger = logging.getLogger(__name__)
 
 # The refusal reasons (the API's ``reason``).
 ACCOUNT_TOO_NEW = "account_too_new"
@@ -68,9 +74,50 @@ def _date_joined(customer_id: int) -> datetime | None:
 
 
 def eligibility_forget() -> None:
-    """Empty this process's cache (tests whose database reuses ids)."""
+    """Empty this process's caches (tests whose database reuses ids)."""
     with _joined_lock:
         _joined.clear()
+    with _buyers_lock:
+        _buyers.clear()
+
+
+# --- the per-address cap of a first-come drop: accounts buying from one address -----------
+
+# KEYS: the set of accounts that bought (or tried) from the address. ARGV: account,
+# accounts allowed, key lifetime (s). 1: admitted (already counted, or counted now).
+_BUYER_FROM_ADDRESS = """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+_BUYERS_TTL_SECONDS = 24 * 3600
+_buyers_lock = threading.Lock()
+_buyers: dict[tuple[int, str], set[int]] = {}
+
+
+def buyer_address_admit(*, drop_id: int, customer_id: int, client_address: str, cap: int) -> bool:
+    """Whether the account may buy the drop from this address: it did before, or fewer
+    than ``cap`` accounts did (then it is counted). One script call in Redis; this
+    process's own count without it. Should Redis fail, the buyer is let through (and
+    logged): the cap keeps drive-by accounts out, it guards no unit."""
+    if gate.gate_enabled():
+        key = f"rules:{drop_id}:address:{client_address}"
+        try:
+            script = get_redis().register_script(_BUYER_FROM_ADDRESS)
+            return bool(script(keys=[key], args=[customer_id, cap, _BUYERS_TTL_SECONDS]))
+        except RedisError as exc:
+            logger.warning("drop %s: address cap not checked, Redis away: %s", drop_id, exc)
+            return True
+    with _buyers_lock:
+        accounts = _buyers.setdefault((drop_id, client_address), set())
+        if customer_id in accounts:
+            return True
+        if len(accounts) >= cap:
+            return False
+        accounts.add(customer_id)
+        return True
 
 
 def entry_check(

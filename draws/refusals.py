@@ -1,6 +1,6 @@
-"""Entries refused, per draw and reason, for ops: which rule turns viewers away, and how
-often. Counted in Redis next to the draw's window (every process adds to one count), in
-this process without Redis; the draw copies the figures onto its row, where they stay
+"""Entries (and first-come buyers) refused, per drop and reason, for ops: which rule
+turns viewers away, and how often. Counted in Redis (every process adds to one count),
+in this process without Redis; a draw copies its figures onto its row, where they stay
 once the keys expire. A count, never a decision: losing it loses no entry."""
 
 from __future__ import annotations
@@ -29,36 +29,37 @@ _local_lock = threading.Lock()
 _local: dict[int, Counter[str]] = {}
 
 
-def _key(draw_id: int) -> str:
-    return f"draw:{draw_id}:refused"
+def _key(drop_id: int) -> str:
+    return f"rules:{drop_id}:refused"
 
 
-def refusal_count(*, draw_id: int, reason: str) -> None:
-    """One more entry of the draw refused for ``reason`` (one of ``REASONS``)."""
+def refusal_count(*, drop_id: int, reason: str) -> None:
+    """One more entry to the drop's draw, or buyer of it, refused for ``reason`` (one of
+    ``REASONS``)."""
     metrics.ENTRY_DECISIONS.labels(reason).inc()
     if gate.gate_enabled():
         try:
             pipe = get_redis().pipeline(transaction=False)
-            pipe.hincrby(_key(draw_id), reason, 1)
-            pipe.expire(_key(draw_id), _TTL_SECONDS)
+            pipe.hincrby(_key(drop_id), reason, 1)
+            pipe.expire(_key(drop_id), _TTL_SECONDS)
             pipe.execute()
             return
         except RedisError as exc:
-            logger.warning("draw %s: refusal not counted in Redis: %s", draw_id, exc)
+            logger.warning("drop %s: refusal not counted in Redis: %s", drop_id, exc)
     with _local_lock:
-        _local.setdefault(draw_id, Counter())[reason] += 1
+        _local.setdefault(drop_id, Counter())[reason] += 1
 
 
-def refusals_of(*, draw_id: int) -> dict[str, int]:
-    """The draw's refusals so far, by reason (only the reasons that happened)."""
+def refusals_of(*, drop_id: int) -> dict[str, int]:
+    """The drop's refusals so far, by reason (only the reasons that happened)."""
     counts: Counter[str] = Counter()
     with _local_lock:
-        counts.update(_local.get(draw_id, {}))
+        counts.update(_local.get(drop_id, {}))
     if gate.gate_enabled():
         try:
-            stored = get_redis().hgetall(_key(draw_id))
+            stored = get_redis().hgetall(_key(drop_id))
         except RedisError as exc:
-            logger.warning("draw %s: refusals not read from Redis: %s", draw_id, exc)
+            logger.warning("drop %s: refusals not read from Redis: %s", drop_id, exc)
             stored = {}
         for reason, count in stored.items():
             reason = reason.decode() if isinstance(reason, bytes) else reason

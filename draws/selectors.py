@@ -160,10 +160,15 @@ def entrants_among(*, drop_id: int, customer_ids: Iterable[int]) -> set[int]:
     )
 
 
+def refusals_of_drop(*, drop_id: int) -> dict[str, int]:
+    """Entries to the drop's draw, or buyers of it, refused so far, by reason."""
+    return refusals.refusals_of(drop_id=drop_id)
+
+
 def draw_refusals(draw: Draw) -> dict[str, int]:
     """Entries refused by reason, counted live (late ones after the draw too); what the
     draw kept on its row where the live counts are gone (their keys expired)."""
-    counted = refusals.refusals_of(draw_id=draw.pk)
+    counted = refusals.refusals_of(drop_id=draw.drop_id)
     kept = draw.refusals or {}
     return {
         reason: max(counted.get(reason, 0), kept.get(reason, 0))

@@ -47,7 +47,7 @@ from inventory.services.awards import Claim, allocation_award_in_order
 from livestream import broadcast
 from livestream.models import Drop, Stream
 from livestream.selectors import iso_time
-from livestream.services import stream_check_control
+from livestream.services import drop_rules_change, stream_check_control
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,18 @@ Status = Draw.Status
 
 class DrawDrops:
     """Registered with livestream (``livestream.draw_mode``): a draw drop's pin opens its
-    entries, and its body carries its draw's close and commitment."""
+    entries, its body carries its draw's close and commitment, and a first-come drop's
+    buyers pass its entry rules."""
+
+    def buyer_check(
+        self, *, drop_id: int, customer_id: int, client_address: str, challenge_token: str | None
+    ) -> None:
+        buyer_check(
+            drop_id=drop_id,
+            customer_id=customer_id,
+            client_address=client_address,
+            challenge_token=challenge_token,
+        )
 
     def entries_open(self, *, drop: Drop, now: datetime) -> None:
         draw_entries_open(drop=drop, now=now)
@@ -112,15 +123,16 @@ def draw_entries_open(*, drop: Drop, now: datetime) -> Draw:
 
 
 @dataclass(frozen=True)
-class _DrawFacts:
-    """What an entry needs of its draw; fixed once the draw exists (the close time is
+class _DropFacts:
+    """What an entry (or a first-come buyer's check) needs of its drop: its draw and its
+    entry rules, fixed once the drop was pinned or went on sale (a draw's close time is
     not: Redis and the draw's row hold it)."""
 
-    draw_id: int
     drop_id: int
+    mode: str
+    draw_id: int | None  # None: not a draw drop, or its entries are not open yet
     stream_id: int
     most_units: int  # the per-viewer limit, or the drop's quantity without one
-    # The drop's entry rules (fixed once entries open, so cacheable too).
     min_account_age_seconds: int | None = None
     min_watch_seconds: int | None = None
     max_entries_per_address: int | None = None
@@ -128,13 +140,13 @@ class _DrawFacts:
 
 
 FACTS_CACHE_SIZE = 10_000
-_facts: OrderedDict[int, _DrawFacts] = OrderedDict()
+_facts: OrderedDict[int, _DropFacts] = OrderedDict()
 _facts_lock = threading.Lock()
 
 
-def _draw_facts(drop_id: object) -> _DrawFacts:
-    """Cached per process once the draw exists, so an entry on the fast path runs no SQL
-    before its batch."""
+def _drop_facts(drop_id: object) -> _DropFacts:
+    """Cached per process once they are fixed (the drop was pinned or went on sale), so
+    an entry on the fast path runs no SQL before its batch; read afresh before."""
     if isinstance(drop_id, bool) or not isinstance(drop_id, int):
         raise NotFound("No such drop.")
     with _facts_lock:
@@ -146,6 +158,8 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
         Drop.objects.filter(pk=drop_id)
         .values_list(
             "mode",
+            "pinned_at",
+            "allocation__opened_at",
             "stream_id",
             "per_viewer_limit",
             "allocation__quantity",
@@ -159,14 +173,12 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
     )
     if row is None:
         raise NotFound("No such drop.")
-    mode, stream_id, limit, quantity, draw_id, min_age, min_watch, address_cap, challenge = row
-    if mode != Drop.Mode.DRAW:
-        raise DropNotLive("This drop is not sold by draw.")
-    if draw_id is None:
-        raise DropNotLive("Entries open when the drop is pinned.")
-    facts = _DrawFacts(
-        draw_id=draw_id,
+    (mode, pinned_at, opened_at, stream_id, limit, quantity, draw_id, min_age, min_watch) = row[:9]
+    address_cap, challenge = row[9:]
+    facts = _DropFacts(
         drop_id=drop_id,
+        mode=mode,
+        draw_id=draw_id,
         stream_id=stream_id,
         most_units=limit or quantity,
         min_account_age_seconds=min_age,
@@ -174,6 +186,8 @@ def _draw_facts(drop_id: object) -> _DrawFacts:
         max_entries_per_address=address_cap,
         challenge_required=bool(challenge),
     )
+    if pinned_at is None and opened_at is None:
+        return facts  # the host may still change its rules
     with _facts_lock:
         _facts[drop_id] = facts
         while len(_facts) > FACTS_CACHE_SIZE:
@@ -229,24 +243,54 @@ def entry_submit(
     returned is committed, and is in the draw. Every refusal is counted for ops
     (``draws.refusals``).
     """
-    facts = _draw_facts(drop_id)
+    facts = _drop_facts(drop_id)
+    if facts.mode != Drop.Mode.DRAW:
+        raise DropNotLive("This drop is not sold by draw.")
+    if facts.draw_id is None:
+        raise DropNotLive("Entries open when the drop is pinned.")
     quantity = _check_quantity(quantity, facts.most_units)
     try:
         entry, created = _entry_decide(
             facts, customer_id, quantity, client_address, challenge_token
         )
     except EntriesClosed:
-        refusals.refusal_count(draw_id=facts.draw_id, reason=refusals.ENTRIES_CLOSED)
+        refusals.refusal_count(drop_id=facts.drop_id, reason=refusals.ENTRIES_CLOSED)
         raise
     except NotEligible as refusal:
-        refusals.refusal_count(draw_id=facts.draw_id, reason=refusal.data["reason"])
+        refusals.refusal_count(drop_id=facts.drop_id, reason=refusal.data["reason"])
         raise
     metrics.ENTRY_DECISIONS.labels("entered" if created else "again").inc()
     return entry, created
 
 
+def buyer_check(
+    *, drop_id: int, customer_id: int, client_address: str, challenge_token: str | None
+) -> None:
+    """A first-come drop's buyer against its entry rules, before the gate decides their
+    reserve: ``NotEligible`` with its ``reason`` (counted for ops), as for an entry;
+    the per-address cap counts the accounts buying from one address."""
+    facts = _drop_facts(drop_id)
+    try:
+        eligibility.entry_check(
+            rules=facts,
+            customer_id=customer_id,
+            client_address=client_address,
+            challenge_token=challenge_token,
+        )
+        cap = facts.max_entries_per_address
+        if cap is not None and not eligibility.buyer_address_admit(
+            drop_id=drop_id, customer_id=customer_id, client_address=client_address, cap=cap
+        ):
+            raise NotEligible(
+                "Too many accounts buy from your address.", reason=eligibility.ADDRESS_CAP
+            )
+    except NotEligible as refusal:
+        refusals.refusal_count(drop_id=drop_id, reason=refusal.data["reason"])
+        raise
+
+
 def _entry_decide(
-    facts: _DrawFacts,
+    facts: _DropFacts,
     customer_id: int,
     quantity: int,
     client_address: str,
@@ -579,7 +623,7 @@ def draw_run(*, draw_id: int, now: datetime | None = None) -> Draw | None:
         draw.status, draw.drawn_at = Status.DRAWN, now
         draw.entry_count, draw.units = len(ranked), outcome.units
         draw.winners = [ranked[index].pk for index in sorted(outcome.holds)]
-        draw.refusals = refusals.refusals_of(draw_id=draw.pk)
+        draw.refusals = refusals.refusals_of(drop_id=drop.pk)
         draw.save(
             update_fields=["status", "drawn_at", "entry_count", "units", "winners", "refusals"]
         )
@@ -628,12 +672,6 @@ def draw_close_early(*, drop_id: int, actor) -> Draw:
 # --- entry rules -------------------------------------------------------------------------
 
 
-class RulesFixed(DomainError):
-    code = "rules_fixed"
-    http_status = 409
-    default_detail = "Entry rules are fixed once entries open."
-
-
 def _optional_whole(value: object, *, field: str, least: int, most: int) -> int | None:
     if value is None:
         return None
@@ -651,9 +689,10 @@ def entry_rules_set(
     max_entries_per_address: int | None = None,
     challenge_required: bool = False,
 ) -> EntryRules:
-    """The host sets who may enter a draw drop, before its pin opens entries
-    (``RulesFixed`` after; ``DropNotLive`` on a drop not sold by draw). Only the stream's
-    host or staff. Every rule is written as given (an empty one is off)."""
+    """The host sets who may enter a draw drop, or buy a first-come one, before the drop
+    is pinned or goes on sale (``RulesFixed`` after). Only the stream's host or staff.
+    Every rule is written as given (an empty one is off); a first-come drop with any
+    rule on is decided by Django, not the front door (each buyer checked first)."""
     min_age = _optional_whole(
         min_account_age_seconds,
         field="min_account_age_seconds",
@@ -680,10 +719,8 @@ def entry_rules_set(
             raise NotFound("No such drop.")
         stream = Stream.objects.select_for_update(no_key=True).get(pk=drop.stream_id)
         stream_check_control(stream=stream, user=actor)
-        if drop.mode != Drop.Mode.DRAW:
-            raise DropNotLive("This drop is not sold by draw.")
-        if Draw.objects.filter(drop_id=drop_id).exists():
-            raise RulesFixed()
+        any_rule = challenge_required or any(v is not None for v in (min_age, min_watch, cap))
+        drop_rules_change(drop_id=drop_id, buyer_rules=any_rule)
         rules, _ = EntryRules.objects.update_or_create(
             drop_id=drop_id,
             defaults={

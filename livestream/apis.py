@@ -11,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api.idempotency import HEADER, KEY_PATTERN, idempotency_key_of, idempotent
-from core.api.schema import error_responses
-from core.api.throttles import ReserveIPThrottle, ReserveUserThrottle
+from core.api.schema import ErrorSerializer, error_responses
+from core.api.throttles import ReserveIPThrottle, ReserveUserThrottle, client_address
 from core.exceptions import NotFound
 from inventory import selectors as inventory_selectors
 from inventory import services as inventory_services
@@ -201,10 +201,17 @@ class DropReserveApi(APIView):
         responses={
             202: ReservationSerializer,
             **error_responses(400, 401, 404, 409, 422, 429),
+            503: OpenApiResponse(
+                ErrorSerializer,
+                description="`challenge_unavailable`: the entry check cannot be made now; "
+                "send again shortly.",
+            ),
         },
         summary="Reserve units of a drop (a hold); settles asynchronously",
         description="Answers `202` with the hold (`pending`, `held` or `rejected`). "
-        "Refusals: `409` `sold_out`, `limit_reached`, `drop_not_live`, `too_many_holds`.",
+        "Refusals: `409` `sold_out`, `limit_reached`, `drop_not_live`, `too_many_holds`, "
+        "`not_eligible` (with `reason`, where the drop has entry rules); `503` "
+        "`challenge_unavailable` when the entry check cannot be made.",
     )
     def post(self, request: Request, drop_id: int) -> Response:
         key = idempotency_key_of(request)
@@ -216,6 +223,8 @@ class DropReserveApi(APIView):
                 customer_id=request.user.pk,
                 quantity=data["quantity"],
                 idempotency_key=key,
+                client_address=client_address(request),
+                challenge_token=data.get("challenge_token"),
             )
             body = ReservationSerializer(reservation, context={"drop_id": drop_id}).data
             return Response(body, status=status.HTTP_202_ACCEPTED)

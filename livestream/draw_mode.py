@@ -8,8 +8,9 @@ livestream may not import them. The split:
   columns of ``Drop`` (``mode``, ``entry_seconds``): fixed at creation, so the routing
   cache and the front door read them without asking anyone, and a reserve on a draw
   drop is refused without a query;
-- what only draws know (opening entries with a committed seed at the pin, and the
-  commitment and close time a draw drop's body carries) is asked of the one
+- what only draws know (opening entries with a committed seed at the pin, the
+  commitment and close time a draw drop's body carries, and whether a buyer of a
+  first-come drop with ``buyer_rules`` passes its entry rules) is asked of the one
   ``DrawHooks`` that the draws app registers from its ``AppConfig.ready``, the way
   livestream registers itself as the owner of drops' allocations with inventory.
 """
@@ -32,6 +33,13 @@ class DrawHooks(Protocol):
 
     def drop_fields(self, *, drop_ids: list[int]) -> dict[int, dict[str, Any]]:
         """Per draw drop, the fields its body adds (one query for all of them)."""
+
+    def buyer_check(
+        self, *, drop_id: int, customer_id: int, client_address: str, challenge_token: str | None
+    ) -> None:
+        """Before a first-come drop with ``buyer_rules`` decides a reserve: raise the
+        draws app's ``NotEligible`` (a ``DomainError`` with a ``reason``) when the buyer
+        fails one of the drop's entry rules."""
 
     def entries_close_now(self, *, drop_ids: list[int], actor) -> None:
         """Inside the stream's closing transaction (the stream locked), before the

@@ -6,6 +6,12 @@ from __future__ import annotations
 from core.exceptions import DomainError
 
 
+class RulesFixed(DomainError):
+    code = "rules_fixed"
+    http_status = 409
+    default_detail = "Entry rules are fixed once the drop was pinned or went on sale."
+
+
 class NotStreamHost(DomainError):
     code = "permission_denied"
     http_status = 403

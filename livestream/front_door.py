@@ -359,6 +359,8 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
     routing = drop_routing_cached(request.drop_id)
     if quantity is None or routing is None or routing.mode != Drop.Mode.FIRST_COME:
         return None  # a drop sold by draw: Django refuses the reserve
+    if routing.buyer_rules:
+        return None  # its buyers pass entry rules first, which Django checks
     redis = shared_connection()
     user_id = await _user_of(redis, request.token)
     if user_id is None:

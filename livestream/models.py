@@ -107,6 +107,12 @@ class Drop(models.Model):
     entry_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="How long a draw takes entries from its pin."
     )
+    # A first-come drop whose buyers must pass entry rules (set through the draws app,
+    # which checks them): such a drop is decided by Django, never by the front door.
+    # Fixed, like the rules, once the drop was pinned or went on sale.
+    buyer_rules = models.BooleanField(
+        default=False, help_text="Buyers must pass the drop's entry rules."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -209,13 +209,15 @@ def host_stats(*, stream: Stream, viewers: int, now: datetime | None = None) -> 
 
 
 class DropRouting(NamedTuple):
-    """What a reservation on a drop needs. Fixed once the drop exists."""
+    """What a reservation on a drop needs. Fixed once the drop exists, but for
+    ``buyer_rules``, fixed once it was pinned or went on sale."""
 
     allocation_id: int
     price: Decimal
     currency: str
     stream_id: int
     mode: str
+    buyer_rules: bool
 
 
 # Bounded: an entry is ~200 bytes, so a few MB at most per process.
@@ -229,7 +231,9 @@ def drop_routing(drop_id: int) -> DropRouting:
 
     Cached in process (least recently used out first), so that the purchase path, and a
     rejection at the Redis gate in particular, runs no SQL once a process has seen the
-    drop. Safe because these facts never change after the drop is created; database ids
+    drop. Safe because these facts never change after the drop is created, and
+    ``buyer_rules`` never once it was pinned or went on sale: before that it is read
+    afresh each time (nothing is sold before, so nothing hot waits on it). Database ids
     are never reused in production, and ``drop_create`` forgets its new id all the same
     (SQLite test databases do reuse ids after a rollback).
     """
@@ -242,12 +246,24 @@ def drop_routing(drop_id: int) -> DropRouting:
             return routing
     row = (
         Drop.objects.filter(pk=drop_id)
-        .values_list("allocation_id", "price", "currency", "stream_id", "mode")
+        .values_list(
+            "allocation_id",
+            "price",
+            "currency",
+            "stream_id",
+            "mode",
+            "buyer_rules",
+            "pinned_at",
+            "allocation__opened_at",
+        )
         .first()
     )
     if row is None:
         raise NotFound("No such drop.")
-    routing = DropRouting(*row)
+    *facts, pinned_at, opened_at = row
+    routing = DropRouting(*facts)
+    if pinned_at is None and opened_at is None:
+        return routing  # its rules may still change
     with _routing_lock:
         _routing[drop_id] = routing
         _routing.move_to_end(drop_id)

@@ -70,6 +70,12 @@ class DropCreateSerializer(serializers.Serializer):
 
 class ReserveSerializer(serializers.Serializer):
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    challenge_token = StrictCharField(
+        required=False,
+        max_length=4096,
+        help_text="The entry check's token from the challenge provider, where the drop's "
+        "entry rules ask for it.",
+    )
 
 
 class DropSerializer(serializers.Serializer):

@@ -34,6 +34,7 @@ from livestream.exceptions import (
     DropNotStarted,
     InvalidStreamTransition,
     NotStreamHost,
+    RulesFixed,
     SlugTaken,
     StreamEnded,
     StreamNotLive,
@@ -554,8 +555,36 @@ def drop_unpin(*, drop_id: int, actor) -> Drop:
     return drop
 
 
+def drop_rules_change(*, drop_id: int, buyer_rules: bool) -> None:
+    """Inside the caller's transaction, the drop's stream locked (as the pin locks it):
+    the drop's entry rules are about to change, and a first-come drop's buyers will pass
+    them (``buyer_rules``) or not. ``RulesFixed`` once the drop was pinned or went on
+    sale: rules changing while viewers enter or buy would not be fair, and the purchase
+    path caches them from then on."""
+    drop = Drop.objects.filter(pk=drop_id).values("pinned_at", "allocation_id", "mode").first()
+    if drop is None:
+        raise NotFound("No such drop.")
+    # The allocation's lock, as its opening takes it (a timed drop opens unpinned).
+    opened_at = (
+        Allocation.objects.select_for_update()
+        .filter(pk=drop["allocation_id"])
+        .values_list("opened_at", flat=True)
+        .get()
+    )
+    if drop["pinned_at"] is not None or opened_at is not None:
+        raise RulesFixed()
+    on = buyer_rules and drop["mode"] == Drop.Mode.FIRST_COME
+    Drop.objects.filter(pk=drop_id).update(buyer_rules=on)
+
+
 def drop_reserve(
-    *, drop_id: int, customer_id: int, quantity: int, idempotency_key: str
+    *,
+    drop_id: int,
+    customer_id: int,
+    quantity: int,
+    idempotency_key: str,
+    client_address: str = "",
+    challenge_token: str | None = None,
 ) -> Reservation:
     """Ask for ``quantity`` units of the drop at the drop's price.
 
@@ -564,11 +593,20 @@ def drop_reserve(
     ``DropNotLive`` when the drop is not pinned yet or the stream ended). Once this
     process has seen the drop, a request the Redis gate turns away runs no SQL at all.
     Unknown drop: ``NotFound``. A drop sold by draw takes no reserves (``DropNotLive``):
-    its units go to the draw's winners, then to its line.
+    its units go to the draw's winners, then to its line. A drop with ``buyer_rules``
+    first checks the buyer against its entry rules (``NotEligible`` with a ``reason``,
+    from the draws app; ``client_address`` and ``challenge_token`` are for them).
     """
     routing = drop_routing(drop_id)
     if routing.mode == Drop.Mode.DRAW:
         raise DropNotLive("This drop is sold by draw: enter the draw instead.")
+    if routing.buyer_rules:
+        draw_hooks().buyer_check(
+            drop_id=drop_id,
+            customer_id=customer_id,
+            client_address=client_address,
+            challenge_token=challenge_token,
+        )
     return inventory.reservation_request(
         customer_id=customer_id,
         allocation_id=routing.allocation_id,

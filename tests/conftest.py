@@ -24,6 +24,7 @@ REDIS_TEST_KEY_PATTERNS = (
     "settle:*",
     "asgi*",
     "draw:*",
+    "rules:*",
 )
 
 

@@ -14,8 +14,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.redis import get_redis
+from draws import selectors
 from draws.models import Entry
+from inventory.models import Reservation
 from livestream import presence
+from livestream import selectors as live_selectors
 from livestream import services as live
 from tests.draws.helpers import draw_drop
 from tests.factories import UserFactory, live_drop
@@ -181,9 +184,83 @@ def test_only_the_host_sets_rules_and_only_before_entries_open():
     assert (fixed.status_code, fixed.json()["code"]) == (409, "rules_fixed")
     assert _client().get(path).json()["min_account_age_seconds"] == 60
 
-    first_come = live_drop(quantity=1, pin=False)
-    response = _client(first_come.stream.host).put(
-        f"/api/drops/{first_come.pk}/entry-rules/", rules, format="json"
-    )
-    assert (response.status_code, response.json()["code"]) == (409, "drop_not_live")
     assert _client().get("/api/drops/987654/entry-rules/").status_code == 404
+
+
+# --- a first-come drop's buyers pass the same rules ---------------------------------------
+
+
+def _reserve(user, drop_id, address="10.0.0.1", key="k", **body):
+    return _client(user).post(
+        f"/api/drops/{drop_id}/reservations/",
+        {"quantity": 1, **body},
+        format="json",
+        REMOTE_ADDR=address,
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+
+
+def _first_come_with_rules(quantity=10, **rules):
+    drop = live_drop(quantity=quantity, pin=False)
+    host = drop.stream.host
+    response = _client(host).put(f"/api/drops/{drop.pk}/entry-rules/", rules, format="json")
+    assert response.status_code == 200, response.json()
+    return live.drop_pin(drop_id=drop.pk, actor=host)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_come_drops_buyers_pass_its_account_age_and_address_cap(gate_mode):
+    drop = _first_come_with_rules(min_account_age_seconds=3600, max_entries_per_address=2)
+    first, second, third = _aged(3600), _aged(7200), _aged(3600)
+
+    _refused(_reserve(_aged(3599), drop.pk), "account_too_new")
+    assert _reserve(first, drop.pk, key="a").status_code == 202
+    assert _reserve(second, drop.pk, key="b").status_code == 202
+    _refused(_reserve(third, drop.pk, key="c"), "address_cap")
+    # An account counted at the address buys again from it; another address is its own.
+    assert _reserve(first, drop.pk, key="d").status_code == 202
+    assert _reserve(third, drop.pk, "10.0.0.2", key="e").status_code == 202
+
+    buyers = Reservation.objects.values_list("customer_id", flat=True)
+    assert sorted(buyers) == sorted([first.pk, second.pk, first.pk, third.pk])
+    refusals = selectors.refusals_of_drop(drop_id=drop.pk)
+    assert refusals == {"account_too_new": 1, "address_cap": 1}
+
+
+@pytest.mark.django_db
+def test_a_first_come_drop_asks_for_the_challenge_and_without_rules_stays_at_the_door(settings):
+    settings.DRAW_CHALLENGE_PROVIDER = "draws.challenge.TestChallengeProvider"
+    drop = _first_come_with_rules(challenge_required=True)
+    buyer = UserFactory()
+
+    _refused(_reserve(buyer, drop.pk, key="a"), "challenge_required")
+    _refused(_reserve(buyer, drop.pk, key="b", challenge_token="nope"), "challenge_failed")
+    unavailable = _reserve(buyer, drop.pk, key="c", challenge_token="unavailable")
+    assert (unavailable.status_code, unavailable.json()["code"]) == (503, "challenge_unavailable")
+    assert not Reservation.objects.exists()
+    assert _reserve(buyer, drop.pk, key="d", challenge_token="pass").status_code == 202
+    assert Reservation.objects.count() == 1
+    assert live_selectors.drop_routing(drop.pk).buyer_rules is True
+
+    plain = live_drop(quantity=1)
+    assert live_selectors.drop_routing(plain.pk).buyer_rules is False
+
+
+@pytest.mark.django_db
+def test_a_first_come_drops_rules_are_fixed_once_it_went_on_sale():
+    pinned = live_drop(quantity=1)
+    fixed = _client(pinned.stream.host).put(
+        f"/api/drops/{pinned.pk}/entry-rules/", {"min_watch_seconds": 5}, format="json"
+    )
+    assert (fixed.status_code, fixed.json()["code"]) == (409, "rules_fixed")
+
+    drop = live_drop(quantity=1, pin=False)
+    path = f"/api/drops/{drop.pk}/entry-rules/"
+    assert (
+        _client(drop.stream.host).put(path, {"min_watch_seconds": 5}, format="json").status_code
+        == 200
+    )
+    assert live_selectors.drop_routing(drop.pk).buyer_rules is True
+    # Every rule off again: the drop goes back to the front door.
+    assert _client(drop.stream.host).put(path, {}, format="json").status_code == 200
+    assert live_selectors.drop_routing(drop.pk).buyer_rules is False

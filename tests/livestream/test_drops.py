@@ -684,22 +684,29 @@ def test_reserving_a_missing_drop_is_not_found_and_nothing_is_written(drop_id):
 
 
 @pytest.mark.django_db
-def test_drop_routing_is_read_once_per_process(django_assert_num_queries):
+def test_drop_routing_is_read_once_per_process_once_its_rules_are_fixed(
+    django_assert_num_queries,
+):
     host = _host()
     drop = _drop(_stream(host), host, price=Decimal("3.25"))
-
-    with django_assert_num_queries(1):
-        first = selectors.drop_routing(drop.pk)
-    with django_assert_num_queries(0):
-        second = selectors.drop_routing(drop.pk)
-
     expected = selectors.DropRouting(
         allocation_id=drop.allocation_id,
         price=Decimal("3.25"),
         currency="USD",
         stream_id=drop.stream_id,
         mode="first_come",
+        buyer_rules=False,
     )
+
+    # Before its pin the host may still set entry rules: read afresh each time.
+    with django_assert_num_queries(2):
+        assert selectors.drop_routing(drop.pk) == selectors.drop_routing(drop.pk) == expected
+    services.drop_pin(drop_id=drop.pk, actor=host)
+    with django_assert_num_queries(1):
+        first = selectors.drop_routing(drop.pk)
+    with django_assert_num_queries(0):
+        second = selectors.drop_routing(drop.pk)
+
     assert first == second == expected
 
 
@@ -708,6 +715,8 @@ def test_drop_routing_stays_bounded(monkeypatch, django_assert_num_queries):
     host = _host()
     stream = _stream(host)
     drops = [_drop(stream, host) for _ in range(3)]
+    for drop in drops:  # on sale once each: their routing is fixed
+        services.drop_pin(drop_id=drop.pk, actor=host)
     monkeypatch.setattr(selectors, "ROUTING_CACHE_SIZE", 2)
 
     for drop in drops:

@@ -193,11 +193,14 @@ def test_the_limit_and_a_drop_not_on_sale_are_refused_with_their_codes():
     drop = _routed(live_drop(quantity=5, per_viewer_limit=1))
     buyer, token = _buyer()
     services.drop_reserve(drop_id=drop.pk, customer_id=buyer.pk, quantity=1, idempotency_key="a")
-    unpinned = _routed(live_drop(quantity=5, pin=False))
-    gate_rebuild(allocation_id=unpinned.allocation_id)
+    # Off sale after its sale: the door has its routing (fixed once it went on sale).
+    closed = live_drop(quantity=5)
+    services.drop_close_by_hand(drop_id=closed.pk, actor=closed.stream.host)
+    _routed(closed)
+    gate_rebuild(allocation_id=closed.allocation_id)
 
     limit = post(drop.pk, token=token, key="b")
-    not_live = post(unpinned.pk, token=token, key="c")
+    not_live = post(closed.pk, token=token, key="c")
 
     assert (limit.status, limit.json()["code"]) == (409, "limit_reached")
     assert (not_live.status, not_live.json()["code"]) == (409, "drop_not_live")
