@@ -11,9 +11,6 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from django.contrib.auth.models import Group
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 from rest_framework.authtoken.models import Token
@@ -24,7 +21,15 @@ from livestream import services as live
 from shop.models import Order
 from tests.factories import stocked_variant
 from tests.inventory.invariants import assert_inventory_invariants
-from tests.pages.conftest import TIMEOUT_MS, chromium
+from tests.pages.browsing import (
+    SERVER_ENV,
+    Browsers,
+    connected,
+    mark,
+    not_reloaded,
+    site_user,
+)
+from tests.pages.conftest import chromium
 from tests.processes import asgi_server, celery_worker
 
 pytestmark = [
@@ -34,32 +39,11 @@ pytestmark = [
     pytest.mark.browser,
 ]
 
-PASSWORD = "stage-pass-2026"
-# The server process runs the base settings, whose hashers do not include the test
-# settings' fast MD5 one: store a hash it can check.
-_HASHER = PBKDF2PasswordHasher()
-_PASSWORD_HASH = _HASHER.encode(PASSWORD, _HASHER.salt())
-
-SERVER_ENV = {
-    # Holds settle on the worker, as in production.
-    "CELERY_TASK_ALWAYS_EAGER": "false",
-    # The origin the browser pages come from: websockets and CSRF check it.
-    "ALLOWED_HOSTS": "127.0.0.1",
-    "HOST_STATS_SECONDS": "0.5",
-}
-
-
-def _user(username: str, *, host: bool = False):
-    user = get_user_model().objects.create(username=username, password=_PASSWORD_HASH)
-    if host:
-        user.groups.add(Group.objects.get_or_create(name="hosts")[0])
-    return user
-
 
 def _stage(*, units: int):
     """A scheduled stream with two drops, nothing pinned yet; the second one's sale
     starts in two hours (a countdown)."""
-    host = _user("stage-host", host=True)
+    host = site_user("stage-host", host=True)
     stream = live.stream_create(host=host, title="Glow Friday", slug="glow-friday")
     serum = stocked_variant(on_hand=units)
     serum.product.name = "Glow Serum"
@@ -84,47 +68,6 @@ def _stage(*, units: int):
     return host, stream, serum_drop, other_drop
 
 
-class Browsers:
-    """One browser context per person; records script errors on every page."""
-
-    def __init__(self, chromium, base_url: str):
-        self.chromium = chromium
-        self.base_url = base_url
-        self.errors: list[str] = []
-
-    def page(self) -> Page:
-        context = self.chromium.new_context(
-            base_url=self.base_url, viewport={"width": 1280, "height": 900}
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: {error}"))
-        return page
-
-    def signed_in(self, username: str, path: str) -> Page:
-        page = self.page()
-        page.goto(f"/accounts/login/?next={path}")
-        page.fill("#id_username", username)
-        page.fill("#id_password", PASSWORD)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_url(f"**{path}")
-        expect(page.locator("header .who strong")).to_have_text(username)
-        return page
-
-
-def _connected(page: Page) -> None:
-    expect(page.locator("#connection")).to_have_attribute("data-status", "live")
-
-
-def _mark(page: Page) -> None:
-    """Tag the page's window: a reload would lose the tag."""
-    page.evaluate("window.__noReload = true")
-
-
-def _not_reloaded(page: Page) -> None:
-    assert page.evaluate("window.__noReload === true")
-
-
 def _counter(page: Page, left: int, sold: int) -> None:
     expect(page.locator("#drop-left")).to_have_text(str(left))
     expect(page.locator("#drop-sold")).to_have_text(str(sold))
@@ -141,7 +84,7 @@ def test_a_host_goes_live_and_pins_viewers_buy_and_everyone_sees_it_sell_out(
     artifacts, celery_through_broker
 ):
     host, stream, serum_drop, _ = _stage(units=3)
-    first_buyer, second_buyer = _user("first-buyer"), _user("second-buyer")
+    first_buyer, second_buyer = site_user("first-buyer"), site_user("second-buyer")
     viewer_path = f"/streams/{stream.slug}/"
     serum_text = f"1 \N{MULTIPLICATION SIGN} Glow Serum ({serum_drop.variant.sku})"
     serum_row = f'#drop-rows tr[data-drop-id="{serum_drop.pk}"]'
@@ -156,8 +99,8 @@ def test_a_host_goes_live_and_pins_viewers_buy_and_everyone_sees_it_sell_out(
         second = browsers.signed_in(second_buyer.username, viewer_path)
         console = browsers.signed_in(host.username, f"/streams/{stream.slug}/host/")
         for page in (first, second, console):
-            _connected(page)
-            _mark(page)
+            connected(page)
+            mark(page)
         for page in (first, second):
             expect(page.locator("#no-drop")).to_be_visible()
             expect(page.locator("#stream-status")).to_have_text("Scheduled")
@@ -219,7 +162,7 @@ def test_a_host_goes_live_and_pins_viewers_buy_and_everyone_sees_it_sell_out(
         expect(console.locator("#chart-sell-through")).not_to_have_attribute("points", "")
 
         for page in (first, second, console):
-            _not_reloaded(page)
+            not_reloaded(page)
         second.screenshot(path=str(artifacts / "viewer-sold-out.png"), full_page=True)
         console.screenshot(path=str(artifacts / "host-console.png"), full_page=True)
 
@@ -242,8 +185,8 @@ def test_a_viewer_reconnects_after_a_dropped_connection_and_resyncs_on_a_gap():
         browsers = Browsers(browser, server.base_url)
         viewer = browsers.page()  # anonymous
         viewer.goto(f"/streams/{stream.slug}/")
-        _connected(viewer)
-        _mark(viewer)
+        connected(viewer)
+        mark(viewer)
         assert viewer.evaluate("Live.socket.connects") == 1
 
         # The network goes away and the connection drops; the page keeps retrying, backing
@@ -256,7 +199,7 @@ def test_a_viewer_reconnects_after_a_dropped_connection_and_resyncs_on_a_gap():
         assert api.post(f"/api/drops/{serum_drop.pk}/pin/").status_code == 200
         expect(viewer.locator("#no-drop")).to_be_visible()
         viewer.context.set_offline(False)
-        _connected(viewer)
+        connected(viewer)
         expect(viewer.locator("#drop-name")).to_have_text("Glow Serum")
         assert viewer.evaluate("Live.socket.connects") == 2
         expect(viewer.locator("#drop-countdown")).to_be_hidden()  # on sale now
@@ -272,7 +215,7 @@ def test_a_viewer_reconnects_after_a_dropped_connection_and_resyncs_on_a_gap():
         expect(viewer.locator("#drop-countdown")).to_have_text(re.compile(r"^Starts in 1:59:\d\d$"))
         assert viewer.evaluate("Live.socket.resyncs") == 1
         assert viewer.evaluate("Live.socket.connects") == 2  # resynced on the same socket
-        _not_reloaded(viewer)
+        not_reloaded(viewer)
 
     assert browsers.errors == []
 
@@ -295,7 +238,7 @@ def test_a_refused_viewer_comes_back_after_the_servers_retry_hint_not_at_once():
             connection = viewer.locator("#connection")
             expect(connection).to_have_attribute("data-status", "reconnecting")
             expect(connection).to_have_text(re.compile(r"Reconnecting in [234] s"))
-        _connected(viewer)
+        connected(viewer)
         # Two opened: the refused one (accepted only to be told why) and this one.
         assert viewer.evaluate("Live.socket.connects") == 2
 
@@ -309,7 +252,7 @@ def test_a_sold_out_viewer_queues_and_gets_the_unit_that_comes_back(
     host, stream, serum_drop, _ = _stage(units=1)
     live.stream_start(stream_id=stream.pk, actor=host)
     live.drop_pin(drop_id=serum_drop.pk, actor=host)
-    holder, waiting = _user("holder"), _user("waiting")
+    holder, waiting = site_user("holder"), site_user("waiting")
     viewer_path = f"/streams/{stream.slug}/"
 
     with (
@@ -321,8 +264,8 @@ def test_a_sold_out_viewer_queues_and_gets_the_unit_that_comes_back(
         first = browsers.signed_in(holder.username, viewer_path)
         second = browsers.signed_in(waiting.username, viewer_path)
         for page in (first, second):
-            _connected(page)
-            _mark(page)
+            connected(page)
+            mark(page)
 
         # The first viewer holds the only unit: the second sees sold out and the line.
         first.click("#buy-button")
@@ -344,7 +287,7 @@ def test_a_sold_out_viewer_queues_and_gets_the_unit_that_comes_back(
         expect(second.locator("#hold")).to_have_attribute("data-status", "confirmed")
         expect(second.locator("#waitlist-text")).to_have_text("You got one from the waitlist.")
         for page in (first, second):
-            _not_reloaded(page)
+            not_reloaded(page)
 
     assert browsers.errors == []
     order = Order.objects.get(status="paid")

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
+from draws.models import Draw
 from inventory.models import Reservation
 from livestream import services as live
 from tests.factories import ProductFactory, UserFactory, VariantFactory, stocked_variant
@@ -264,3 +265,32 @@ def test_the_session_drives_the_api_with_a_csrf_token(stream):
     # Settled after commit (this test's transaction never commits): pending here.
     assert reserved.json()["status"] in ("pending", "held")
     assert Reservation.objects.filter(customer=viewer).count() == 1
+
+
+def test_a_pinned_draw_renders_its_countdown_place_and_commitment_not_a_buy_button(host):
+    stream = live.stream_create(host=host, title="Sneaker Sunday", slug="sneaker-sunday")
+    live.stream_start(stream_id=stream.pk, actor=host)
+    drop = live.drop_create(
+        stream_id=stream.pk,
+        variant_id=stocked_variant(on_hand=3).pk,
+        quantity=1,
+        price=Decimal("89.00"),
+        per_viewer_limit=1,
+        mode="draw",
+        entry_seconds=60,
+        actor=host,
+    )
+    live.drop_pin(drop_id=drop.pk, actor=host)
+    commitment = Draw.objects.get(drop=drop).seed_commitment
+
+    anonymous = Client().get("/streams/sneaker-sunday/").content.decode()
+    signed_in = _signed_in(UserFactory(username="entrant")).get("/streams/sneaker-sunday/")
+    page = signed_in.content.decode()
+
+    assert '<div class="draw" id="draw" aria-live="polite">' in page
+    assert f'<code id="draw-commitment" title="{commitment}">{commitment[:12]}…</code>' in page
+    assert f'href="/api/drops/{drop.pk}/draw/"' in page
+    assert 'id="enter-button">Enter the draw</button>' in page
+    assert '<form class="buy" id="buy-form" hidden>' in page
+    assert "Sign in to enter the draw</a>" in anonymous
+    assert 'id="enter-button"' not in anonymous

@@ -1,6 +1,7 @@
-/* The host console: go live, end, pin and unpin drops, and watch host.stats. The
- * buttons call the API; what the page shows comes from the websocket (the API's answer
- * is applied at once too, so the console never waits on its own action). */
+/* The host console: go live, end, pin and unpin drops, and watch host.stats and the
+ * draws of drops sold by draw (entries, the close, the outcome). The buttons call the
+ * API; what the page shows comes from the websocket (the API's answer is applied at
+ * once too, so the console never waits on its own action). */
 (function () {
   "use strict";
   const Live = window.Live;
@@ -18,6 +19,8 @@
     controlError: $("control-error"),
     rows: $("drop-rows"),
     dropError: $("drop-error"),
+    drawsPanel: $("draws-panel"),
+    drawList: $("draw-list"),
     statViewers: $("stat-viewers"),
     statSellThrough: $("stat-sell-through"),
     statRate: $("stat-rate"),
@@ -67,7 +70,13 @@
       row.classList.toggle("is-sold-out", drop.remaining <= 0);
       const stat = stats.get(drop.id);
       cell(row, String(drop.id));
-      cell(row, drop.product + " (" + drop.sku + ")");
+      const product = cell(row, drop.product + " (" + drop.sku + ")");
+      if (drop.mode === "draw") {
+        const tag = document.createElement("span");
+        tag.className = "mode-tag";
+        tag.textContent = "Draw";
+        product.appendChild(tag);
+      }
       cell(row, Live.money(drop.price, drop.currency));
       cell(row, String(drop.remaining), "left");
       cell(row, String(drop.sold), "sold");
@@ -111,6 +120,128 @@
     els.start.disabled = busy || state.status !== "scheduled";
     els.end.disabled = busy || state.status === "ended";
     renderDrops();
+    renderDraws();
+  }
+
+  // --- draws --------------------------------------------------------------------------
+
+  function para(parent, text, className) {
+    const p = document.createElement("p");
+    p.textContent = text;
+    if (className) {
+      p.className = className;
+    }
+    parent.appendChild(p);
+    return p;
+  }
+
+  function clockTime(iso) {
+    const at = new Date(iso);
+    return Number.isNaN(at.getTime()) ? iso : at.toLocaleTimeString();
+  }
+
+  function drawCountdownText(drop) {
+    const phase = Live.drawPhase(drop);
+    if (phase === "waiting") {
+      return "Entries open at the pin, for " + Live.duration((drop.entry_seconds || 0) * 1000) + ".";
+    }
+    if (phase === "open") {
+      const left = Date.parse(drop.entries_close_at) - Live.serverNow();
+      return "Entries close at " + clockTime(drop.entries_close_at) + " (in " + Live.duration(left) + ")";
+    }
+    if (phase === "closing") {
+      return "Entries closed at " + clockTime(drop.entries_close_at) + ": drawing…";
+    }
+    return "Entries closed at " + clockTime(drop.entries_close_at) + ".";
+  }
+
+  /* One block per drop sold by draw: its entries live, the close, then the outcome. */
+  function renderDraws() {
+    const blocks = [];
+    state.drops.forEach(function (drop) {
+      if (drop.mode !== "draw") {
+        return;
+      }
+      const facts = drop.draw || {};
+      const block = document.createElement("div");
+      block.className = "draw-row";
+      block.dataset.dropId = String(drop.id);
+      block.dataset.phase = Live.drawPhase(drop);
+      const title = document.createElement("h3");
+      const units = drop.quantity === 1 ? "1 unit" : drop.quantity + " units";
+      title.textContent = "#" + drop.id + " " + drop.product + " (" + drop.sku + "): " + units;
+      block.appendChild(title);
+      para(block, drawCountdownText(drop), "draw-countdown");
+      const entries = para(block, "", "draw-entries");
+      const count = document.createElement("strong");
+      count.textContent = typeof facts.entries === "number" ? String(facts.entries) : "–";
+      entries.append(count, " entries");
+      if (drop.seed_commitment) {
+        const proof = para(block, "Seed commitment: ", "muted draw-proof");
+        const code = document.createElement("code");
+        code.className = "draw-commitment";
+        code.textContent = Live.shortHash(drop.seed_commitment);
+        code.title = drop.seed_commitment;
+        proof.appendChild(code);
+      }
+      if (facts.drawn) {
+        const winners = facts.winners === 1 ? "1 winner" : facts.winners + " winners";
+        para(block, "Drawn: " + winners + " from " + facts.entries + " entries.", "draw-outcome");
+        const seed = para(block, "Seed: ", "muted draw-proof");
+        const code = document.createElement("code");
+        code.className = "draw-seed";
+        code.textContent = Live.shortHash(facts.seed || "");
+        code.title = facts.seed || "";
+        seed.appendChild(code);
+      }
+      if (drop.entries_close_at) {
+        const link = document.createElement("a");
+        link.className = "draw-link";
+        link.href = "/api/drops/" + drop.id + "/draw/";
+        link.target = "_blank";
+        link.rel = "noopener";
+        link.textContent = facts.drawn ? "The draw's record (seed, winners, entries)" : "The draw's record";
+        para(block, "").appendChild(link);
+      }
+      blocks.push(block);
+    });
+    els.drawsPanel.hidden = blocks.length === 0;
+    els.drawList.replaceChildren.apply(els.drawList, blocks);
+  }
+
+  /* The countdowns move with the clock; the rest with events. */
+  function tickDraws() {
+    els.drawList.querySelectorAll(".draw-row").forEach(function (block) {
+      const drop = state.drops.get(Number(block.dataset.dropId));
+      if (!drop) {
+        return;
+      }
+      const phase = Live.drawPhase(drop);
+      if (phase !== block.dataset.phase) {
+        renderDraws();
+        return;
+      }
+      block.querySelector(".draw-countdown").textContent = drawCountdownText(drop);
+    });
+  }
+
+  /* The draws' counts and outcomes are not in the snapshot: ask for those opened. */
+  function loadDraws(onlyId) {
+    state.drops.forEach(function (drop) {
+      if (drop.mode !== "draw" || !drop.entries_close_at || (onlyId !== undefined && drop.id !== onlyId)) {
+        return;
+      }
+      Live.api("GET", "/api/drops/" + drop.id + "/draw/").then(
+        function (body) {
+          if (Live.applyDraw(state.drops.get(drop.id), body)) {
+            renderDraws();
+          }
+        },
+        function () {
+          /* the events keep the count; a failed read leaves what the console shows */
+        }
+      );
+    });
   }
 
   function renderStats(message) {
@@ -200,6 +331,12 @@
     if (!state.drops.has(drop.id)) {
       state.drops.set(drop.id, Object.assign({}, drop));
     }
+    const known = state.drops.get(drop.id);
+    if (drop.mode === "draw" && drop.entries_close_at && !known.entries_close_at) {
+      // The pin opened the draw's entries: its close and commitment are in the answer.
+      known.entries_close_at = drop.entries_close_at;
+      known.seed_commitment = drop.seed_commitment;
+    }
     if (drop.pinned) {
       state.drops.forEach(function (d) {
         d.pinned = d.id === drop.id;
@@ -234,14 +371,18 @@
 
   const socket = new Live.StreamSocket(slug, {
     onState: function (snapshot) {
-      state = Live.stateFromSnapshot(snapshot);
+      state = Live.stateFromSnapshot(snapshot, state);
       render();
+      loadDraws();
     },
     onEvent: function (event) {
       if (event.type === "host.stats") {
         renderStats(event);
       } else if (Live.applyEvent(state, event)) {
         render();
+        if (event.type === "drop.pinned" && event.drop.mode === "draw") {
+          loadDraws(event.drop.id); // entries may have come before the console heard
+        }
       }
     },
     onStatus: function (status, detail) {
@@ -251,4 +392,5 @@
   Live.socket = socket;
   render();
   socket.start();
+  setInterval(tickDraws, 1000);
 })();

@@ -24,11 +24,13 @@
   // --- REST -------------------------------------------------------------------------
 
   class ApiError extends Error {
-    constructor(status, code, detail) {
+    constructor(status, code, detail, reason) {
       super(detail);
       this.status = status;
       this.code = code;
       this.detail = detail;
+      // Some refusals name which rule refused (not_eligible: account_too_new, ...).
+      this.reason = reason || "";
     }
   }
 
@@ -74,7 +76,8 @@
       const detail =
         (data && typeof data.detail === "string" && data.detail) ||
         "The server answered " + response.status + ".";
-      throw new ApiError(response.status, code, detail);
+      const reason = (data && typeof data.reason === "string" && data.reason) || "";
+      throw new ApiError(response.status, code, detail, reason);
     }
     return data;
   }
@@ -98,8 +101,12 @@
 
   /* The client's copy of a stream: drops by id and which one is pinned. Built from a
    * snapshot (the page's embedded one, then every stream.state) and moved forward by
-   * the numbered events, which carry absolute values. */
-  function stateFromSnapshot(snapshot) {
+   * the numbered events, which carry absolute values.
+   *
+   * A draw drop's live facts (entry count, seed, winners) are not in the snapshot: they
+   * come from the draw events and GET /api/drops/{id}/draw/. A new snapshot keeps what
+   * the state it replaces (``previous``) knew of them; they only ever move forward. */
+  function stateFromSnapshot(snapshot, previous) {
     const drops = new Map();
     (snapshot.drops || []).forEach(function (drop) {
       drops.set(drop.id, Object.assign({}, drop));
@@ -107,6 +114,14 @@
     const pinned = snapshot.pinned_drop;
     if (pinned && !drops.has(pinned.id)) {
       drops.set(pinned.id, Object.assign({}, pinned));
+    }
+    if (previous) {
+      drops.forEach(function (drop) {
+        const known = previous.drops.get(drop.id);
+        if (known && known.draw) {
+          drop.draw = Object.assign({}, known.draw);
+        }
+      });
     }
     return {
       id: snapshot.id,
@@ -134,6 +149,10 @@
         return true;
       case "drop.pinned": {
         const pinned = Object.assign({}, event.drop, { pinned: true });
+        const known = state.drops.get(pinned.id);
+        if (known && known.draw) {
+          pinned.draw = known.draw; // a draw's facts are not in the drop's body
+        }
         state.drops.forEach(function (d) {
           d.pinned = false;
         });
@@ -174,9 +193,86 @@
       case "viewers.changed":
         state.viewers = event.viewers;
         return true;
+      case "draw.opened":
+        if (drop) {
+          drop.entries_close_at = event.entries_close_at;
+          drop.seed_commitment = event.seed_commitment;
+          drawFacts(drop);
+        }
+        return Boolean(drop);
+      case "draw.entries":
+        if (drop) {
+          const facts = drawFacts(drop);
+          facts.entries = Math.max(facts.entries || 0, event.entries);
+        }
+        return Boolean(drop);
+      case "draw.closed":
+        if (drop) {
+          Object.assign(drawFacts(drop), {
+            drawn: true,
+            seed: event.seed,
+            winners: event.winners,
+            entries: event.entries,
+          });
+        }
+        return Boolean(drop);
       default:
         return false;
     }
+  }
+
+  // --- draws ----------------------------------------------------------------------------
+
+  /* A draw drop's live facts: entries so far, and once drawn the seed and how many won. */
+  function drawFacts(drop) {
+    if (!drop.draw) {
+      drop.draw = { entries: null, drawn: false, seed: null, winners: null };
+    }
+    return drop.draw;
+  }
+
+  /* Fold GET /api/drops/{id}/draw/ into the drop. The answer may be older than an event
+   * the socket gave meanwhile: counts only grow, and a drawn draw stays drawn. */
+  function applyDraw(drop, body) {
+    if (!drop || !body || body.mode !== "draw") {
+      return false;
+    }
+    if (body.entries_close_at && !drop.entries_close_at) {
+      drop.entries_close_at = body.entries_close_at;
+    }
+    if (body.seed_commitment && !drop.seed_commitment) {
+      drop.seed_commitment = body.seed_commitment;
+    }
+    const facts = drawFacts(drop);
+    if (typeof body.entries === "number") {
+      facts.entries = Math.max(facts.entries || 0, body.entries);
+    }
+    if (body.status === "drawn" && !facts.drawn) {
+      facts.drawn = true;
+      facts.seed = body.seed;
+      facts.winners = Array.isArray(body.winners) ? body.winners.length : null;
+      facts.entries = body.entries;
+    }
+    return true;
+  }
+
+  /* Where a draw drop stands: "waiting" (entries not open yet), "open", "closing"
+   * (entries closed, the draw not announced yet) or "drawn". */
+  function drawPhase(drop) {
+    if (drop.draw && drop.draw.drawn) {
+      return "drawn";
+    }
+    const closeAt = drop.entries_close_at ? Date.parse(drop.entries_close_at) : NaN;
+    if (Number.isNaN(closeAt)) {
+      return "waiting";
+    }
+    return closeAt > serverNow() ? "open" : "closing";
+  }
+
+  /* The first characters of a hash: enough to compare by eye; the full one is in the
+   * element's title and at GET /api/drops/{id}/draw/. */
+  function shortHash(hex) {
+    return typeof hex === "string" && hex.length > 16 ? hex.slice(0, 12) + "…" : hex || "";
   }
 
   // --- the websocket ------------------------------------------------------------------
@@ -421,12 +517,18 @@
       element.hidden = true;
       element.textContent = "";
       delete element.dataset.code;
+      delete element.dataset.reason;
       return;
     }
     const code = err.code || "error";
     const detail = err.detail || err.message || "Something went wrong.";
-    element.textContent = detail + " (" + code + ")";
+    element.textContent = detail + " (" + code + (err.reason ? ": " + err.reason : "") + ")";
     element.dataset.code = code;
+    if (err.reason) {
+      element.dataset.reason = err.reason;
+    } else {
+      delete element.dataset.reason;
+    }
     element.hidden = false;
   }
 
@@ -443,6 +545,9 @@
     serverNow: serverNow,
     stateFromSnapshot: stateFromSnapshot,
     applyEvent: applyEvent,
+    applyDraw: applyDraw,
+    drawPhase: drawPhase,
+    shortHash: shortHash,
     StreamSocket: StreamSocket,
     money: money,
     duration: duration,

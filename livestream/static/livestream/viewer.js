@@ -1,6 +1,7 @@
 /* The viewer page: the pinned drop and its live counter, the Buy button, the buyer's
- * hold and checkout. The server decides everything (stock, limits, whether a drop
- * sells): this page asks, and shows what it was told. */
+ * hold and checkout; for a drop sold by draw, the entry, its countdown and the draw's
+ * result instead of the Buy button. The server decides everything (stock, limits,
+ * whether a drop sells, who is drawn): this page asks, and shows what it was told. */
 (function () {
   "use strict";
   const Live = window.Live;
@@ -43,6 +44,21 @@
     waitlistJoin: $("waitlist-join"),
     waitlistLeave: $("waitlist-leave"),
     waitlistError: $("waitlist-error"),
+    signIn: $("sign-in-to-buy"),
+    draw: $("draw"),
+    drawCountdown: $("draw-countdown"),
+    drawEntries: $("draw-entries"),
+    drawOutcome: $("draw-outcome"),
+    drawCommitmentLine: $("draw-commitment-line"),
+    drawCommitment: $("draw-commitment"),
+    drawSeedLine: $("draw-seed-line"),
+    drawSeed: $("draw-seed"),
+    drawVerify: $("draw-verify"),
+    drawForm: $("draw-form"),
+    drawQuantity: $("draw-quantity"),
+    enter: $("enter-button"),
+    drawEntry: $("draw-entry"),
+    drawError: $("draw-error"),
   };
 
   let state = Live.stateFromSnapshot(JSON.parse($("stream-snapshot").textContent));
@@ -52,11 +68,19 @@
   let pendingCheck = null;
   let line = null; // the viewer's waitlist entry for the pinned drop, if any
   let lineDrop = null; // the drop that entry (or its absence) was asked for
+  let entry = null; // the viewer's entry in the pinned drop's draw, if any
+  let entryDrop = null; // the drop that entry (or its absence) was asked for
+  let drawDrop = null; // the draw drop whose public draw was last asked for
+  let resultCheck = null;
 
   // Holds still in play; the others are history.
   const ACTIVE = ["pending", "held"];
   // If a pending hold's reservation.updated has not come (socket down), ask the API.
   const PENDING_CHECK_MS = 4000;
+  // Likewise for the viewer's draw.result once the draw is announced.
+  const RESULT_CHECK_MS = 3000;
+  // An entry's statuses in the order they happen: an older answer never undoes a newer.
+  const ENTRY_ORDER = { entered: 1, won: 2, lost: 2 };
 
   const REJECT_REASONS = {
     sold_out: "it sold out first",
@@ -98,6 +122,14 @@
     els.imagePlaceholder.hidden = false;
   });
 
+  function pinnedDrop() {
+    return state.pinnedId !== null ? state.drops.get(state.pinnedId) || null : null;
+  }
+
+  function isDraw(drop) {
+    return Boolean(drop && drop.mode === "draw");
+  }
+
   function render() {
     els.status.textContent = Live.STATUS_LABELS[state.status] || state.status;
     els.status.className = "badge status-" + state.status;
@@ -115,8 +147,10 @@
       els.left.textContent = String(drop.remaining);
       els.sold.textContent = String(drop.sold);
       const soldOut = drop.remaining <= 0;
-      els.soldOut.hidden = !soldOut;
-      els.card.classList.toggle("is-sold-out", soldOut);
+      // A draw's winner holds one of the units that made it sell out: theirs, not gone.
+      const won = isDraw(drop) && entry && entry.drop === drop.id && entry.status === "won";
+      els.soldOut.hidden = !soldOut || won;
+      els.card.classList.toggle("is-sold-out", soldOut && !won);
       els.limit.hidden = !drop.per_viewer_limit;
       els.limit.textContent = drop.per_viewer_limit ? "Up to " + drop.per_viewer_limit + " per viewer" : "";
       if (els.quantity) {
@@ -130,10 +164,17 @@
         els.buy.disabled = busy || soldOut || state.status !== "live";
         els.buy.textContent = soldOut ? "Sold out" : busy ? "Reserving…" : "Buy";
       }
+      if (els.buyForm) {
+        els.buyForm.hidden = isDraw(drop);
+      }
+      if (els.signIn) {
+        els.signIn.textContent = isDraw(drop) ? "Sign in to enter the draw" : "Sign in to buy";
+      }
     } else {
       els.drop.dataset.dropId = "";
       els.card.classList.remove("is-sold-out");
     }
+    renderDraw(drop);
     renderWaitlist(drop);
     tick();
     renderHold();
@@ -152,6 +193,10 @@
 
   function renderWaitlist(drop) {
     if (!els.waitlist) {
+      return;
+    }
+    if (drop && isDraw(drop) && entry && entry.drop === drop.id) {
+      els.waitlist.hidden = true; // the draw's panel shows an entrant's place in line
       return;
     }
     const inLine = line && drop && line.drop === drop.id && ["waiting", "offered"].includes(line.status);
@@ -221,9 +266,10 @@
     }
   }
 
-  /* Countdowns: the drop's start and the hold's expiry, once a second. */
+  /* Countdowns: the drop's start, the draw's close and the hold's expiry, once a second. */
   function tick() {
     const drop = state.pinnedId !== null ? state.drops.get(state.pinnedId) : null;
+    drawTick(drop);
     const startsAt = drop && drop.starts_at ? Date.parse(drop.starts_at) : NaN;
     const untilStart = startsAt - Live.serverNow();
     if (untilStart > 0) {
@@ -271,6 +317,208 @@
     } else {
       els.order.hidden = true;
     }
+  }
+
+  // --- the draw -----------------------------------------------------------------------
+
+  const DRAW_PHASE_TEXTS = {
+    waiting: "Entries open when the host starts the draw.",
+    closing: "Entries closed: drawing…",
+    drawn: "Entries closed.",
+  };
+
+  /* The countdown and whether entering is possible: they change with the clock. */
+  function drawTick(drop) {
+    if (!els.draw || !isDraw(drop)) {
+      return;
+    }
+    const phase = Live.drawPhase(drop);
+    els.draw.dataset.phase = phase;
+    if (phase === "open") {
+      const left = Date.parse(drop.entries_close_at) - Live.serverNow();
+      els.drawCountdown.textContent = "Entries close in " + Live.duration(left);
+    } else {
+      els.drawCountdown.textContent = DRAW_PHASE_TEXTS[phase];
+    }
+    if (els.enter) {
+      const open = phase === "open" && state.status === "live";
+      els.enter.disabled = busy || !open;
+      els.enter.textContent = busy ? "Entering…" : open || phase === "waiting" ? "Enter the draw" : "Entries closed";
+    }
+  }
+
+  function entryText(mine, drop) {
+    if (mine.status === "entered") {
+      const units = mine.quantity === 1 ? "1 unit" : mine.quantity + " units";
+      return "You're in for " + units + ". The draw runs when entries close.";
+    }
+    if (mine.status === "won") {
+      const offer = mine.reservation;
+      const current = hold && offer && hold.id === offer.id ? hold : offer;
+      const texts = {
+        held: "You won! Your " + dropName(drop) + " is held for you: check out below before the time runs out.",
+        confirmed: "You won, and it's yours.",
+        expired: "You won, but the hold was not checked out in time.",
+        released: "You won, and let the units go.",
+      };
+      return (current && texts[current.status]) || "You won!";
+    }
+    if (mine.status === "lost") {
+      const place = line && line.drop === drop.id ? line : mine.waitlist;
+      if (!place) {
+        return "Not drawn this time.";
+      }
+      if (place.status === "waiting" && place.position) {
+        return (
+          "Not drawn this time. You are number " +
+          place.position +
+          " on the waitlist: a winner's unit that comes back goes to the first in line."
+        );
+      }
+      return "Not drawn this time. " + (LINE_TEXTS[place.status] || place.status);
+    }
+    return mine.status;
+  }
+
+  function renderDraw(drop) {
+    if (!els.draw) {
+      return;
+    }
+    els.draw.hidden = !isDraw(drop);
+    if (!isDraw(drop)) {
+      return;
+    }
+    const facts = drop.draw || {};
+    els.drawEntries.textContent = typeof facts.entries === "number" ? String(facts.entries) : "–";
+    const commitment = drop.seed_commitment || "";
+    els.drawCommitmentLine.hidden = !commitment;
+    els.drawCommitment.textContent = Live.shortHash(commitment);
+    els.drawCommitment.title = commitment;
+    els.drawSeedLine.hidden = !facts.seed;
+    els.drawSeed.textContent = Live.shortHash(facts.seed || "");
+    els.drawSeed.title = facts.seed || "";
+    els.drawVerify.href = "/api/drops/" + drop.id + "/draw/";
+    els.drawOutcome.hidden = !facts.drawn;
+    if (facts.drawn) {
+      const winners = facts.winners === 1 ? "1 winner" : facts.winners + " winners";
+      els.drawOutcome.textContent = "Drawn: " + winners + " from " + facts.entries + " entries.";
+    }
+    if (els.drawForm) {
+      const mine = entry && entry.drop === drop.id ? entry : null;
+      els.draw.dataset.entry = mine ? mine.status : "none";
+      els.drawForm.hidden = Boolean(mine);
+      els.drawEntry.hidden = !mine;
+      els.drawEntry.textContent = mine ? entryText(mine, drop) : "";
+      if (drop.per_viewer_limit) {
+        els.drawQuantity.max = String(drop.per_viewer_limit);
+      } else {
+        els.drawQuantity.removeAttribute("max");
+      }
+    }
+    drawTick(drop);
+  }
+
+  /* Take the newest word on the viewer's entry (the API's answer or draw.result). A
+   * winner's offer is their hold: it shows, and checks out, like any hold. */
+  function setEntry(body) {
+    if (!body || typeof body.drop !== "number" || !state.drops.has(body.drop)) {
+      return; // another stream's draw: the viewer's personal events follow them everywhere
+    }
+    if (entry && entry.drop === body.drop && (ENTRY_ORDER[body.status] || 0) < (ENTRY_ORDER[entry.status] || 0)) {
+      return;
+    }
+    entry = body;
+    entryDrop = body.drop;
+    if (body.status !== "entered") {
+      clearTimeout(resultCheck);
+      const drop = state.drops.get(body.drop);
+      if (drop && drop.id === state.pinnedId && !(drop.draw && drop.draw.drawn)) {
+        // The result says the draw happened: its seed and winners, if draw.closed
+        // has not brought them.
+        loadDraw(true);
+      }
+    }
+    const offer = body.reservation;
+    if (offer && !(hold && hold.id === offer.id && !ACTIVE.includes(hold.status))) {
+      setHold(offer); // a hold already checked out (or let go) is newer than the offer
+    }
+    render();
+  }
+
+  /* The viewer's entry for the pinned draw drop: on load, on a new pin, and after a
+   * reconnect (personal events are not replayed). 404: not entered. */
+  async function loadEntry(force) {
+    const drop = pinnedDrop();
+    if (!signedIn || !isDraw(drop) || (!force && entryDrop === drop.id)) {
+      return;
+    }
+    entryDrop = drop.id;
+    try {
+      setEntry(await Live.api("GET", "/api/drops/" + drop.id + "/entries/mine/"));
+    } catch (err) {
+      if (err.status === 404) {
+        if (entry && entry.drop === drop.id) {
+          return; // entered meanwhile: that answer is the newer one
+        }
+        entry = null;
+        render();
+      } else {
+        Live.showError(els.drawError, err);
+      }
+    }
+  }
+
+  /* The pinned draw's count, and its seed and winners once drawn (not in the snapshot). */
+  async function loadDraw(force) {
+    const drop = pinnedDrop();
+    if (!isDraw(drop) || (!force && drawDrop === drop.id)) {
+      return;
+    }
+    drawDrop = drop.id;
+    try {
+      const body = await Live.api("GET", "/api/drops/" + drop.id + "/draw/");
+      const current = state.drops.get(drop.id);
+      if (Live.applyDraw(current, body)) {
+        render();
+      }
+    } catch (err) {
+      // The events keep the count; a failed read leaves what the page shows.
+    }
+  }
+
+  /* The draw was announced: an entrant whose draw.result has not come asks for it. */
+  function expectResult(dropId) {
+    clearTimeout(resultCheck);
+    if (entry && entry.drop === dropId && entry.status === "entered") {
+      resultCheck = setTimeout(function () {
+        loadEntry(true);
+      }, RESULT_CHECK_MS);
+    }
+  }
+
+  async function enter(event) {
+    event.preventDefault();
+    const drop = pinnedDrop();
+    if (!isDraw(drop) || busy) {
+      return;
+    }
+    const quantity = Number(els.drawQuantity.value);
+    await whileBusy(els.drawError, async function () {
+      const send = function () {
+        return Live.api("POST", "/api/drops/" + drop.id + "/entries/", { body: { quantity: quantity } });
+      };
+      let body;
+      try {
+        body = await send();
+      } catch (err) {
+        // One entry per viewer: sending again can only return the same entry.
+        if (err.code !== "network") {
+          throw err;
+        }
+        body = await send();
+      }
+      setEntry(body);
+    });
   }
 
   // --- the buyer's hold ---------------------------------------------------------------
@@ -396,6 +644,10 @@
     });
   }
 
+  if (els.drawForm) {
+    els.drawForm.addEventListener("submit", enter);
+  }
+
   if (els.buyForm) {
     els.buyForm.addEventListener("submit", buy);
     els.checkout.addEventListener("click", checkout);
@@ -406,10 +658,12 @@
 
   const socket = new Live.StreamSocket(root.dataset.slug, {
     onState: function (snapshot) {
-      state = Live.stateFromSnapshot(snapshot);
+      state = Live.stateFromSnapshot(snapshot, state);
       render();
       loadHold();
       loadLine(true); // personal events are not replayed after a reconnect
+      loadEntry(true);
+      loadDraw(true);
     },
     onEvent: function (event) {
       if (event.type === "reservation.updated") {
@@ -417,9 +671,16 @@
       } else if (event.type === "waitlist.updated") {
         line = event.waitlist;
         render();
+      } else if (event.type === "draw.result") {
+        setEntry(event.entry);
       } else if (Live.applyEvent(state, event)) {
         render();
         loadLine(false); // a newly pinned drop: is the viewer in its line?
+        loadEntry(false);
+        loadDraw(false);
+        if (event.type === "draw.closed") {
+          expectResult(event.drop);
+        }
       }
     },
     onStatus: function (status, detail) {
