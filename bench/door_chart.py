@@ -14,6 +14,8 @@ MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 52, 12, 26, 28
 COLORS = {
     "all": "#1f77b4",
     "202": "#2ca02c",
+    "201": "#17becf",
+    "200": "#8c564b",
     "409": "#d62728",
     "429": "#ff7f0e",
     "held": "#9467bd",
@@ -61,6 +63,13 @@ def _panel(x0: float, y0: float, name: str, row: dict, rows: dict) -> list[str]:
             "202": lambda s: s == 202,
             "409": lambda s: s == 409,
             "429": lambda s: s == 429,
+            "5xx": lambda s: s >= 500,
+        }
+    if name.startswith("entries"):
+        classes = {
+            "201": lambda s: s == 201,
+            "200": lambda s: s == 200,
+            "409": lambda s: s == 409,
             "5xx": lambda s: s >= 500,
         }
     series = _bins(row.get("timeline", {}), start, classes)

@@ -14,6 +14,10 @@ Rows (``bench/README.md`` says what each one means):
   ``GET /healthz`` through Django;
 * refusals: ``POST /api/drops/{id}/reservations/`` on a sold-out drop at 64 and 256
   connections, each request its own buyer (round robin) and a fresh ``Idempotency-Key``;
+* entries: ``POST /api/drops/{id}/entries/`` on a drop sold by draw (pinned just before,
+  entries open an hour) at 64 and 256 connections, the same way: ``entries (new)`` each
+  request a buyer who has not entered (201, then the Entry rows counted), ``entries
+  (again)`` those buyers entering again (200);
 * admissions: the same on a drop of 1,000,000 units, the real Celery worker settling,
   with the pending -> held lag;
 * the spike: 50,000 attempts by 20,000 buyers (2 or 3 each) on a 500-unit drop, fired
@@ -25,7 +29,7 @@ Needs PostgreSQL and Redis. Its own database (``bench_door``, recreated) and Red
 (flushed; no other db is touched). Results: ``bench/results/door-<UTC stamp>.json``,
 ``.md`` and ``.svg``; the table is printed at the end. Exit 1 if a correctness check
 failed (a refusal that was not a refusal, a 5xx, an oversold unit, a ledger mismatch,
-an attempt left unanswered).
+an attempt left unanswered, an Entry row missing or extra for the 201s).
 """
 
 from __future__ import annotations
@@ -127,9 +131,14 @@ def seed(
     spike_units: int,
     admission_units: int,
     signin_users: int,
+    entry_buyers: int = 0,
+    entry_warmers: int = 0,
+    draw_units: int = 500,
+    entry_seconds: int = 3600,
 ) -> dict:
     """Buyers with tokens (bulk: unusable passwords, one Token row each), a few users
-    who sign in with a password, one live stream with three drops."""
+    who sign in with a password, one live stream with three drops; with entry buyers, a
+    second live stream with one drop sold by draw (not pinned: its row pins it)."""
 
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
@@ -146,7 +155,7 @@ def seed(
     host = User.objects.create_user(f"door-host-{stamp}")
     host.groups.add(Group.objects.get_or_create(name="hosts")[0])
 
-    def buyers(prefix: str, n: int) -> list[str]:
+    def buyers(prefix: str, n: int, ids: list[int] | None = None) -> list[str]:
         # "!" + anything is an unusable password (what set_unusable_password writes).
         users = User.objects.bulk_create(
             [User(username=f"{prefix}{stamp}-{i}", password=f"!door{i}") for i in range(n)],
@@ -155,10 +164,15 @@ def seed(
         tokens = Token.objects.bulk_create(
             [Token(user=u, key=Token.generate_key()) for u in users], batch_size=2000
         )
+        if ids is not None:
+            ids += [u.pk for u in users]
         return [t.key for t in tokens]
 
     door_tokens = buyers("d", door_buyers)
     spike_tokens = buyers("s", spike_buyers)
+    entry_ids: list[int] = []
+    entry_tokens = buyers("e", entry_buyers, entry_ids)
+    warmer_tokens = buyers("w", entry_warmers)
     # One hash for every sign-in user (same password, same salt): hashing it once per
     # user would cost ~0.5 s each here.
     encoded = make_password(SIGNIN_PASSWORD)
@@ -187,13 +201,32 @@ def seed(
     inventory.allocation_settle_pending(allocation_id=drops["sold_out"].allocation_id)
     # The admissions drop sells without the stage; the spike's is pinned when it fires.
     inventory.allocation_open(allocation_id=drops["admissions"].allocation_id)
+    draw_slug = ""
+    if entry_buyers:
+        # Its own stream: pinning it leaves the sold-out drop on its stage.
+        draw_slug = f"door-draw-{stamp}"
+        draw_stream = live.stream_create(host=host, title=f"Door draw {stamp}", slug=draw_slug)
+        live.stream_start(stream_id=draw_stream.pk, actor=host)
+        drops["draw"] = stack_module.stocked_drop(
+            stream=draw_stream,
+            host=host,
+            product=product,
+            sku=f"D{stamp}-draw",
+            units=draw_units,
+            mode="draw",
+            entry_seconds=entry_seconds,
+        )
     connection.close()
     return {
         "host_id": host.pk,
         "door_tokens": door_tokens,
         "spike_tokens": spike_tokens,
+        "entry_tokens": entry_tokens,
+        "entry_users": entry_ids,
+        "warmer_tokens": warmer_tokens,
         "signin_users": [u.username for u in signin],
         "slug": stream.slug,
+        "draw_slug": draw_slug,
         "drops": {name: d.pk for name, d in drops.items()},
         "allocations": {name: d.allocation_id for name, d in drops.items()},
     }
@@ -381,10 +414,10 @@ class Bench:
         if redis_commands is not None:
             result["redis_commands_per_answer"] = round(redis_commands / per, 2)
 
-    def warm(self, url: str, load: door_wrk.Load, count: int) -> None:
-        """Requests whose figures are thrown away: each token seen once, the drop's
-        routing cached in every worker, Django's lazy imports done."""
-        door_wrk.run(
+    def warm(self, url: str, load: door_wrk.Load, count: int) -> dict:
+        """Requests whose figures are no row: each token seen once, the drop's routing
+        cached in every worker, Django's lazy imports done."""
+        return door_wrk.run(
             url,
             load,
             threads=self.args.threads,
@@ -525,6 +558,165 @@ class Bench:
             f" {settle['drained_after_load_s']} s after the load"
         )
         return result
+
+    def entries_url(self) -> str:
+        return f"{self.stack.base_url}/api/drops/{self.seed['drops']['draw']}/entries/"
+
+    def entries(self) -> list[dict]:
+        """Entries into a draw, at each connection count: ``entries (new)``, every
+        request a buyer who has not entered (a 201 comes only once its row is committed),
+        then ``entries (again)``, the buyers who just entered entering again (200)."""
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+
+        from draws.models import Draw, Entry
+        from livestream import services as live
+
+        args = self.args
+        drop_id = self.seed["drops"]["draw"]
+        tokens, users = self.seed["entry_tokens"], self.seed["entry_users"]
+        token_of = dict(zip(users, tokens, strict=True))
+        url = self.entries_url()
+        path = url.removeprefix(self.stack.base_url)
+        conns = sorted({args.connections, args.wide_connections})
+        share = len(tokens) // len(conns)
+        host = get_user_model().objects.get(pk=self.seed["host_id"])
+        live.drop_pin(drop_id=drop_id, actor=host)
+        draw_id = Draw.objects.get(drop_id=drop_id).pk
+        connection.close()
+        # As for the refusals: each buyer's token seen once first (on the sold-out drop:
+        # no entry), then the entry path itself warmed by buyers of its own.
+        everyone = tokens + self.seed["warmer_tokens"]
+        progress(f"entries: warm-up, each of {len(everyone)} entry tokens once, sold-out drop")
+        self.warm(
+            self.reserve_url("sold_out"), self.reserve_load("sold_out", everyone), len(everyone)
+        )
+        warmers = self.seed["warmer_tokens"]
+        warm = self.warm(url, door_wrk.Load(path=path, tokens=warmers), len(warmers))
+        # Not a row, but what the first entries into fresh workers were answered is kept.
+        warmup = {
+            "buyers": len(warmers),
+            "connections": min(64, len(warmers)),
+            "answers": warm["answers"],
+            "p99_ms": warm["p99_ms"],
+            "span_s": warm["span_s"],
+        }
+        progress(f"entries: warm-up answers {warm['answers']}")
+
+        def counts() -> dict:
+            from draws import window
+
+            rows = Entry.objects.filter(draw_id=draw_id).count()
+            connection.close()
+            try:
+                redis = {
+                    "redis_accepted": window.window_count(draw_id=draw_id),
+                    "redis_in_flight": window.window_in_flight(draw_id=draw_id),
+                }
+            except Exception as exc:  # the window's shape changed: reported, not fatal
+                redis = {"redis_accepted": f"unreadable: {exc}", "redis_in_flight": None}
+            return {"rows": rows, **redis}
+
+        results, entered_by_conns = [], {}
+        for index, c in enumerate(conns):
+            part = slice(index * share, (index + 1) * share)
+            before = counts()
+            result = self.wrk(
+                f"entries (new) @{c}",
+                url,
+                door_wrk.Load(path=path, tokens=tokens[part], nonce=f"enter{time.time_ns()}"),
+                connections=c,
+                seconds=args.seconds,
+                # Never a buyer twice: at most one request per buyer of this row.
+                count=len(tokens[part]),
+                limit={"names": [f"floor @{c}", f"refusals @{c}"]},
+            )
+            after = counts()
+            entered = list(
+                Entry.objects.filter(draw_id=draw_id, customer_id__in=users[part]).values_list(
+                    "customer_id", flat=True
+                )
+            )
+            connection.close()
+            entered_by_conns[c] = [token_of[u] for u in entered]
+            statuses = result["statuses"]
+            new_rows = after["rows"] - before["rows"]
+            accepted = (
+                after["redis_accepted"] - before["redis_accepted"]
+                if isinstance(after["redis_accepted"], int)
+                and isinstance(before["redis_accepted"], int)
+                else None
+            )
+            checks = {
+                "every request sent was answered": result["drained"]
+                and result["answered"] == result["sent"],
+                "no 5xx": not any(s >= 500 for s in statuses),
+                "only 201": set(statuses) <= {201},
+                "one Entry row per 201": new_rows == statuses.get(201, 0),
+                "each buyer's row once": len(entered) == new_rows,
+                "none left in flight in Redis": after["redis_in_flight"] == 0,
+            }
+            result["entries"] = {
+                "kind": "new",
+                "draw_id": draw_id,
+                "warmup": warmup if index == 0 else None,
+                "buyers": len(tokens[part]),
+                "buyer_cap_reached": result["sent"] >= len(tokens[part]),
+                "status_201": statuses.get(201, 0),
+                "rows_before": before["rows"],
+                # Above rows_before only after entries Redis accepted and that failed.
+                "redis_accepted_before": before["redis_accepted"],
+                "rows_added": new_rows,
+                "redis_accepted_added": accepted,
+                "redis_in_flight_after": after["redis_in_flight"],
+                "checks": checks,
+            }
+            self.last_db_use = time.monotonic()
+            progress(
+                f"entries (new) @{c}: {statuses.get(201, 0)} 201s, {new_rows} rows written,"
+                f" Redis accepted {accepted}, checks"
+                f" {'ok' if all(checks.values()) else [k for k, v in checks.items() if not v]}"
+            )
+            results.append(result)
+        for c in conns:
+            again = entered_by_conns[c]
+            if not again:
+                progress(f"entries (again) @{c}: nobody entered in its new row; skipped")
+                continue
+            before = counts()
+            result = self.wrk(
+                f"entries (again) @{c}",
+                url,
+                door_wrk.Load(path=path, tokens=again, nonce=f"again{time.time_ns()}"),
+                connections=c,
+                seconds=args.seconds,
+                limit={"names": [f"floor @{c}", f"refusals @{c}"]},
+            )
+            after = counts()
+            statuses = result["statuses"]
+            checks = {
+                "every request sent was answered": result["drained"]
+                and result["answered"] == result["sent"],
+                "no 5xx": not any(s >= 500 for s in statuses),
+                "only 200": set(statuses) <= {200},
+                "no Entry row added": after["rows"] == before["rows"],
+            }
+            result["entries"] = {
+                "kind": "again",
+                "draw_id": draw_id,
+                "buyers": len(again),
+                "status_200": statuses.get(200, 0),
+                "rows_before": before["rows"],
+                "rows_added": after["rows"] - before["rows"],
+                "checks": checks,
+            }
+            self.last_db_use = time.monotonic()
+            progress(
+                f"entries (again) @{c}: {statuses.get(200, 0)} 200s, checks"
+                f" {'ok' if all(checks.values()) else [k for k, v in checks.items() if not v]}"
+            )
+            results.append(result)
+        return results
 
     def spike(self) -> dict:
         from django.contrib.auth import get_user_model
@@ -851,6 +1043,52 @@ def details(rows: dict[str, dict], meta: dict) -> str:
             + "; ".join(s["checks"])
             + ")."
         )
+    shown_gap = 0  # Redis's count of accepted entries minus the rows, last said
+    for name, r in rows.items():
+        if not name.startswith("entries"):
+            continue
+        e = r["entries"]
+        warmup = e.get("warmup")
+        if warmup:
+            fives = sum(n for k, n in warmup["answers"].items() if k.startswith("5"))
+            out.append(
+                f"- entries, warm-up (not a row): the first {warmup['buyers']} entries into"
+                f" the fresh workers, {warmup['connections']} connections, answered "
+                + ", ".join(f"{k.strip()}: {n:,}" for k, n in sorted(warmup["answers"].items()))
+                + f" in {warmup['span_s']:.1f} s (p99 {warmup['p99_ms']:,.0f} ms)"
+                + (f"; **{fives} 5xx**" if fives else "")
+                + "."
+            )
+        failed = [k for k, v in e["checks"].items() if not v]
+        verdict = "checks passed" if not failed else "**checks FAILED**: " + "; ".join(failed)
+        if e["kind"] == "new":
+            out.append(
+                f"- {name}: {e['status_201']:,} answered 201 at {r['rate']:,.0f}/s over"
+                f" {r['span_s']:.1f} s by {e['buyers']:,} buyers who had not entered"
+                + (
+                    " (**every one of them sent**: the row ended by count, not time)"
+                    if e["buyer_cap_reached"]
+                    else ""
+                )
+                + f"; Entry rows +{e['rows_added']:,} (Redis accepted"
+                f" +{e['redis_accepted_added']}, in flight after"
+                f" {e['redis_in_flight_after']}); {verdict}."
+            )
+            drift = e.get("redis_accepted_before")
+            gap = drift - e["rows_before"] if isinstance(drift, int) else 0
+            if gap != shown_gap:
+                shown_gap = gap
+                out.append(
+                    f"- {name}, before it: Redis had counted {drift:,} entries accepted for"
+                    f" {e['rows_before']:,} Entry rows (accepted entries whose write then"
+                    " failed stay in its count)."
+                )
+        else:
+            out.append(
+                f"- {name}: {e['status_200']:,} answered 200 at {r['rate']:,.0f}/s, the"
+                f" {e['buyers']:,} buyers who entered at the same connections, in turn;"
+                f" Entry rows +{e['rows_added']}; {verdict}."
+            )
     sign = next((r for n, r in rows.items() if n.startswith("sign-in")), None)
     if sign and sign.get("rate"):
         bound = meta["signin_bound_per_s"]
@@ -887,6 +1125,8 @@ def correctness(rows: dict[str, dict]) -> list[str]:
                 )
         if name.startswith("spike"):
             problems += [f"spike: {k}" for k, v in r["spike"]["checks"].items() if not v]
+        if name.startswith("entries"):
+            problems += [f"{name}: {k}" for k, v in r["entries"]["checks"].items() if not v]
     return problems
 
 
@@ -930,6 +1170,20 @@ def parse(argv):
         default=150,
         help="seconds of sending at most (then every answer is waited for)",
     )
+    parser.add_argument(
+        "--entry-buyers",
+        type=int,
+        default=6_000,
+        help="buyers who enter the draw, shared out between the entries (new) rows; each"
+        " row sends for --seconds or until each of its buyers has sent one entry",
+    )
+    parser.add_argument(
+        "--entry-warmers", type=int, default=256, help="buyers who enter first, as a warm-up"
+    )
+    parser.add_argument("--draw-units", type=int, default=500)
+    parser.add_argument(
+        "--entry-seconds", type=int, default=3600, help="the draw's entry window (10-3600)"
+    )
     parser.add_argument("--signin-users", type=int, default=5)
     parser.add_argument("--signin-connections", type=int, default=8)
     parser.add_argument("--signin-count", type=int, default=12, help="sign-ins sent")
@@ -945,7 +1199,7 @@ def parse(argv):
         "--skip",
         action="append",
         default=[],
-        choices=("admissions", "spike", "stream", "signin", "healthz", "refusals"),
+        choices=("admissions", "spike", "stream", "signin", "healthz", "refusals", "entries"),
     )
     parser.add_argument("--label", default="")
     return parser.parse_args(argv)
@@ -985,7 +1239,10 @@ def main(argv=None) -> int:
     try:
         progress(f"fresh database {stack.database}, Redis {args.redis_url}")
         stack.fresh_database()
-        progress(f"seeding {args.door_buyers + args.spike_buyers:,} buyers with tokens")
+        entry_buyers = 0 if "entries" in args.skip else args.entry_buyers + args.entry_warmers
+        progress(
+            f"seeding {args.door_buyers + args.spike_buyers + entry_buyers:,} buyers with tokens"
+        )
         t = time.monotonic()
         seed_data = seed(
             door_buyers=args.door_buyers,
@@ -993,6 +1250,10 @@ def main(argv=None) -> int:
             spike_units=args.spike_units,
             admission_units=args.admission_units,
             signin_users=args.signin_users,
+            entry_buyers=0 if "entries" in args.skip else args.entry_buyers,
+            entry_warmers=0 if "entries" in args.skip else args.entry_warmers,
+            draw_units=args.draw_units,
+            entry_seconds=args.entry_seconds,
         )
         seeded_s = time.monotonic() - t
         progress(
@@ -1038,7 +1299,9 @@ def main(argv=None) -> int:
     base.with_suffix(".svg").write_text(svg)
     verdict = (
         "correctness: every refusal a refusal, no 5xx, no socket errors, every request sent"
-        " was answered; spike: oversold 0, one row per 202, ledger and gate consistent"
+        " was answered; spike: oversold 0, one row per 202, ledger and gate consistent;"
+        " entries: one Entry row per 201, none in flight after, entering again only 200"
+        " and no row"
         if not problems
         else "CORRECTNESS FAILED: " + "; ".join(problems)
     )
@@ -1148,6 +1411,8 @@ def run_rows(bench: Bench, args, seed_data: dict) -> dict:
                 seconds=args.seconds,
                 limit={"names": [f"floor @{conns}", "gate Lua, refusing"]},
             )
+    if "entries" not in args.skip:
+        bench.entries()
     bench.warm(f"http://127.0.0.1:{bench.floor_port}/", door_wrk.Load(path="/", tokens=door), 2000)
     for conns in sorted({c, wide, args.spike_connections}):
         bench.floor(conns)

@@ -40,9 +40,10 @@ def use_code(path: Path) -> None:
 _children: list[subprocess.Popen] = []
 
 
-def stocked_drop(*, stream, host, product, sku: str, units: int):
+def stocked_drop(*, stream, host, product, sku: str, units: int, **sale):
     """A drop of ``units`` on ``stream``, carved from a new variant restocked with as many
-    (through the services, as the host)."""
+    (through the services, as the host); ``sale`` goes to ``drop_create`` as it is (a draw:
+    ``mode="draw", entry_seconds=...``)."""
     from inventory import services as inventory
     from livestream import services as live
     from shop.models import Variant
@@ -57,6 +58,7 @@ def stocked_drop(*, stream, host, product, sku: str, units: int):
         price=Decimal("10.00"),
         per_viewer_limit=None,
         actor=host,
+        **sale,
     )
 
 
