@@ -18,6 +18,7 @@ from core import log_redaction  # noqa: E402
 from core.body_limit import BodySizeLimit  # noqa: E402
 from core.health import HealthConsumer  # noqa: E402
 from core.request_context import RequestId  # noqa: E402
+from draws.door import EntryDoor  # noqa: E402
 from livestream.front_door import FrontDoor  # noqa: E402
 from livestream.routing import websocket_urlpatterns  # noqa: E402
 from livestream.ws_auth import websocket_stack  # noqa: E402
@@ -43,10 +44,13 @@ application = ProtocolTypeRouter(
     {
         # Bodies over the cap are refused before anything reads them (core/body_limit.py);
         # the reserve request's refusals and replays are answered ahead of Django
-        # (livestream/front_door.py), everything else by Django.
+        # (livestream/front_door.py), as are a draw's entries (draws/door.py), everything
+        # else by Django.
         # The reserve requests are counted and timed first, whoever answers them.
         # Outermost, the request id every log line of the request carries.
-        "http": RequestId(ReserveRequestMetrics(BodySizeLimit(FrontDoor(django_asgi_app)))),
+        "http": RequestId(
+            ReserveRequestMetrics(BodySizeLimit(FrontDoor(EntryDoor(django_asgi_app))))
+        ),
         # A full process refuses new sockets first (ws_limits), before any database
         # work; then browser origins are checked, then the session or ?token= user.
         "websocket": RequestId(

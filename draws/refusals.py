@@ -23,13 +23,13 @@ ENTRIES_CLOSED = EntriesClosed.code
 REASONS = (*eligibility.REASONS, ENTRIES_CLOSED)
 
 # Refusal counts live as long as the draw's other keys.
-_TTL_SECONDS = 24 * 3600
+TTL_SECONDS = 24 * 3600
 
 _local_lock = threading.Lock()
 _local: dict[int, Counter[str]] = {}
 
 
-def _key(drop_id: int) -> str:
+def refusal_key(drop_id: int) -> str:
     return f"rules:{drop_id}:refused"
 
 
@@ -40,8 +40,8 @@ def refusal_count(*, drop_id: int, reason: str) -> None:
     if gate.gate_enabled():
         try:
             pipe = get_redis().pipeline(transaction=False)
-            pipe.hincrby(_key(drop_id), reason, 1)
-            pipe.expire(_key(drop_id), _TTL_SECONDS)
+            pipe.hincrby(refusal_key(drop_id), reason, 1)
+            pipe.expire(refusal_key(drop_id), TTL_SECONDS)
             pipe.execute()
             return
         except RedisError as exc:
@@ -57,7 +57,7 @@ def refusals_of(*, drop_id: int) -> dict[str, int]:
         counts.update(_local.get(drop_id, {}))
     if gate.gate_enabled():
         try:
-            stored = get_redis().hgetall(_key(drop_id))
+            stored = get_redis().hgetall(refusal_key(drop_id))
         except RedisError as exc:
             logger.warning("drop %s: refusals not read from Redis: %s", drop_id, exc)
             stored = {}

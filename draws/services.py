@@ -123,7 +123,7 @@ def draw_entries_open(*, drop: Drop, now: datetime) -> Draw:
 
 
 @dataclass(frozen=True)
-class _DropFacts:
+class DropFacts:
     """What an entry (or a first-come buyer's check) needs of its drop: its draw and its
     entry rules, fixed once the drop was pinned or went on sale (a draw's close time is
     not: Redis and the draw's row hold it)."""
@@ -140,11 +140,11 @@ class _DropFacts:
 
 
 FACTS_CACHE_SIZE = 10_000
-_facts: OrderedDict[int, _DropFacts] = OrderedDict()
+_facts: OrderedDict[int, DropFacts] = OrderedDict()
 _facts_lock = threading.Lock()
 
 
-def _drop_facts(drop_id: object) -> _DropFacts:
+def _drop_facts(drop_id: object) -> DropFacts:
     """Cached per process once they are fixed (the drop was pinned or went on sale), so
     an entry on the fast path runs no SQL before its batch; read afresh before."""
     if isinstance(drop_id, bool) or not isinstance(drop_id, int):
@@ -175,7 +175,7 @@ def _drop_facts(drop_id: object) -> _DropFacts:
         raise NotFound("No such drop.")
     (mode, pinned_at, opened_at, stream_id, limit, quantity, draw_id, min_age, min_watch) = row[:9]
     address_cap, challenge = row[9:]
-    facts = _DropFacts(
+    facts = DropFacts(
         drop_id=drop_id,
         mode=mode,
         draw_id=draw_id,
@@ -195,6 +195,12 @@ def _drop_facts(drop_id: object) -> _DropFacts:
     return facts
 
 
+def drop_facts_cached(drop_id: int) -> DropFacts | None:
+    """The drop's facts if this process holds them (fixed by then); never queries."""
+    with _facts_lock:
+        return _facts.get(drop_id)
+
+
 def draw_facts_forget() -> None:
     """Empty this process's caches (tests whose database reuses ids)."""
     with _facts_lock:
@@ -212,7 +218,7 @@ def _check_quantity(value: object, most: int) -> int:
 
 
 @dataclass(frozen=True)
-class _Pending:
+class Pending:
     draw_id: int
     customer_id: int
     quantity: int
@@ -290,7 +296,7 @@ def buyer_check(
 
 
 def _entry_decide(
-    facts: _DropFacts,
+    facts: DropFacts,
     customer_id: int,
     quantity: int,
     client_address: str,
@@ -322,7 +328,7 @@ def _entry_decide(
             )
         except RedisError as exc:
             logger.warning("draw %s: Redis away, the database decides: %s", facts.draw_id, exc)
-    by_database = _Pending(facts.draw_id, customer_id, quantity, None, client_address, cap)
+    by_database = Pending(facts.draw_id, customer_id, quantity, None, client_address, cap)
     if decision is None or decision.kind == window.NO_WINDOW:
         return _enter_by_database(by_database, prime=decision is not None)
     if decision.kind == window.CLOSED:
@@ -338,7 +344,7 @@ def _entry_decide(
         # Accepted before, but its row was never committed (its write failed, or is
         # still on its way): the database decides, and waits for that write if so.
         return _enter_by_database(by_database, prime=False)
-    pending = _Pending(
+    pending = Pending(
         facts.draw_id, customer_id, quantity, decision.entered_at, client_address, cap
     )
     try:
@@ -351,16 +357,36 @@ def _entry_decide(
     return outcome
 
 
-def _write(pending: _Pending) -> tuple[Entry, bool] | DomainError:
+def _write(pending: Pending) -> tuple[Entry, bool] | DomainError:
     """The entry's row, written with whatever other threads of the process are writing
     now; alone when the caller is inside a transaction already, since the others' rows
     would then commit only with the caller's and their answers must wait for a commit."""
     if connection.in_atomic_block:
         return _write_entries([pending])[0]
+    if settings.DATABASES["default"].get("OPTIONS", {}).get("pool"):
+        # A thread waiting for another's batch must not hold a pooled connection: were
+        # the pool's every connection held by waiters, the batch's writer would wait
+        # for one of them (until the pool's timeout), and the batch would fail.
+        connection.close()
     return _writer.submit(pending)
 
 
-def _enter_by_database(pending: _Pending, *, prime: bool) -> tuple[Entry, bool]:
+def entries_write_at_door(batch: list[Pending]) -> list[tuple[Entry, bool] | DomainError | None]:
+    """The entry door's batch (``draws.door``), in its writer thread: per entry what
+    ``_write_entries`` answers, or None where the write failed (nothing was committed:
+    Redis forgets the entries, and Django decides each one afresh)."""
+    try:
+        return _write_entries(batch)
+    except Exception:
+        logger.exception(
+            "writing %d entries at the door failed; handing them to Django", len(batch)
+        )
+        connection.close()  # the next batch starts on a fresh connection
+        _settle_in_redis(batch, kept=False)
+        return [None] * len(batch)
+
+
+def _enter_by_database(pending: Pending, *, prime: bool) -> tuple[Entry, bool]:
     outcome = _write(pending)
     if prime:
         _prime_window(pending.draw_id)
@@ -382,21 +408,34 @@ def _prime_window(draw_id: int) -> None:
         logger.warning("draw %s: window not restored in Redis", draw_id)
 
 
-def _settle_in_redis(batch: list[_Pending], *, kept: bool) -> None:
+def _settle_in_redis(
+    batch: list[Pending],
+    *,
+    kept: bool,
+    committed: dict[tuple[int, int], Entry] | None = None,
+) -> None:
+    """Redis learns what became of the entries it accepted: written (``kept``, with the
+    rows ``committed`` by (draw, viewer)), or refused."""
     if not gate.gate_enabled():
         return
-    by_draw: dict[int, list[_Pending]] = {}
+    by_draw: dict[int, list[Pending]] = {}
     for item in batch:
         if item.entered_at is not None:  # accepted by Redis
             by_draw.setdefault(item.draw_id, []).append(item)
     for draw_id, items in by_draw.items():
         customers = [item.customer_id for item in items]
+        rows = {
+            customer: (entry.quantity, entry.pk, entry.entered_at)
+            for (draw, customer), entry in (committed or {}).items()
+            if draw == draw_id
+        }
         try:
             window.window_settled(
                 draw_id=draw_id,
                 customer_ids=customers,
                 kept=kept,
                 addresses=[item.client_address for item in items if item.address_cap],
+                committed=rows,
             )
         except RedisError:
             # The draw's wait times out on these instead; their rows are the truth.
@@ -466,7 +505,7 @@ def _insert_entries(
     }
 
 
-def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | DomainError]:
+def _write_entries(batch: list[Pending]) -> list[tuple[Entry, bool] | DomainError]:
     """The batch's rows in one transaction, behind the draws' fence. Per item: its entry
     and whether it is new, ``EntriesClosed`` (accepted after the close, or too late for
     the draw), or ``NotEligible`` (past the per-address cap, where the database
@@ -478,8 +517,8 @@ def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | DomainErr
         )
         from_address = _entries_per_address(counting)
         now = timezone.now()
-        admitted: list[_Pending] = []
-        refused: list[_Pending] = []
+        admitted: list[Pending] = []
+        refused: list[Pending] = []
         capped: set[int] = set()
         for index, item in enumerate(batch):
             status, close_at = states[item.draw_id]
@@ -511,7 +550,7 @@ def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | DomainErr
             for draw_id, customer_id in missing:
                 query |= Q(draw_id=draw_id, customer_id=customer_id)
             existing = {(e.draw_id, e.customer_id): e for e in Entry.objects.filter(query)}
-        transaction.on_commit(lambda: _settle_in_redis(admitted, kept=True))
+        transaction.on_commit(lambda: _settle_in_redis(admitted, kept=True, committed=new))
         transaction.on_commit(lambda: _settle_in_redis(refused, kept=False))
         for draw_id in {d for d, _ in new}:
             broadcast.on_commit(lambda draw_id=draw_id: announce.entries_changed(draw_id))
@@ -535,7 +574,7 @@ def _write_entries(batch: list[_Pending]) -> list[tuple[Entry, bool] | DomainErr
     return results
 
 
-def _entries_per_address(items: list[_Pending]) -> dict[tuple[int, str], int]:
+def _entries_per_address(items: list[Pending]) -> dict[tuple[int, str], int]:
     """Entries committed per (draw, address) of these items (under the draws' lock)."""
     if not items:
         return {}

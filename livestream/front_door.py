@@ -143,7 +143,7 @@ return {4, decision}
 )
 
 
-def _render(body) -> bytes:
+def render(body) -> bytes:
     return JSONRenderer().render(body)
 
 
@@ -157,7 +157,7 @@ class Answer:
 
 
 @dataclass
-class _Request:
+class DoorRequest:
     """The parts of a reserve request the door reads; None where it must hand on."""
 
     drop_id: int
@@ -173,8 +173,8 @@ class _Request:
     accept: str | None = None
 
 
-def _read_headers(scope, drop_id: int) -> _Request:
-    request = _Request(drop_id=drop_id)
+def read_headers(scope, drop_id: int) -> DoorRequest:
+    request = DoorRequest(drop_id=drop_id)
     seen: set[bytes] = set()
     proto_header = _proxy_ssl_header()
     for name, value in scope["headers"]:
@@ -217,7 +217,7 @@ def _proxy_ssl_header() -> tuple[bytes, str] | None:
     return meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode(), expected
 
 
-def _host_allowed(request: _Request) -> bool:
+def host_allowed(request: DoorRequest) -> bool:
     """Django's ``get_host`` check: a Host it would refuse (400) is Django's to answer."""
     if request.host is None:
         return False
@@ -235,7 +235,7 @@ def _host_allowed_by_settings(host: str, forwarded_host: bool) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-def _is_secure(scope, request: _Request) -> bool:
+def is_secure(scope, request: DoorRequest) -> bool:
     header = _proxy_ssl_header()
     if header is not None and request.forwarded_proto is not None:
         return request.forwarded_proto.split(",")[0].strip() == header[1]
@@ -278,7 +278,7 @@ def _forget_settings(**_kwargs) -> None:
 MAX_BODY_BYTES = 256
 
 
-def _quantity_of(request: _Request, body: bytes) -> int | None:
+def quantity_of(request: DoorRequest, body: bytes) -> int | None:
     """The quantity of a body exactly like ``{"quantity": 2}``, else None (hand on)."""
     content_type = (request.content_type or "").lower().replace(" ", "")
     if content_type not in ("application/json", "application/json;charset=utf-8"):
@@ -343,26 +343,26 @@ _REFUSALS = {
 @lru_cache(maxsize=1)
 def _refusal_bodies() -> dict[gate.GateDecision, str]:
     """Each refusal's body, rendered once."""
-    return {decision: _render(error().body()).decode() for decision, error in _REFUSALS.items()}
+    return {decision: render(error().body()).decode() for decision, error in _REFUSALS.items()}
 
 
-async def decide(scope, request: _Request, body: bytes) -> Answer | None:
+async def decide(scope, request: DoorRequest, body: bytes) -> Answer | None:
     """The answer to a reserve request, or None to hand it to Django."""
     if request.repeated or request.cookie or request.token is None:
         return None
-    if request.key is None or not _KEY.match(request.key) or not _host_allowed(request):
+    if request.key is None or not _KEY.match(request.key) or not host_allowed(request):
         return None
-    secure = _is_secure(scope, request)
+    secure = is_secure(scope, request)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None  # Django redirects it
-    quantity = _quantity_of(request, body)
+    quantity = quantity_of(request, body)
     routing = drop_routing_cached(request.drop_id)
     if quantity is None or routing is None or routing.mode != Drop.Mode.FIRST_COME:
         return None  # a drop sold by draw: Django refuses the reserve
     if routing.buyer_rules:
         return None  # its buyers pass entry rules first, which Django checks
     redis = shared_connection()
-    user_id = await _user_of(redis, request.token)
+    user_id = await user_of(redis, request.token)
     if user_id is None:
         return None  # Django refuses it
 
@@ -416,15 +416,15 @@ async def decide(scope, request: _Request, body: bytes) -> Answer | None:
         return Answer(status, text, secure)
     if kind == PASS:
         if result[1] == "token":
-            _token_users.pop(request.token, None)
+            forget_token(request.token)
         return None
     if kind == THROTTLED:
         error, extra = throttled_error(throttle_wait_of(result[1]))
-        return Answer(429, _render(error), secure, extra)
+        return Answer(429, render(error), secure, extra)
     if kind == REPLAY:
         return Answer(int(result[1]), result[2].encode(), secure, {"Idempotent-Replay": "true"})
     if kind == KEY_REUSED:
-        return Answer(422, _render(IdempotencyKeyReused().body()), secure)
+        return Answer(422, render(IdempotencyKeyReused().body()), secure)
     return Answer(409, bodies[gate.decision_of(result[1])].encode(), secure)
 
 
@@ -556,7 +556,7 @@ class _Batcher:
 _batchers: dict[tuple[asyncio.AbstractEventLoop, str], _Batcher] = {}
 
 
-def _batcher(name: str, work, most: int) -> _Batcher:
+def batcher(name: str, work, most: int) -> _Batcher:
     loop = asyncio.get_running_loop()
     batcher = _batchers.get((loop, name))
     if batcher is None:
@@ -570,7 +570,7 @@ def _batcher(name: str, work, most: int) -> _Batcher:
 
 async def _write(admitted: _Admitted) -> tuple[int, bytes] | None:
     # At most what the settle takes in one transaction: one task settles the lot.
-    writer = _batcher("writer", _write_admitted, settings.RESERVATION_SETTLE_BATCH)
+    writer = batcher("writer", _write_admitted, settings.RESERVATION_SETTLE_BATCH)
     return await writer.submit(admitted)
 
 
@@ -596,6 +596,11 @@ def forget_tokens() -> None:
     _token_users.clear()
 
 
+def forget_token(token: str) -> None:
+    """Forget one token (the cache no longer holds it as valid: Django answers it)."""
+    _token_users.pop(token, None)
+
+
 def _load_tokens(tokens: list[str]) -> list[int | None]:
     try:
         loaded = tokens_load(set(tokens))
@@ -606,7 +611,7 @@ def _load_tokens(tokens: list[str]) -> list[int | None]:
     return [user["pk"] if user and user["is_active"] else None for user in users]
 
 
-async def _user_of(redis: SharedConnection, token: str) -> int | None:
+async def user_of(redis: SharedConnection, token: str) -> int | None:
     """The active user of a valid token, or None (Django answers it: a 401)."""
     user_id = _token_users.get(token)
     if user_id is not None:
@@ -615,7 +620,7 @@ async def _user_of(redis: SharedConnection, token: str) -> int | None:
     if pk is not None:
         user_id = int(pk) if active == "1" else None
     else:
-        user_id = await _batcher("tokens", _load_tokens, 500).submit(token)
+        user_id = await batcher("tokens", _load_tokens, 500).submit(token)
     if user_id is not None:
         _remember_token(token, user_id)
     return user_id
@@ -640,10 +645,10 @@ class FrontDoor:
         match = RESERVE_PATH.match(scope["path"])
         if match is None or not door_open():
             return await self.app(scope, receive, send)
-        request = _read_headers(scope, int(match.group(1)))
+        request = read_headers(scope, int(match.group(1)))
         if request.token is None or request.cookie:
             return await self.app(scope, receive, send)  # before reading the body
-        body, more = await _read_body(receive)
+        body, more = await read_body(receive)
         if not more:
             return  # the client went away
         try:
@@ -653,8 +658,8 @@ class FrontDoor:
             logger.warning("front door handing a reserve to Django: %s", exc)
             answer = None
         if answer is None:
-            return await self.app(scope, _replaying(body, receive), send)
-        await _send(send, answer)
+            return await self.app(scope, replaying(body, receive), send)
+        await send_answer(send, answer)
 
     async def _stream_snapshot(self, scope, receive, send):
         """``GET /api/streams/{slug}/`` from the snapshot Django's view last stored
@@ -668,7 +673,7 @@ class FrontDoor:
                 logger.warning("front door handing a stream read to Django: %s", exc)
         if answer is None:
             return await self.app(scope, receive, send)
-        await _send(send, answer)
+        await send_answer(send, answer)
 
 
 # What an anonymous reader may send and still get the one stored rendering: DRF would
@@ -686,12 +691,12 @@ async def snapshot_answer(scope, slug: str) -> Answer | None:
     most_ms = settings.STREAM_SNAPSHOT_MAX_AGE_MS
     if most_ms <= 0 or scope.get("query_string"):
         return None
-    request = _read_headers(scope, drop_id=0)
+    request = read_headers(scope, drop_id=0)
     if request.repeated or request.cookie or request.authorization:
         return None
-    if request.accept not in _PLAIN_ACCEPT or not _host_allowed(request):
+    if request.accept not in _PLAIN_ACCEPT or not host_allowed(request):
         return None
-    secure = _is_secure(scope, request)
+    secure = is_secure(scope, request)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None  # Django redirects it
     keys = [snapshot_cache.snapshot_key(slug), snapshot_cache.rebuild_key(slug)]
@@ -714,7 +719,7 @@ async def snapshot_answer(scope, slug: str) -> Answer | None:
     return Answer(200, result[1].encode(), secure, {"Vary": "Cookie"}, allow="GET, HEAD, OPTIONS")
 
 
-async def _read_body(receive) -> tuple[bytes, bool]:
+async def read_body(receive) -> tuple[bytes, bool]:
     """The whole body (the size cap outside this app bounds it), and False if the client
     disconnected first."""
     chunks = []
@@ -727,7 +732,7 @@ async def _read_body(receive) -> tuple[bytes, bool]:
             return b"".join(chunks), True
 
 
-def _replaying(body: bytes, receive):
+def replaying(body: bytes, receive):
     """A ``receive`` that gives the body already read, then the client's own messages."""
     sent = False
 
@@ -741,7 +746,7 @@ def _replaying(body: bytes, receive):
     return replay
 
 
-async def _send(send, answer: Answer) -> None:
+async def send_answer(send, answer: Answer) -> None:
     headers = [
         *_response_headers(answer.secure, answer.allow),
         *((name.lower().encode(), value.encode()) for name, value in answer.extra.items()),

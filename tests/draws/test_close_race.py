@@ -122,7 +122,7 @@ def test_an_entry_never_written_is_left_out_and_its_late_write_refused(gate_on, 
 
     assert draw.entry_count == 1
     assert list(Entry.objects.values_list("customer_id", flat=True)) == [kept.pk]
-    late = services._writer.submit(services._Pending(draw_id, lost.pk, 1, decision.entered_at))
+    late = services._writer.submit(services.Pending(draw_id, lost.pk, 1, decision.entered_at))
     assert isinstance(late, EntriesClosed)
     retry = _enter(lost, drop.pk)
     assert (retry.status_code, retry.json()["code"]) == (409, "entries_closed")
