@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from draws.models import Draw, Entry
-from draws.selectors import entry_bodies
+from draws.selectors import entries_so_far, entry_bodies
 from livestream import broadcast
 from livestream.selectors import iso_time
 
@@ -34,7 +34,7 @@ def _send_entries(draw_id: Hashable) -> None:
         row["drop__stream_id"],
         "draw.entries",
         drop=row["drop_id"],
-        entries=Entry.objects.filter(draw_id=draw_id).count(),
+        entries=entries_so_far(draw_id=draw_id),
     )
 
 

@@ -169,7 +169,7 @@ def window_settled(
     their ``addresses``), so Redis agrees with the rows."""
     if not customer_ids:
         return
-    _window, entrants, inflight, counted = window_keys(draw_id)
+    window, entrants, inflight, counted = window_keys(draw_id)
     pipe = get_redis().pipeline(transaction=False)
     pipe.zrem(inflight, *customer_ids)
     if committed:
@@ -182,6 +182,9 @@ def window_settled(
         )
     if not kept:
         pipe.hdel(entrants, *customer_ids)
+        # The count shown live is of the entries accepted and not refused since.
+        pipe.hincrby(window, "count", -len(customer_ids))
+        pipe.expire(window, KEY_TTL_SECONDS, nx=True)  # should the window have gone
         for address in addresses or []:
             pipe.hincrby(counted, address, -1)
     pipe.execute()
