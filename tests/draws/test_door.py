@@ -203,6 +203,8 @@ def test_a_failed_write_hands_the_entries_to_django_and_redis_forgets_them(monke
 
     assert not failed.answered_by_door
     assert window.window_in_flight(draw_id=draw_id) == 0
+    assert selectors.entries_so_far(draw_id=draw_id) == 1  # the first, by the services
     # Redis forgot the entry: the viewer's next try is accepted and written.
     (again,) = _run(_enter(drop.pk, token))
     assert (again.answered_by_door, again.status) == (True, 201)
+    assert selectors.entries_so_far(draw_id=draw_id) == Entry.objects.count() == 2
