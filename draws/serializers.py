@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from core.api.fields import StrictCharField, StrictIntegerField
+from core.api.fields import StrictBooleanField, StrictCharField, StrictIntegerField
 from draws import eligibility
 from draws.models import Draw, Entry
 from inventory.services import MAX_QUANTITY
@@ -52,7 +52,7 @@ class EntryRulesSerializer(serializers.Serializer):
         allow_null=True,
         default=None,
     )
-    challenge_required = serializers.BooleanField(required=False, default=False)
+    challenge_required = StrictBooleanField(required=False, default=False)
 
 
 class EntryWaitlistSerializer(serializers.Serializer):

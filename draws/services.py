@@ -700,9 +700,11 @@ def draw_close_early(*, drop_id: int, actor) -> Draw:
     # locked: inside a caller's transaction (a stream ending) the lock is held until
     # its commit, and writes waiting behind it would only be refused.
     _wait_for_accepted_entries(draw.pk)
-    now = timezone.now()
     with transaction.atomic():
         locked = Draw.objects.select_for_update().get(pk=draw.pk)
+        # The close is the moment the fence is ours: every batch that wrote before it
+        # took its time (its entries' entered_at) before committing, so earlier.
+        now = timezone.now()
         if locked.status == Status.OPEN and locked.entries_close_at > now:
             Draw.objects.filter(pk=draw.pk).update(entries_close_at=now)
     return draw_run(draw_id=draw.pk, now=now) or Draw.objects.get(pk=draw.pk)

@@ -1,4 +1,4 @@
-"""Strict input fields: JSON numbers only, no coercion from strings, bools or floats."""
+"""Strict input fields: JSON numbers, booleans and strings only, no coercion between them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON ``true`` or ``false`` only: DRF's would take ``0``, ``"yes"`` or ``"on"``."""
+
+    default_error_messages = {"invalid": "true or false (a JSON boolean) is required."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
 
 
 class _StringsOnly:

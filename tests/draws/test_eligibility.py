@@ -173,6 +173,8 @@ def test_only_the_host_sets_rules_and_only_before_entries_open():
         {"min_watch_seconds": 0},
         {"min_watch_seconds": 24 * 3600 + 1},
         {"min_watch_seconds": "60"},
+        {"challenge_required": 0},
+        {"challenge_required": "yes"},
     ):
         bad = _client(drop.stream.host).put(path, bad_rules, format="json")
         assert (bad.status_code, bad.json()["code"]) == (400, "invalid"), bad_rules

@@ -49,7 +49,7 @@ def test_the_api_conforms_to_its_schema():
                 "--exclude-operation-id",
                 "auth_logout",
                 "--max-examples",
-                "40",
+                "25",
                 "--seed",
                 "20261124",
             ],
