@@ -22,11 +22,9 @@ Django then decides from scratch, so handing an entry on is always safe.
 
 from __future__ import annotations
 
-import logging
 import re
 
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from core.api.authentication import token_cache_key
 from core.api.throttles import client_address_of_scope
@@ -38,8 +36,6 @@ from draws.exceptions import EntriesClosed, NotEligible
 from draws.models import Entry
 from livestream import front_door
 from livestream.front_door import Answer
-
-logger = logging.getLogger(__name__)
 
 ENTRY_PATH = re.compile(rf"^/api/drops/({IdConverter.regex})/entries/$")
 
@@ -153,14 +149,6 @@ class EntryDoor:
         request = front_door.read_headers(scope, int(match.group(1)))
         if request.token is None or request.cookie:
             return await self.app(scope, receive, send)  # before reading the body
-        body, more = await front_door.read_body(receive)
-        if not more:
-            return  # the client went away
-        try:
-            answer = await decide(scope, request, body)
-        except RedisError as exc:
-            logger.warning("entry door handing an entry to Django: %s", exc)
-            answer = None
-        if answer is None:
-            return await self.app(scope, front_door.replaying(body, receive), send)
-        await front_door.send_answer(send, answer)
+        await front_door.answer_or_hand_on(
+            self.app, scope, receive, send, request, decide, "an entry"
+        )

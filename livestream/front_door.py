@@ -629,6 +629,23 @@ async def user_of(redis: SharedConnection, token: str) -> int | None:
 # --- the ASGI app --------------------------------------------------------------------------
 
 
+async def answer_or_hand_on(app, scope, receive, send, request, decide, what: str) -> None:
+    """Read the body, and send ``decide``'s answer, or hand the request (its body given
+    again) to ``app`` when there is none."""
+    body, more = await read_body(receive)
+    if not more:
+        return  # the client went away
+    try:
+        answer = await decide(scope, request, body)
+    except RedisError as exc:
+        # Redis away: Django's path answers what it can (a 503 while Redis is gone).
+        logger.warning("front door handing %s to Django: %s", what, exc)
+        answer = None
+    if answer is None:
+        return await app(scope, replaying(body, receive), send)
+    await send_answer(send, answer)
+
+
 class FrontDoor:
     """ASGI middleware: the reserve request's fast answers, everything else to ``app``."""
 
@@ -648,18 +665,7 @@ class FrontDoor:
         request = read_headers(scope, int(match.group(1)))
         if request.token is None or request.cookie:
             return await self.app(scope, receive, send)  # before reading the body
-        body, more = await read_body(receive)
-        if not more:
-            return  # the client went away
-        try:
-            answer = await decide(scope, request, body)
-        except RedisError as exc:
-            # Redis away: Django's path answers what it can (a 503 while Redis is gone).
-            logger.warning("front door handing a reserve to Django: %s", exc)
-            answer = None
-        if answer is None:
-            return await self.app(scope, replaying(body, receive), send)
-        await send_answer(send, answer)
+        await answer_or_hand_on(self.app, scope, receive, send, request, decide, "a reserve")
 
     async def _stream_snapshot(self, scope, receive, send):
         """``GET /api/streams/{slug}/`` from the snapshot Django's view last stored

@@ -7,7 +7,6 @@ failed write) goes to Django untouched."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -21,6 +20,7 @@ from livestream import front_door
 from livestream import services as live
 from tests.draws.helpers import draw_drop
 from tests.factories import UserFactory
+from tests.livestream.test_front_door import Sent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -31,20 +31,6 @@ def _door(gate_on, settings):
     front_door.forget_tokens()
     yield
     front_door.forget_tokens()
-
-
-class Sent:
-    def __init__(self):
-        self.status = None
-        self.body = b""
-        self.django_got: list[bytes] = []
-
-    @property
-    def answered_by_door(self) -> bool:
-        return not self.django_got
-
-    def json(self):
-        return json.loads(self.body)
 
 
 def _viewer() -> tuple[int, str]:
