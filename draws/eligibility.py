@@ -131,7 +131,7 @@ def entry_check(
         age = (timezone.now() - joined).total_seconds() if joined else 0
         if age < rules.min_account_age_seconds:
             raise NotEligible(
-                "Your account is too new to enter this draw.",
+                "Your account is too new for this drop.",
                 reason=ACCOUNT_TOO_NEW,
                 min_account_age_seconds=rules.min_account_age_seconds,
             )
@@ -139,7 +139,7 @@ def entry_check(
         watched = presence.watched_seconds(rules.stream_id, customer_id)
         if watched < rules.min_watch_seconds:
             raise NotEligible(
-                f"Watch the stream for {rules.min_watch_seconds} seconds before entering.",
+                f"Watch the stream for {rules.min_watch_seconds} seconds first.",
                 reason=WATCH_TOO_SHORT,
                 min_watch_seconds=rules.min_watch_seconds,
                 watched_seconds=int(watched),

@@ -173,8 +173,8 @@ def _drop_facts(drop_id: object) -> DropFacts:
     )
     if row is None:
         raise NotFound("No such drop.")
-    (mode, pinned_at, opened_at, stream_id, limit, quantity, draw_id, min_age, min_watch) = row[:9]
-    address_cap, challenge = row[9:]
+    mode, pinned_at, opened_at, stream_id, limit, quantity, draw_id, *rules = row
+    min_age, min_watch, address_cap, challenge = rules
     facts = DropFacts(
         drop_id=drop_id,
         mode=mode,
