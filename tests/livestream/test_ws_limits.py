@@ -30,6 +30,21 @@ def _open(server, *, address: str | None = None):
         yield ws
 
 
+def _enter_once_freed(stack: ExitStack, server, *, seconds: float = 5.0):
+    """A socket opened (and held by ``stack``) as soon as the server has counted a closed
+    one out: a client's close reaches the server's count a moment after the client is
+    done with it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return stack.enter_context(_open(server))
+        except ConnectionClosed as refused:
+            full = refused.rcvd is not None and refused.rcvd.code == CLOSE_SERVER_FULL
+            if not full or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _refused(server, *, address: str | None = None, headers=None, origin="http://127.0.0.1"):
     """The close a refused socket gets: (code, reason as JSON). ``headers`` instead of
     ``address`` for other header lists (several X-Forwarded-For, say)."""
@@ -79,8 +94,8 @@ def test_a_full_process_refuses_the_next_socket_with_4503_and_a_retry_hint(db_re
         for ws in sockets:
             _still_answers(ws)
 
-        sockets.pop().close()  # a place frees up
-        held.enter_context(_open(server))
+        sockets.pop().close()  # a place frees up, once the server has seen the close
+        _enter_once_freed(held, server)
         assert _refused(server)[0] == CLOSE_SERVER_FULL
 
 
