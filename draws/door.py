@@ -106,14 +106,11 @@ async def decide(scope, request: front_door.DoorRequest, body: bytes) -> Answer 
         if seen is None:
             return None  # accepted, not known committed: Django waits for its row
         units, entry_id, entered_at = seen
-        entry = Entry(
-            pk=entry_id,
-            draw_id=facts.draw_id,
-            customer_id=user_id,
-            quantity=units,
-            entered_at=entered_at,
+        metrics.ENTRY_DECISIONS.labels("again").inc()
+        body = selectors.waiting_entry_body(
+            entry_id=entry_id, drop_id=facts.drop_id, quantity=units, entered_at=entered_at
         )
-        return _entry_answer(entry, created=False, drop_id=facts.drop_id, secure=secure)
+        return Answer(200, front_door.render(body), secure)
     if kind != window.ACCEPTED:
         return None  # no window in Redis: Django's path restores it
     pending = services.Pending(

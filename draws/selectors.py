@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Q, Sum
@@ -118,15 +119,15 @@ def entry_bodies(entries: list[Entry], *, drop_id: int) -> list[dict[str, Any]]:
     for entry in entries:
         line_entry = entry.waitlist_entry
         bodies.append(
-            {
-                "id": entry.pk,
-                "drop": drop_id,
-                "quantity": entry.quantity,
-                "status": entry.status,
-                "entered_at": iso_time(entry.entered_at),
-                "rank": entry.rank,
-                "reservation": hold_bodies.get(entry.reservation_id),
-                "waitlist": None
+            _entry_shape(
+                entry_id=entry.pk,
+                drop_id=drop_id,
+                quantity=entry.quantity,
+                entered_at=entry.entered_at,
+                status=entry.status,
+                rank=entry.rank,
+                reservation=hold_bodies.get(entry.reservation_id),
+                waitlist=None
                 if line_entry is None
                 else {
                     "id": line_entry.pk,
@@ -134,13 +135,47 @@ def entry_bodies(entries: list[Entry], *, drop_id: int) -> list[dict[str, Any]]:
                     "position": positions.get(line_entry.pk),
                     "reservation": line_entry.reservation_id,
                 },
-            }
+            )
         )
     return bodies
 
 
+def _entry_shape(
+    *,
+    entry_id: int,
+    drop_id: int,
+    quantity: int,
+    entered_at: datetime,
+    status: str = Entry.Status.ENTERED,
+    rank: int | None = None,
+    reservation: dict[str, Any] | None = None,
+    waitlist: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An entry as its viewer sees it (``EntrySerializer`` documents it)."""
+    return {
+        "id": entry_id,
+        "drop": drop_id,
+        "quantity": quantity,
+        "status": status,
+        "entered_at": iso_time(entered_at),
+        "rank": rank,
+        "reservation": reservation,
+        "waitlist": waitlist,
+    }
+
+
 def entry_body(entry: Entry, *, drop_id: int) -> dict[str, Any]:
     return entry_bodies([entry], drop_id=drop_id)[0]
+
+
+def waiting_entry_body(
+    *, entry_id: int, drop_id: int, quantity: int, entered_at: datetime
+) -> dict[str, Any]:
+    """An entry still waiting for its draw, from what Redis keeps of it (no row read, no
+    model built: the entry door answers repeats with it)."""
+    return _entry_shape(
+        entry_id=entry_id, drop_id=drop_id, quantity=quantity, entered_at=entered_at
+    )
 
 
 @dataclass(frozen=True)
