@@ -39,9 +39,6 @@ from livestream.front_door import Answer
 
 ENTRY_PATH = re.compile(rf"^/api/drops/({IdConverter.regex})/entries/$")
 
-# At most this many entries per transaction (one INSERT statement).
-DOOR_BATCH_MOST = services.ENTRY_BATCH_MOST
-
 
 def _entry_answer(entry: Entry, *, created: bool, drop_id: int, secure: bool) -> Answer:
     metrics.ENTRY_DECISIONS.labels("entered" if created else "again").inc()
@@ -49,8 +46,8 @@ def _entry_answer(entry: Entry, *, created: bool, drop_id: int, secure: bool) ->
     return Answer(201 if created else 200, front_door.render(body), secure)
 
 
-def _refusal(error: DomainError, secure: bool) -> Answer:
-    metrics.ENTRY_DECISIONS.labels(error.data.get("reason") or error.code).inc()
+def _refusal(error: EntriesClosed | NotEligible, secure: bool) -> Answer:
+    metrics.ENTRY_DECISIONS.labels(refusals.reason_of(error)).inc()
     return Answer(error.http_status, front_door.render(error.body()), secure)
 
 
@@ -91,16 +88,13 @@ async def decide(scope, request: front_door.DoorRequest, body: bytes) -> Answer 
     ]
     result = await redis.evalsha(window.ENTER_AT_DOOR_LUA, window.ENTER_AT_DOOR_SHA, keys, args)
     kind = int(result[0])
-    if kind == -1:
+    if kind == window.TOKEN_NOT_VALID:
         front_door.forget_token(request.token)
         return None
     if kind == window.CLOSED:
         return _refusal(EntriesClosed(), secure)
     if kind == window.ADDRESS_CAP:
-        error = NotEligible(
-            "Too many entries come from your address.", reason=eligibility.ADDRESS_CAP
-        )
-        return _refusal(error, secure)
+        return _refusal(eligibility.address_cap_refusal(), secure)
     if kind == window.SEEN:
         seen = window.seen_entry(result[1])
         if seen is None:
@@ -121,11 +115,18 @@ async def decide(scope, request: front_door.DoorRequest, body: bytes) -> Answer 
         address,
         cap,
     )
-    writer = front_door.batcher("entries", services.entries_write_at_door, DOOR_BATCH_MOST)
+    # At most one INSERT statement's worth of entries per transaction.
+    writer = front_door.batcher(
+        "entries", services.entries_write_at_door, services.ENTRY_BATCH_MOST
+    )
     outcome = await writer.submit(pending)
     if outcome is None:
         return None
     if isinstance(outcome, DomainError):
+        # Refused by the batch (too late for the draw, or over the cap by the rows):
+        # counted here, as Django's path counts what its batch refuses.
+        reason = refusals.reason_of(outcome)
+        await refusals.refusal_count_at_door(redis, drop_id=facts.drop_id, reason=reason)
         return _refusal(outcome, secure)
     entry, created = outcome
     return _entry_answer(entry, created=created, drop_id=facts.drop_id, secure=secure)

@@ -73,6 +73,13 @@ def _date_joined(customer_id: int) -> datetime | None:
     return joined
 
 
+def address_cap_refusal(*, buying: bool = False) -> NotEligible:
+    """The per-address cap's refusal, an entrant's or (``buying``) a first-come buyer's:
+    decided with the entry or the buy itself, not by ``entry_check``."""
+    crowd = "accounts buy" if buying else "entries come"
+    return NotEligible(f"Too many {crowd} from your address.", reason=ADDRESS_CAP)
+
+
 def eligibility_forget() -> None:
     """Empty this process's caches (tests whose database reuses ids)."""
     with _joined_lock:

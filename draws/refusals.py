@@ -11,9 +11,9 @@ from collections import Counter
 
 from redis.exceptions import RedisError
 
-from core.redis import get_redis
+from core.redis import SharedConnection, get_redis
 from draws import eligibility, metrics
-from draws.exceptions import EntriesClosed
+from draws.exceptions import EntriesClosed, NotEligible
 from inventory import gate
 
 logger = logging.getLogger(__name__)
@@ -33,21 +33,36 @@ def refusal_key(drop_id: int) -> str:
     return f"rules:{drop_id}:refused"
 
 
+def reason_of(refusal: EntriesClosed | NotEligible) -> str:
+    """The reason a refusal is counted under: its rule's, or a closed window's."""
+    return refusal.data.get("reason") or refusal.code
+
+
 def refusal_count(*, drop_id: int, reason: str) -> None:
     """One more entry to the drop's draw, or buyer of it, refused for ``reason`` (one of
     ``REASONS``)."""
     metrics.ENTRY_DECISIONS.labels(reason).inc()
     if gate.gate_enabled():
         try:
+            key = refusal_key(drop_id)
             pipe = get_redis().pipeline(transaction=False)
-            pipe.hincrby(refusal_key(drop_id), reason, 1)
-            pipe.expire(refusal_key(drop_id), TTL_SECONDS)
+            pipe.hincrby(key, reason, 1)
+            pipe.expire(key, TTL_SECONDS)
             pipe.execute()
             return
         except RedisError as exc:
             logger.warning("drop %s: refusal not counted in Redis: %s", drop_id, exc)
     with _local_lock:
         _local.setdefault(drop_id, Counter())[reason] += 1
+
+
+async def refusal_count_at_door(redis: SharedConnection, *, drop_id: int, reason: str) -> None:
+    """``refusal_count``'s Redis count, from the entry door's event loop (the door counts
+    the metric with its answer): for a refusal its script did not count itself, one its
+    batch's write returned."""
+    key = refusal_key(drop_id)
+    await redis.execute("HINCRBY", key, reason, 1)
+    await redis.execute("EXPIRE", key, TTL_SECONDS)
 
 
 def refusals_of(*, drop_id: int) -> dict[str, int]:

@@ -259,11 +259,8 @@ def entry_submit(
         entry, created = _entry_decide(
             facts, customer_id, quantity, client_address, challenge_token
         )
-    except EntriesClosed:
-        refusals.refusal_count(drop_id=facts.drop_id, reason=refusals.ENTRIES_CLOSED)
-        raise
-    except NotEligible as refusal:
-        refusals.refusal_count(drop_id=facts.drop_id, reason=refusal.data["reason"])
+    except (EntriesClosed, NotEligible) as refusal:
+        refusals.refusal_count(drop_id=facts.drop_id, reason=refusals.reason_of(refusal))
         raise
     metrics.ENTRY_DECISIONS.labels("entered" if created else "again").inc()
     return entry, created
@@ -287,11 +284,9 @@ def buyer_check(
         if cap is not None and not eligibility.buyer_address_admit(
             drop_id=drop_id, customer_id=customer_id, client_address=client_address, cap=cap
         ):
-            raise NotEligible(
-                "Too many accounts buy from your address.", reason=eligibility.ADDRESS_CAP
-            )
+            raise eligibility.address_cap_refusal(buying=True)
     except NotEligible as refusal:
-        refusals.refusal_count(drop_id=drop_id, reason=refusal.data["reason"])
+        refusals.refusal_count(drop_id=drop_id, reason=refusals.reason_of(refusal))
         raise
 
 
@@ -334,9 +329,7 @@ def _entry_decide(
     if decision.kind == window.CLOSED:
         raise EntriesClosed()
     if decision.kind == window.ADDRESS_CAP:
-        raise NotEligible(
-            "Too many entries come from your address.", reason=eligibility.ADDRESS_CAP
-        )
+        raise eligibility.address_cap_refusal()
     if decision.kind == window.SEEN:
         existing = Entry.objects.filter(draw_id=facts.draw_id, customer_id=customer_id).first()
         if existing is not None:
@@ -564,11 +557,7 @@ def _write_entries(batch: list[Pending]) -> list[tuple[Entry, bool] | DomainErro
         elif key in new or key in existing:
             results.append((new.get(key) or existing[key], False))
         elif index in capped:
-            results.append(
-                NotEligible(
-                    "Too many entries come from your address.", reason=eligibility.ADDRESS_CAP
-                )
-            )
+            results.append(eligibility.address_cap_refusal())
         else:
             results.append(EntriesClosed())
     return results

@@ -29,6 +29,8 @@ KEY_TTL_SECONDS = 24 * 3600
 
 # The script's answers.
 NO_WINDOW, CLOSED, SEEN, ACCEPTED, ADDRESS_CAP = range(5)
+# The door's script only: the token is not (or no longer) valid in Redis.
+TOKEN_NOT_VALID = -1
 
 # KEYS: window, entrants, inflight, addresses. ARGV: viewer id, quantity, key TTL (s),
 # client address, entries allowed per address (0: no cap).
@@ -72,7 +74,7 @@ ENTER_LUA = "local DOOR = false\nlocal function refused(reason) end\n" + _ENTER
 # answered only while the window is open (after the close, an entry's status is the
 # draw's: the database says it). KEYS: the four above, the token's cache entry, the
 # drop's refusal counts. ARGV: the five above, the token's user, the counts' TTL (s).
-# -1: the token is not (or no longer) valid here: Django answers.
+# TOKEN_NOT_VALID: the token is not (or no longer) valid here: Django answers.
 ENTER_AT_DOOR_LUA = (
     """
 local DOOR = true
@@ -151,8 +153,8 @@ def seen_entry(value: str) -> tuple[int, int, datetime] | None:
     parts = value.split()
     if len(parts) != 3:
         return None
-    quantity, entry_id, entered_ms = (int(part) for part in parts)
-    return quantity, entry_id, datetime.fromtimestamp(entered_ms / 1000, tz=UTC)
+    quantity, entry_id, entered_ms = parts
+    return int(quantity), int(entry_id), accepted_at(entered_ms)
 
 
 def window_settled(

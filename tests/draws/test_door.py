@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 
 from core.api.authentication import CachedTokenAuthentication
 from draws import door, selectors, services, window
-from draws.exceptions import NotEligible
+from draws.exceptions import EntriesClosed, NotEligible
 from draws.models import Draw, Entry
 from livestream import front_door
 from livestream import services as live
@@ -194,3 +194,19 @@ def test_a_failed_write_hands_the_entries_to_django_and_redis_forgets_them(monke
     (again,) = _run(_enter(drop.pk, token))
     assert (again.answered_by_door, again.status) == (True, 201)
     assert selectors.entries_so_far(draw_id=draw_id) == Entry.objects.count() == 2
+
+
+def test_a_refusal_the_batch_returns_is_answered_and_counted(monkeypatch):
+    drop = draw_drop(quantity=1)
+    _warm(drop)
+    _, token = _viewer()
+
+    def too_late(batch):  # as when the draw's fence refuses a write behind it
+        return [EntriesClosed() for _ in batch]
+
+    monkeypatch.setattr(services, "_write_entries", too_late)
+    (refused,) = _run(_enter(drop.pk, token))
+
+    assert (refused.answered_by_door, refused.status) == (True, 409)
+    assert refused.json()["code"] == "entries_closed"
+    assert selectors.refusals_of_drop(drop_id=drop.pk) == {"entries_closed": 1}
