@@ -30,17 +30,24 @@ def _open(server, *, address: str | None = None):
         yield ws
 
 
-def _enter_once_freed(stack: ExitStack, server, *, seconds: float = 5.0):
+def _enter_once_freed(
+    stack: ExitStack,
+    server,
+    *,
+    address: str | None = None,
+    refused_with: int = CLOSE_SERVER_FULL,
+    seconds: float = 5.0,
+):
     """A socket opened (and held by ``stack``) as soon as the server has counted a closed
     one out: a client's close reaches the server's count a moment after the client is
-    done with it."""
+    done with it. Only the cap's own close (``refused_with``) is waited out."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            return stack.enter_context(_open(server))
+            return stack.enter_context(_open(server, address=address))
         except ConnectionClosed as refused:
-            full = refused.rcvd is not None and refused.rcvd.code == CLOSE_SERVER_FULL
-            if not full or time.monotonic() > deadline:
+            capped = refused.rcvd is not None and refused.rcvd.code == refused_with
+            if not capped or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
@@ -119,7 +126,8 @@ def test_an_address_at_its_cap_is_refused_with_4429_and_others_still_connect(db_
         _still_answers(first)
 
         first.close()
-        held.enter_context(_open(server, address=crowd))  # its place is free again
+        # its place is free again
+        _enter_once_freed(held, server, address=crowd, refused_with=CLOSE_TOO_MANY_FROM_ADDRESS)
 
 
 def test_an_address_in_a_second_forwarded_header_is_the_one_counted(db_ready):
