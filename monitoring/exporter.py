@@ -52,7 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/metrics":
             self._answer(404, b'{"code":"not_found"}', "application/json")
             return
-        self._answer(200, generate_latest(scrape_registry()), CONTENT_TYPE_LATEST)
+        # The worker's own counters; the shared figures come from the web's /metrics.
+        body = generate_latest(scrape_registry(shared_state=False))
+        self._answer(200, body, CONTENT_TYPE_LATEST)
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)

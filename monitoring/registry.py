@@ -6,7 +6,7 @@ starts: prometheus_client reads it at import), every process writes its figures 
 files there and a scrape sums them (prometheus_client's multiprocess mode); without it
 (the embedded single-process run) the process's own registry is read. The figures read
 from the database and Redis at scrape time (``monitoring.collectors``) are added to
-either, once.
+either by the web processes' ``/metrics`` only.
 """
 
 from __future__ import annotations
@@ -19,25 +19,34 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from monitoring.collectors import LiveEventCollector
 
 _live_event = LiveEventCollector()
-_registered_on_default = False
+
+
+class _Joined:
+    """What one scrape reads: the processes' own figures, then the shared ones."""
+
+    def __init__(self, *sources):
+        self.sources = sources
+
+    def collect(self):
+        for source in self.sources:
+            yield from source.collect()
 
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def scrape_registry() -> CollectorRegistry:
-    """The registry one scrape reads: every process's files, or this process's own."""
-    global _registered_on_default
+def scrape_registry(*, shared_state: bool = True):
+    """What one scrape reads: every process's files, or this process's own registry;
+    with ``shared_state``, the figures read from the database and Redis too. The web
+    processes serve those and the Celery worker's port does not: Prometheus scrapes
+    both, and a panel summing one truth served twice would show it doubled."""
     if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        registry.register(_live_event)
-        return registry
-    if not _registered_on_default:
-        REGISTRY.register(_live_event)
-        _registered_on_default = True
-    return REGISTRY
+        own = CollectorRegistry()
+        multiprocess.MultiProcessCollector(own)
+    else:
+        own = REGISTRY
+    return _Joined(own, _live_event) if shared_state else own
 
 
 def forget_dead_processes() -> None:
