@@ -21,10 +21,8 @@ from monitoring.exporter import scrape_allowed
 from tests.factories import UserFactory, live_drop
 from tests.inventory.helpers import open_primed
 from tests.inventory.invariants import assert_inventory_invariants
-from tests.processes import asgi_server, celery_worker, free_port, reserve_over_http, wait_until
-
-TOKEN = "scrape-token-for-tests"
-
+from tests.monitoring.helpers import TOKEN, scraped_stack
+from tests.processes import reserve_over_http, wait_until
 
 # --- who may scrape -----------------------------------------------------------------
 
@@ -94,33 +92,15 @@ def test_a_small_spike_moves_the_figures_consistently_across_processes(
     drop = live_drop(quantity=5, title="Metrics")
     stream = drop.stream
     buyers = [Token.objects.create(user=UserFactory()).key for _ in range(12)]
-    web_dir, worker_dir = tmp_path / "web", tmp_path / "worker"
-    web_dir.mkdir()
-    worker_dir.mkdir()
-    worker_port = free_port()
-    scrape_only = {"METRICS_ALLOWED_NETWORKS": "10.255.255.0/24", "METRICS_TOKEN": TOKEN}
 
     def sockets_open(samples) -> float:
         # One series per web process (its pid), summed.
         return sum(v for (name, _), v in samples.items() if name == "liveshop_ws_connections")
 
-    with (
-        celery_worker(
-            concurrency=2,
-            PROMETHEUS_MULTIPROC_DIR=str(worker_dir),
-            METRICS_WORKER_PORT=str(worker_port),
-            **scrape_only,
-        ),
-        asgi_server(
-            workers=2,
-            CELERY_TASK_ALWAYS_EAGER="false",
-            PROMETHEUS_MULTIPROC_DIR=str(web_dir),
-            DB_POOL_MAX_SIZE="4",
-            METRICS_POOL_SAMPLE_SECONDS="0.2",
-            **scrape_only,
-        ) as server,
-    ):
-        web, worker = f"{server.base_url}/metrics", f"http://127.0.0.1:{worker_port}/metrics"
+    with scraped_stack(
+        tmp_path, worker_concurrency=2, DB_POOL_MAX_SIZE="4", METRICS_POOL_SAMPLE_SECONDS="0.2"
+    ) as stack:
+        server, web, worker = stack.server, stack.web_metrics, stack.worker_metrics
         # Neither serves a client outside the networks without the token.
         for url in (web, worker):
             with pytest.raises(urllib.error.HTTPError) as refused:

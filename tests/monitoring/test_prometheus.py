@@ -20,16 +20,13 @@ from rest_framework.authtoken.models import Token
 from inventory.models import Reservation
 from tests.conftest import REQUIRE_SERVICES
 from tests.factories import UserFactory, live_drop
+from tests.monitoring.helpers import TOKEN, scraped_stack
 from tests.monitoring.test_dashboards import DASHBOARD, PROMETHEUS, _panels
 from tests.processes import (
-    asgi_server,
-    celery_worker,
     free_port,
     reserve_over_http,
     wait_until,
 )
-
-TOKEN = "prometheus-scrape-token"
 
 pytestmark = [
     pytest.mark.postgres,
@@ -130,27 +127,8 @@ def test_prometheus_scrapes_the_stack_and_answers_every_panel_and_rule(
 ):
     drop = live_drop(quantity=2, title="Scraped")
     buyers = [Token.objects.create(user=UserFactory()).key for _ in range(3)]
-    web_dir, worker_dir = tmp_path / "web", tmp_path / "worker"
-    web_dir.mkdir()
-    worker_dir.mkdir()
-    worker_port = free_port()
-    # Only the token lets a scrape in, as in the compose profile.
-    scrape_only = {"METRICS_ALLOWED_NETWORKS": "10.255.255.0/24", "METRICS_TOKEN": TOKEN}
-
-    with (
-        celery_worker(
-            concurrency=1,
-            PROMETHEUS_MULTIPROC_DIR=str(worker_dir),
-            METRICS_WORKER_PORT=str(worker_port),
-            **scrape_only,
-        ),
-        asgi_server(
-            workers=2,
-            CELERY_TASK_ALWAYS_EAGER="false",
-            PROMETHEUS_MULTIPROC_DIR=str(web_dir),
-            **scrape_only,
-        ) as server,
-    ):
+    with scraped_stack(tmp_path, worker_concurrency=1) as stack:
+        server = stack.server
         statuses = [reserve_over_http(server, drop.pk, key).status_code for key in buyers]
         assert sorted(statuses) == [202, 202, 409]
         wait_until(
@@ -158,7 +136,7 @@ def test_prometheus_scrapes_the_stack_and_answers_every_panel_and_rule(
             message="the admitted requests were never settled",
         )
         config = _config_for(
-            tmp_path, web=f"127.0.0.1:{server.port}", worker=f"127.0.0.1:{worker_port}"
+            tmp_path, web=f"127.0.0.1:{server.port}", worker=f"127.0.0.1:{stack.worker_port}"
         )
         with _prometheus(config, tmp_path) as prometheus:
             # Both jobs scraped, through the token, without an error.
