@@ -29,6 +29,8 @@ def _plain_database_connections_in_workers(**_kwargs) -> None:
     ASGI server's many threads. Kept open between tasks (``WORKER_CONN_MAX_AGE``, and
     ``CELERY_DB_REUSE_MAX`` so that the fixup does not close it after each task): a
     connection per task cost a sixth of the worker's CPU while admissions poured in."""
+    # Imported when the signal fires: this module loads with the config package, which
+    # Django's settings module itself belongs to.
     from django.conf import settings
 
     for database in settings.DATABASES.values():
@@ -47,6 +49,6 @@ def _drop_broken_or_aged_connections(task=None, **_kwargs) -> None:
     database restart costs the task in flight a retry, not every task after it)."""
     if task is not None and getattr(task.request, "is_eager", False):
         return  # in the caller's process: its own request cycle owns the connection
-    from django.db import close_old_connections
+    from django.db import close_old_connections  # as above: not while config loads
 
     close_old_connections()

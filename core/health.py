@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
 from asgiref.sync import sync_to_async
 from celery import current_app
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -59,8 +60,6 @@ def _check_database() -> str:
 def _check_redis() -> str:
     if not settings.REDIS_URL:
         return "not configured"
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:
         client.ping()
