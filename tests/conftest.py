@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.db import connections
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0", "false")
 
@@ -65,6 +67,16 @@ def pytest_runtest_setup(item):
                 f"REQUIRE_SERVICES is set but a service is missing: {reason}", pytrace=False
             )
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, and before it is dropped: the connection that
+    asgiref's one thread for thread-sensitive ``sync_to_async`` calls (consumers, the
+    door, run in this process) still holds closed, or the drop fails with "being
+    accessed by other users" and leaves the database behind."""
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture(autouse=True)
