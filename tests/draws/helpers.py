@@ -8,8 +8,11 @@ import hashlib
 import hmac
 from decimal import Decimal
 
+from draws.models import Draw, Entry
+from inventory.models import Allocation, WaitlistEntry
 from livestream import services as live
 from tests.factories import host_user, stocked_variant
+from tests.inventory.invariants import assert_inventory_invariants
 
 
 def draw_drop(
@@ -66,3 +69,23 @@ def expected_winners(seed: str, quantities: dict[int, int], units: int) -> list[
             winners.append(entry_id)
             units -= quantities[entry_id]
     return winners
+
+
+def assert_draw_follows_its_rows(draw: Draw, *, units: int) -> dict[int, Entry]:
+    """A drawn draw against its entry rows, by the rule above: one entry per viewer,
+    none after the close, the winners in the rule's order, the units held exactly the
+    winners' (so never more than ``units``), the losers in the drop's line in draw
+    order, and the inventory's invariants. Returns the rows by id."""
+    rows = {row.pk: row for row in Entry.objects.filter(draw=draw)}
+    assert len({row.customer_id for row in rows.values()}) == len(rows)
+    assert all(row.entered_at < draw.entries_close_at for row in rows.values())
+    assert draw.entry_count == len(rows)
+    winners = expected_winners(draw.seed, {pk: row.quantity for pk, row in rows.items()}, units)
+    assert draw.winners == winners
+    allocation = Allocation.objects.get(pk=draw.drop.allocation_id)
+    assert allocation.held == sum(rows[pk].quantity for pk in winners) <= units
+    losers = sorted((r for r in rows.values() if r.status == "lost"), key=lambda r: r.rank)
+    line = WaitlistEntry.objects.filter(allocation=allocation).order_by("id")
+    assert [e.customer_id for e in line] == [r.customer_id for r in losers]
+    assert_inventory_invariants()
+    return rows

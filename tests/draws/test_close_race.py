@@ -17,11 +17,9 @@ from rest_framework.test import APIClient
 from draws import services, window
 from draws.exceptions import EntriesClosed
 from draws.models import Draw, Entry
-from inventory.models import Allocation, WaitlistEntry
 from tests.concurrency import run_together
-from tests.draws.helpers import draw_drop, expected_winners
+from tests.draws.helpers import assert_draw_follows_its_rows, draw_drop
 from tests.factories import UserFactory
-from tests.inventory.invariants import assert_inventory_invariants
 
 THREADS, PER_THREAD, UNITS = 12, 6, 10
 
@@ -61,21 +59,10 @@ def test_entries_racing_the_close_are_in_the_draw_exactly_when_answered_201(gate
     closed_out = {viewer for viewer, status, _ in answered if status == 409}
     assert accepted and closed_out, "the close did not fall inside the entries"
     draw = Draw.objects.get(drop=drop)
-    rows = {row.pk: row for row in Entry.objects.filter(draw=draw)}
+    rows = assert_draw_follows_its_rows(draw, units=UNITS)
     # Every entry answered 201 is in the draw, and nothing else is.
     assert set(rows) == set(accepted)
     assert {row.customer_id for row in rows.values()}.isdisjoint(closed_out)
-    assert all(row.entered_at < draw.entries_close_at for row in rows.values())
-    assert draw.winners == expected_winners(
-        draw.seed, {pk: row.quantity for pk, row in rows.items()}, UNITS
-    )
-    allocation = Allocation.objects.get(pk=drop.allocation_id)
-    asked = sum(row.quantity for row in rows.values())
-    assert allocation.held == min(asked, UNITS)
-    losers = sorted((r for r in rows.values() if r.status == "lost"), key=lambda r: r.rank)
-    line = WaitlistEntry.objects.filter(allocation=allocation).order_by("id")
-    assert [e.customer_id for e in line] == [r.customer_id for r in losers]
-    assert_inventory_invariants()
 
 
 @pytest.mark.redis

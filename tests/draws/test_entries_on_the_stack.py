@@ -14,11 +14,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from draws.models import Draw, Entry
-from inventory.models import Allocation, WaitlistEntry
+from draws.models import Draw
 from livestream import services as live
-from tests.draws.helpers import draw_drop, expected_winners
-from tests.inventory.invariants import assert_inventory_invariants
+from tests.draws.helpers import assert_draw_follows_its_rows, draw_drop
 from tests.processes import asgi_server, celery_worker, wait_until
 
 pytestmark = [
@@ -84,17 +82,6 @@ def test_entries_racing_the_close_through_the_door_are_drawn_by_the_worker(
     accepted = {body["id"]: tokens[token] for token, status, body in answers if status == 201}
     refused = {tokens[token] for token, status, _ in answers if status == 409}
     assert accepted and refused, "the close did not fall inside the entries"
-    rows = {row.pk: row for row in Entry.objects.filter(draw=draw)}
+    rows = assert_draw_follows_its_rows(draw, units=UNITS)
     assert set(rows) == set(accepted)
     assert {rows[pk].customer_id for pk in rows} == set(accepted.values())
-    assert all(row.entered_at < draw.entries_close_at for row in rows.values())
-    assert draw.entry_count == len(rows)
-    assert draw.winners == expected_winners(
-        draw.seed, {pk: row.quantity for pk, row in rows.items()}, UNITS
-    )
-    allocation = Allocation.objects.get(pk=drop.allocation_id)
-    assert allocation.held == min(sum(row.quantity for row in rows.values()), UNITS)
-    losers = sorted((r for r in rows.values() if r.status == "lost"), key=lambda r: r.rank)
-    line = WaitlistEntry.objects.filter(allocation=allocation).order_by("id")
-    assert [e.customer_id for e in line] == [r.customer_id for r in losers]
-    assert_inventory_invariants()

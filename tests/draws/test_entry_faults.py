@@ -18,10 +18,8 @@ from rest_framework.authtoken.models import Token
 
 from core.redis import get_redis
 from draws import services, window
-from draws.models import Draw, Entry
-from inventory.models import Allocation
-from tests.draws.helpers import draw_drop, expected_winners
-from tests.inventory.invariants import assert_inventory_invariants
+from draws.models import Draw
+from tests.draws.helpers import assert_draw_follows_its_rows, draw_drop
 from tests.processes import asgi_server
 
 pytestmark = [
@@ -89,19 +87,10 @@ def _assert_every_answer_is_in_the_draw(drop, tokens: dict[str, int], answers) -
 
     draw = services.draw_close_early(drop_id=drop.pk, actor=drop.stream.host)
 
-    rows = {row.pk: row for row in Entry.objects.filter(draw=draw)}
+    rows = assert_draw_follows_its_rows(draw, units=UNITS)
     # Every answered entry is a row of the draw, its viewer's only one.
     assert set(entered.values()) <= set(rows)
     assert all(rows[pk].customer_id == customer for customer, pk in entered.items())
-    assert len({row.customer_id for row in rows.values()}) == len(rows)
-    assert all(row.entered_at < draw.entries_close_at for row in rows.values())
-    assert draw.entry_count == len(rows)
-    assert draw.winners == expected_winners(
-        draw.seed, {pk: row.quantity for pk, row in rows.items()}, UNITS
-    )
-    allocation = Allocation.objects.get(pk=drop.allocation_id)
-    assert allocation.held == min(sum(row.quantity for row in rows.values()), UNITS)
-    assert_inventory_invariants()
     return draw
 
 
