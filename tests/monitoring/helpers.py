@@ -1,16 +1,53 @@
-"""The real stack as Prometheus scrapes it: two uvicorn workers and a Celery worker,
-each kind with its own multiprocess directory, serving figures only with a token."""
+"""The monitoring files of the repository and the tools that check them, and the real
+stack as Prometheus scrapes it: two uvicorn workers and a Celery worker, each kind with
+its own multiprocess directory, serving figures only with a token."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import REQUIRE_SERVICES
 from tests.processes import Server, asgi_server, celery_worker, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "monitoring" / "prometheus"
+GRAFANA = ROOT / "monitoring" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "live-event.json"
 TOKEN = "scrape-token-for-tests"
+
+
+def tool(name: str) -> str:
+    """The path of a Debian tool the checks run (promtool, prometheus). Missing, the
+    test is skipped with the command that installs it, or fails under
+    ``REQUIRE_SERVICES`` (CI), as the browser tests do."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"needs {name}: run scripts/install-tools"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"REQUIRE_SERVICES is set but a tool is missing: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+def dashboard_panels(dashboard: dict):
+    """The dashboard's panels, those inside rows included."""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard_panels(dashboard) for target in panel["targets"]]
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,12 +14,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The reserve requests' instruments, as the web process loads them (config.asgi).
 import monitoring.asgi  # noqa: F401
-from tests.conftest import REQUIRE_SERVICES
+from tests.monitoring.helpers import (
+    DASHBOARD,
+    GRAFANA,
+    PROMETHEUS,
+    dashboard_panels,
+    dashboard_queries,
+    tool,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS = ROOT / "monitoring" / "prometheus"
-GRAFANA = ROOT / "monitoring" / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "live-event.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 NAME = re.compile(r"\bliveshop_[a-z0-9_]+")
 # What a family's samples are called besides its own name (counters, histograms).
@@ -28,12 +30,9 @@ SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count")
 
 
 def _promtool(*args: str, cwd: Path = PROMETHEUS) -> str:
-    if shutil.which("promtool") is None:
-        reason = "needs promtool: run scripts/install-tools"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES is set but a tool is missing: {reason}", pytrace=False)
-        pytest.skip(reason)
-    done = subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [tool("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -50,20 +49,12 @@ def test_the_compose_prometheus_config_passes_promtool():
     _promtool("check", "config", "--syntax-only", "prometheus.yml")
 
 
-def _panels(dashboard: dict):
-    for panel in dashboard["panels"]:
-        if panel["type"] == "row":
-            yield from panel.get("panels", [])
-        else:
-            yield panel
-
-
 def test_the_dashboard_is_grafana_json_on_the_provisioned_datasource():
     dashboard = json.loads(DASHBOARD.read_text())
     datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
 
     assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
-    panels = list(_panels(dashboard))
+    panels = list(dashboard_panels(dashboard))
     assert panels
     for panel in panels:
         assert panel["description"], panel["title"]  # the question it answers
@@ -85,8 +76,7 @@ def test_the_dashboard_is_grafana_json_on_the_provisioned_datasource():
 def _named_in_rules_and_dashboard() -> set[str]:
     rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs += [target["expr"] for panel in _panels(dashboard) for target in panel["targets"]]
+    exprs += dashboard_queries()
     return {name for expr in exprs for name in NAME.findall(expr)}
 
 

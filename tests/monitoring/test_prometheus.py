@@ -6,7 +6,6 @@ the main ones with the figures the stack serves."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
@@ -18,15 +17,9 @@ import yaml
 from rest_framework.authtoken.models import Token
 
 from inventory.models import Reservation
-from tests.conftest import REQUIRE_SERVICES
 from tests.factories import UserFactory, live_drop
-from tests.monitoring.helpers import TOKEN, scraped_stack
-from tests.monitoring.test_dashboards import DASHBOARD, PROMETHEUS, _panels
-from tests.processes import (
-    free_port,
-    reserve_over_http,
-    wait_until,
-)
+from tests.monitoring.helpers import PROMETHEUS, TOKEN, dashboard_queries, scraped_stack, tool
+from tests.processes import free_port, reserve_over_http, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -34,16 +27,6 @@ pytestmark = [
     pytest.mark.celery_worker,
     pytest.mark.server,
 ]
-
-
-def _prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        reason = "needs prometheus: run scripts/install-tools"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES is set but a tool is missing: {reason}", pytrace=False)
-        pytest.skip(reason)
-    return binary
 
 
 def _config_for(tmp: Path, *, web: str, worker: str) -> Path:
@@ -69,7 +52,7 @@ def _prometheus(config: Path, tmp: Path):
     log = open(tmp / "prometheus.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         [
-            _prometheus_binary(),
+            tool("prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -116,11 +99,6 @@ def _query(base: str, expr: str) -> list[dict]:
     return _api(base, "query", query=expr)["result"]
 
 
-def _dashboard_queries() -> list[str]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [target["expr"] for panel in _panels(dashboard) for target in panel["targets"]]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_prometheus_scrapes_the_stack_and_answers_every_panel_and_rule(
     celery_through_broker, tmp_path
@@ -162,7 +140,7 @@ def test_prometheus_scrapes_the_stack_and_answers_every_panel_and_rule(
             assert [r["name"] for r in rules if r["state"] == "firing"] == []
 
             # Every panel's query is valid PromQL that Prometheus answers...
-            panels = {expr: _query(prometheus, expr) for expr in _dashboard_queries()}
+            panels = {expr: _query(prometheus, expr) for expr in dashboard_queries()}
             # ...and those of the stock show the stack's figures, once each, although
             # two processes are scraped: the worker serves its own counters only.
             label = str(drop.pk)
