@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -227,3 +228,35 @@ def reserve_over_http(
                 **headers,
             },
         )
+
+
+def burst_with_a_fault(
+    base_url: str, tokens: list[str], send, *, tries: int, during, timeout: float = 15
+) -> list[tuple[str, httpx.Response]]:
+    """Every token's client sends ``tries`` requests at once (``send(http, token)``, on
+    its own connection); ``during`` runs once one is answered (a kill, a wipe). Returns
+    (token, response) for every answer received: a request the server died under has
+    none, and was promised nothing."""
+    answers: list[tuple[str, httpx.Response]] = []
+    answered = threading.Event()
+    lock = threading.Lock()
+
+    def client(token: str) -> None:
+        with httpx.Client(base_url=base_url, timeout=timeout) as http:
+            for _ in range(tries):
+                try:
+                    response = send(http, token)
+                except httpx.HTTPError:
+                    continue
+                with lock:
+                    answers.append((token, response))
+                answered.set()
+
+    threads = [threading.Thread(target=client, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    assert answered.wait(timeout=30), "no request was answered"
+    during()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers

@@ -7,7 +7,6 @@ is left out."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -20,7 +19,7 @@ from core.redis import get_redis
 from draws import services, window
 from draws.models import Draw
 from tests.draws.helpers import assert_draw_follows_its_rows, draw_drop
-from tests.processes import asgi_server
+from tests.processes import asgi_server, burst_with_a_fault
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -45,33 +44,16 @@ def _viewers() -> dict[str, int]:
 def _enter_all(base_url: str, drop_id: int, tokens: list[str], *, during) -> list[tuple]:
     """Every viewer taps TRIES times, all at once; ``during`` runs once some entries are
     answered. Returns (token, status, body) for each answer received."""
-    answers: list[tuple] = []
-    answered = threading.Event()
-    lock = threading.Lock()
 
-    def viewer(token: str) -> None:
-        with httpx.Client(base_url=base_url, timeout=15) as http:
-            for _ in range(TRIES):
-                try:
-                    response = http.post(
-                        f"/api/drops/{drop_id}/entries/",
-                        json={"quantity": 1},
-                        headers={"Authorization": f"Token {token}"},
-                    )
-                except httpx.HTTPError:
-                    continue  # the server died under this request: no answer, no promise
-                with lock:
-                    answers.append((token, response.status_code, response.json()))
-                answered.set()
+    def enter(http: httpx.Client, token: str) -> httpx.Response:
+        return http.post(
+            f"/api/drops/{drop_id}/entries/",
+            json={"quantity": 1},
+            headers={"Authorization": f"Token {token}"},
+        )
 
-    threads = [threading.Thread(target=viewer, args=(token,)) for token in tokens]
-    for thread in threads:
-        thread.start()
-    assert answered.wait(timeout=30), "no entry was answered"
-    during()
-    for thread in threads:
-        thread.join(timeout=60)
-    return answers
+    answers = burst_with_a_fault(base_url, tokens, enter, tries=TRIES, during=during)
+    return [(token, response.status_code, response.json()) for token, response in answers]
 
 
 def _assert_every_answer_is_in_the_draw(drop, tokens: dict[str, int], answers) -> Draw:

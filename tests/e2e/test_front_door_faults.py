@@ -6,7 +6,6 @@ lost once the reconcile has run."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -20,7 +19,7 @@ from inventory import gate, tasks
 from inventory.models import Allocation, Reservation
 from tests.factories import UserFactory, live_drop
 from tests.inventory.invariants import assert_inventory_invariants
-from tests.processes import asgi_server, celery_worker, wait_until
+from tests.processes import asgi_server, burst_with_a_fault, celery_worker, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -38,38 +37,18 @@ TRIES = 5  # requests per buyer
 def _spike(base_url: str, drop_id: int, tokens: list[str], *, during) -> list[dict]:
     """Every buyer sends TRIES requests (a fresh key each) at once; ``during`` runs once
     some have been answered. Returns the 202 bodies received."""
-    admitted: list[dict] = []
-    answered = threading.Event()
-    lock = threading.Lock()
 
-    def buyer(token: str) -> None:
-        with httpx.Client(base_url=base_url, timeout=10) as http:
-            for _ in range(TRIES):
-                try:
-                    response = http.post(
-                        f"/api/drops/{drop_id}/reservations/",
-                        json={"quantity": 1},
-                        headers={
-                            "Authorization": f"Token {token}",
-                            "Idempotency-Key": uuid.uuid4().hex,
-                        },
-                    )
-                except httpx.HTTPError:
-                    continue  # the server died under this request: no answer, no promise
-                assert response.status_code < 500 or response.status_code == 503
-                if response.status_code == 202:
-                    with lock:
-                        admitted.append(response.json())
-                answered.set()
+    def reserve(http: httpx.Client, token: str) -> httpx.Response:
+        return http.post(
+            f"/api/drops/{drop_id}/reservations/",
+            json={"quantity": 1},
+            headers={"Authorization": f"Token {token}", "Idempotency-Key": uuid.uuid4().hex},
+        )
 
-    threads = [threading.Thread(target=buyer, args=(token,)) for token in tokens]
-    for thread in threads:
-        thread.start()
-    answered.wait(timeout=30)
-    during()
-    for thread in threads:
-        thread.join(timeout=60)
-    return admitted
+    answers = burst_with_a_fault(base_url, tokens, reserve, tries=TRIES, during=during, timeout=10)
+    statuses = {response.status_code for _, response in answers}
+    assert all(status < 500 or status == 503 for status in statuses), statuses
+    return [response.json() for _, response in answers if response.status_code == 202]
 
 
 def _settled_and_reconciled(allocation_id: int) -> None:
