@@ -328,16 +328,19 @@ def reservation_refund(*, reservation_id: int, actor=None) -> Reservation:
         if back_on_sale:
             offer_returned_units(allocation_id=allocation.pk)
         allocation.refresh_from_db()
+        # Told even when closed: the customer no longer has these units, whether or not
+        # they go back on sale.
         events.emit_on_commit(
-            [reservation_changed_event(reservation), allocation_changed_event(allocation)]
-            + (
-                [
-                    events.UnitsReturned(
-                        allocation.pk, reservation.customer_id, units, reservation.pk
-                    )
-                ]
-                if back_on_sale
-                else []
-            )
+            [
+                reservation_changed_event(reservation),
+                allocation_changed_event(allocation),
+                events.UnitsReturned(
+                    allocation.pk,
+                    reservation.customer_id,
+                    units,
+                    reservation.pk,
+                    back_on_sale=back_on_sale,
+                ),
+            ]
         )
     return reservation

@@ -484,7 +484,7 @@ def test_a_refund_puts_units_back_on_sale_while_the_drop_sells():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refund_after_close_returns_units_to_free_stock():
+def test_a_refund_after_close_returns_units_to_free_stock(gate_mode):
     allocation = open_allocation(quantity=2, on_hand=5)
     reservation = request_hold(UserFactory().pk, allocation.pk, key="k")
     services.reservation_confirm(reservation_id=reservation.pk)
@@ -498,6 +498,8 @@ def test_a_refund_after_close_returns_units_to_free_stock():
     assert (allocation.quantity, allocation.sold) == (0, 0)
     assert (stock.on_hand, stock.reserved, stock.available) == (5, 0, 5)
     assert_inventory_invariants()
+    # The closed gate no longer counts the refunded customer's units against them.
+    assert_gate_agrees(allocation.pk, status="closed", remaining=0)
 
 
 @pytest.mark.django_db(transaction=True)
