@@ -17,27 +17,47 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
 
+# ``version``: the allocation's version the change was committed at (bumped once per
+# transaction under the allocation's lock, see ``inventory.services._common``). A copy
+# that has a change of a higher version already drops this one: events sent after
+# commit by different processes may arrive in any order.
+
+
 @dataclass(frozen=True)
 class ReservationChanged:
+    """A reservation as its transaction left it."""
+
     reservation_id: int
     customer_id: int
     allocation_id: int
     status: str
+    version: int
+    quantity: int
+    expires_at: datetime | None
+    unit_price: Decimal
+    currency: str
+    reject_reason: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
 class AllocationChanged:
+    """An allocation's figures as its transaction left them."""
+
     allocation_id: int
     status: str
     quantity: int
     held: int
     sold: int
+    version: int
 
     @property
     def remaining(self) -> int:

@@ -4,7 +4,7 @@ Per allocation it keeps, in one hash slot (``{alloc:N}``):
 
 * ``gate:{alloc:N}`` hash: ``status`` (open/closed), ``remaining`` (units neither held,
   sold nor pending), ``limit`` (per-customer limit, 0 for none), and what orders its
-  updates: ``version`` (the allocation's ``gate_version`` the last rebuild read),
+  updates: ``version`` (the allocation's ``version`` the last rebuild read),
   ``seen`` (the highest version applied since) and ``gen`` (rebuilds so far);
 * ``gate:{alloc:N}:c`` hash: units each customer has pending, held or bought;
 * ``gate:{alloc:N}:exp`` sorted set: held reservation ids scored by expiry time, so
@@ -29,9 +29,10 @@ touches no database.
 The database stays the source of truth: ``gate_rebuild`` recomputes all of it from the
 rows (on a missing gate, by the periodic reconcile task, after Redis data loss).
 
-Updates from the database side are ordered by the allocation's ``gate_version``, which
-every transaction that changes what the gate mirrors bumps under the allocation's lock
-(``inventory.services.gate_sync``, the only writer). A rebuild carries the version it
+Updates from the database side are ordered by the allocation's ``version``, which
+every transaction that changes the allocation bumps once under its lock
+(``inventory.services._common.allocation_version``); ``inventory.services.gate_sync`` is
+the only writer of the gate from that side. A rebuild carries the version it
 read; a change carries its transaction's version and is applied only if the last
 rebuild did not already read it; a rebuild older than a change already applied is
 refused (its writer reads again). Changes commute with each other (they add and
@@ -413,7 +414,7 @@ def gate_apply(
     forgotten: Iterable[int] = (),
 ) -> Applied:
     """Apply one committed transaction's changes (``version``: the allocation's
-    ``gate_version`` that transaction wrote): units returned, holds whose expiry to
+    ``version`` that transaction wrote): units returned, holds whose expiry to
     track or forget."""
     returns, tracked, forgotten = list(returns), dict(tracked or {}), list(forgotten)
     args: list = [

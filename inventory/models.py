@@ -66,9 +66,11 @@ class Allocation(models.Model):
     held = models.IntegerField(default=0)
     sold = models.IntegerField(default=0)
     per_customer_limit = models.PositiveIntegerField(null=True, blank=True)
-    # Bumped, under this row's lock, by every transaction whose change the Redis gate
-    # mirrors: it orders the gate's updates (see inventory.gate).
-    gate_version = models.BigIntegerField(default=0, editable=False)
+    # Bumped once, under this row's lock, by every transaction that changes the
+    # allocation or its reservations: it orders what copies of them apply (the Redis
+    # gate, see inventory.gate; the viewers' counters and reservations, which drop a
+    # change older than one they have). See inventory.services._common.allocation_version.
+    version = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import connection
 from django.db.models import Sum
 
 from core.exceptions import InvalidInput
-from inventory import events
+from inventory import events, locks
 from inventory.models import Allocation, Reservation, WaitlistEntry
 
 # Quantities fit PostgreSQL's integer column with room to add them up.
@@ -37,22 +38,54 @@ def validate_quantity(
     return value
 
 
+def allocation_version(allocation_id: int) -> int:
+    """The allocation's ``version`` for every change the current transaction makes to
+    it or its reservations: bumped at the first, under the allocation's lock (so
+    versions follow the order of the commits), the same number for the rest of the
+    transaction. Whoever keeps a copy (the gate, the viewers' counters and their own
+    reservations) applies a change only if it is newer than the one it has.
+
+    Like the gate's changes, a number is kept for the transaction even if a savepoint
+    that bumped it rolls back; no stock path rolls a savepoint back after a change."""
+    versions: dict[int, int] = locks.transaction_state().setdefault("versions", {})
+    if allocation_id not in versions:
+        locks.claim_allocation(allocation_id)
+        table = connection.ops.quote_name(Allocation._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET version = version + 1 WHERE id = %s RETURNING version",
+                [allocation_id],
+            )
+            versions[allocation_id] = cursor.fetchone()[0]
+    return versions[allocation_id]
+
+
 def reservation_changed_event(reservation: Reservation) -> events.ReservationChanged:
+    """The reservation as this transaction leaves it (the row's fields a viewer sees)."""
     return events.ReservationChanged(
         reservation_id=reservation.pk,
         customer_id=reservation.customer_id,
         allocation_id=reservation.allocation_id,
         status=reservation.status,
+        version=allocation_version(reservation.allocation_id),
+        quantity=reservation.quantity,
+        expires_at=reservation.expires_at,
+        unit_price=reservation.unit_price,
+        currency=reservation.currency,
+        reject_reason=reservation.reject_reason,
+        created_at=reservation.created_at,
     )
 
 
 def allocation_changed_event(allocation: Allocation) -> events.AllocationChanged:
+    """The allocation's figures as this transaction leaves them."""
     return events.AllocationChanged(
         allocation_id=allocation.pk,
         status=allocation.status,
         quantity=allocation.quantity,
         held=allocation.held,
         sold=allocation.sold,
+        version=allocation_version(allocation.pk),
     )
 
 

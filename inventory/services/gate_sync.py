@@ -4,8 +4,8 @@ module that writes the gate from the database side.
 The services say how units moved through their events (``inventory.events``: units
 returned, holds placed or sold, an allocation to recount); ``on_unit_events`` sees them
 inside the transaction that emits them, under the allocation's lock (subscribed in
-``InventoryConfig.ready``). The first such event of a transaction bumps the
-allocation's ``gate_version``; after commit, everything the transaction moved is applied
+``InventoryConfig.ready``), each stamped with the allocation's ``version`` for that
+transaction; after commit, everything the transaction moved is applied
 in one script call stamped with that version, or, after a recount, a rebuild reads the
 rows afresh. The versions make the order of those updates irrelevant (see
 ``inventory.gate``): a return that commits while a rebuild reads is counted exactly once.
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from inventory import events, gate, locks, metrics
 from inventory.models import Allocation, Reservation
-from inventory.services._common import pending_units, units_by_customer
+from inventory.services._common import allocation_version, pending_units, units_by_customer
 
 logger = logging.getLogger(__name__)
 
@@ -42,18 +42,6 @@ class _Changes:
     rebuild: bool = False
 
 
-def _bump_version(allocation_id: int) -> int:
-    locks.claim_allocation(allocation_id)
-    table = connection.ops.quote_name(Allocation._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET gate_version = gate_version + 1 WHERE id = %s "
-            "RETURNING gate_version",
-            [allocation_id],
-        )
-        return cursor.fetchone()[0]
-
-
 def on_unit_events(batch: list[events.Event]) -> None:
     """Subscribed in the transaction to the inventory's events: once it commits, the
     gate gets the units returned and the holds' expiries to track or forget, or a
@@ -63,9 +51,9 @@ def on_unit_events(batch: list[events.Event]) -> None:
     pending: dict[int, _Changes] = locks.transaction_state().setdefault("gate", {})
 
     def changes(allocation_id: int) -> _Changes:
-        # The version is bumped at the allocation's first change; its lock is held.
+        # The transaction's version of the allocation (its lock is held).
         if allocation_id not in pending:
-            pending[allocation_id] = _Changes(version=_bump_version(allocation_id))
+            pending[allocation_id] = _Changes(version=allocation_version(allocation_id))
         return pending[allocation_id]
 
     staged = False
@@ -194,7 +182,7 @@ def _remembered_keys(allocation_id: int) -> list[gate.RememberedKey]:
 def gate_rebuild(*, allocation_id: int) -> gate.GateState | None:
     """Rewrite the allocation's gate from the database.
 
-    The figures and their ``gate_version`` are read under the allocation's lock, so
+    The figures and their ``version`` are read under the allocation's lock, so
     they are one consistent moment; the write is refused if a change newer than that
     moment reached the gate meanwhile, and then the rows are read again. Requests
     admitted by the old gate whose rows are not committed yet are not seen: the rebuilt
@@ -215,7 +203,7 @@ def gate_rebuild(*, allocation_id: int) -> gate.GateState | None:
             allocation_id=allocation_id,
             state=state,
             remembered=remembered,
-            version=allocation.gate_version,
+            version=allocation.version,
         ):
             return state
     logger.warning("gate of allocation %s: rebuild kept losing to newer changes", allocation_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from inventory import gate, services
+from inventory import events, gate, services
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from tests.factories import open_allocation
 
@@ -21,6 +21,31 @@ def open_primed(
     allocation = open_allocation(quantity=quantity, on_hand=on_hand, per_customer_limit=limit)
     services.gate_rebuild(allocation_id=allocation.pk)
     return allocation
+
+
+def current_version(allocation_id: int) -> int:
+    """The allocation's version as the last committed change left it."""
+    return Allocation.objects.values_list("version", flat=True).get(pk=allocation_id)
+
+
+def reservation_changed(reservation_id: int, *, status: str) -> events.ReservationChanged:
+    """The event that tells of the reservation as its row stands now (in ``status``), at
+    its allocation's current version: what the last transaction must have said."""
+    row = Reservation.objects.get(pk=reservation_id)
+    assert row.status == status, f"reservation {reservation_id} is {row.status}"
+    return events.ReservationChanged(
+        reservation_id=row.pk,
+        customer_id=row.customer_id,
+        allocation_id=row.allocation_id,
+        status=status,
+        version=current_version(row.allocation_id),
+        quantity=row.quantity,
+        expires_at=row.expires_at,
+        unit_price=row.unit_price,
+        currency=row.currency,
+        reject_reason=row.reject_reason,
+        created_at=row.created_at,
+    )
 
 
 def request_hold(

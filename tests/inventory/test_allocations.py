@@ -14,14 +14,13 @@ from inventory import events, services
 from inventory.events import (
     AllocationChanged,
     AllocationRecounted,
-    ReservationChanged,
     UnitsReturned,
 )
 from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, stocked_variant
-from tests.inventory.helpers import MISSING_ID
+from tests.inventory.helpers import MISSING_ID, current_version, reservation_changed
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
@@ -207,7 +206,12 @@ def test_open_puts_a_ready_allocation_on_sale_once(django_capture_on_commit_call
     assert received == [
         [
             AllocationChanged(
-                allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0
+                allocation_id=allocation.pk,
+                status="open",
+                quantity=4,
+                held=0,
+                sold=0,
+                version=current_version(allocation.pk),
             ),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
@@ -446,7 +450,12 @@ def test_close_announces_the_closed_allocation_on_commit(
     assert received == [
         [
             AllocationChanged(
-                allocation_id=allocation.pk, status="closed", quantity=2, held=2, sold=0
+                allocation_id=allocation.pk,
+                status="closed",
+                quantity=2,
+                held=2,
+                sold=0,
+                version=current_version(allocation.pk),
             ),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
@@ -469,12 +478,7 @@ def test_release_after_close_announces_the_hold_and_the_shrunk_allocation(
 
     assert received == [
         [
-            ReservationChanged(
-                reservation_id=hold.pk,
-                customer_id=hold.customer_id,
-                allocation_id=allocation.pk,
-                status="released",
-            ),
+            reservation_changed(hold.pk, status="released"),
             # The units went back to stock, not on sale.
             UnitsReturned(
                 allocation_id=allocation.pk,
@@ -484,7 +488,12 @@ def test_release_after_close_announces_the_hold_and_the_shrunk_allocation(
                 back_on_sale=False,
             ),
             AllocationChanged(
-                allocation_id=allocation.pk, status="closed", quantity=0, held=0, sold=0
+                allocation_id=allocation.pk,
+                status="closed",
+                quantity=0,
+                held=0,
+                sold=0,
+                version=current_version(allocation.pk),
             ),
         ]
     ]
@@ -534,7 +543,12 @@ def test_a_failing_subscriber_does_not_stop_the_others(
     assert received == [
         [
             AllocationChanged(
-                allocation_id=allocation.pk, status="open", quantity=4, held=0, sold=0
+                allocation_id=allocation.pk,
+                status="open",
+                quantity=4,
+                held=0,
+                sold=0,
+                version=current_version(allocation.pk),
             ),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
@@ -544,6 +558,8 @@ def test_a_failing_subscriber_does_not_stop_the_others(
 
 
 def test_allocation_changed_remaining_counts_units_neither_held_nor_sold():
-    event = AllocationChanged(allocation_id=1, status="open", quantity=10, held=3, sold=2)
+    event = AllocationChanged(
+        allocation_id=1, status="open", quantity=10, held=3, sold=2, version=1
+    )
 
     assert event.remaining == 5

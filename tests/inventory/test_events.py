@@ -106,17 +106,54 @@ def test_a_release_reaches_the_gate_through_its_event(django_capture_on_commit_c
     hold = settled_hold(django_capture_on_commit_callbacks, buyer.pk, allocation.pk, key="e")
     assert hold.status == Reservation.Status.HELD
     assert gate.gate_read(allocation_id=allocation.pk).remaining == 1
-    version = Allocation.objects.get(pk=allocation.pk).gate_version
+    version = Allocation.objects.get(pk=allocation.pk).version
 
     with django_capture_on_commit_callbacks(execute=True):
         services.reservation_release(reservation_id=hold.pk)
 
     # Stamped in the release's own transaction, applied once it committed.
-    assert Allocation.objects.get(pk=allocation.pk).gate_version == version + 1
+    assert Allocation.objects.get(pk=allocation.pk).version == version + 1
     state = gate.gate_read(allocation_id=allocation.pk)
     assert state.remaining == 2
     assert state.customers.get(buyer.pk, 0) == 0
     assert hold.pk not in state.expiries
+
+
+@pytest.mark.django_db
+def test_every_change_of_one_transaction_carries_its_version_and_the_next_is_newer(
+    seen, django_capture_on_commit_callbacks
+):
+    allocation = open_primed(2)
+    first = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="a"
+    )
+    second = settled_hold(
+        django_capture_on_commit_callbacks, UserFactory().pk, allocation.pk, key="b"
+    )
+    seen["after_commit"].clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reservation_confirm(reservation_id=first.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.reservation_release(reservation_id=second.pk)
+
+    confirmed, released = (
+        {type(e): e for e in batch if hasattr(e, "version")} for batch in seen["after_commit"]
+    )
+    # One bump per transaction, shared by everything it changed in the allocation.
+    assert confirmed[events.ReservationChanged].version == (
+        confirmed[events.AllocationChanged].version
+    )
+    assert released[events.AllocationChanged].version == (
+        confirmed[events.AllocationChanged].version + 1
+    )
+    assert Allocation.objects.get(pk=allocation.pk).version == (
+        released[events.ReservationChanged].version
+    )
+    # What the transaction left, not a later read: the release's row as it was then.
+    assert released[events.ReservationChanged].status == Reservation.Status.RELEASED
+    assert released[events.AllocationChanged].held == 0
+    assert released[events.AllocationChanged].sold == 1
 
 
 def _imports(path: Path) -> set[str]:

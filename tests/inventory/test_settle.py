@@ -9,7 +9,6 @@ from inventory import events, services
 from inventory.events import (
     AllocationChanged,
     HoldsPlaced,
-    ReservationChanged,
     UnitsReturned,
 )
 from inventory.models import Reservation
@@ -17,8 +16,10 @@ from tests.factories import UserFactory
 from tests.inventory.helpers import (
     MISSING_ID,
     PRICE,
+    current_version,
     open_primed,
     request_hold,
+    reservation_changed,
     settled_hold,
     snapshot,
 )
@@ -142,20 +143,15 @@ def test_settling_announces_each_reservation_and_the_allocation_on_commit(
 
     assert received == [
         [
-            ReservationChanged(
-                reservation_id=won.pk,
-                customer_id=winner.pk,
-                allocation_id=allocation.pk,
-                status="held",
-            ),
-            ReservationChanged(
-                reservation_id=lost.pk,
-                customer_id=loser.pk,
-                allocation_id=allocation.pk,
-                status="rejected",
-            ),
+            reservation_changed(won.pk, status="held"),
+            reservation_changed(lost.pk, status="rejected"),
             AllocationChanged(
-                allocation_id=allocation.pk, status="open", quantity=1, held=1, sold=0
+                allocation_id=allocation.pk,
+                status="open",
+                quantity=1,
+                held=1,
+                sold=0,
+                version=current_version(allocation.pk),
             ),
             # What the gate mirrors: the refused request's units back, the hold's expiry.
             UnitsReturned(allocation_id=allocation.pk, customer_id=loser.pk, quantity=1),
