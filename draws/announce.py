@@ -1,5 +1,8 @@
-"""What each draw event says, built from the committed rows, sent through livestream's
-broadcast (numbered in the stream's ``seq``; the entrants' results personal)."""
+"""What each draw event says, sent through livestream's broadcast (numbered in the
+stream's ``seq``; the entrants' results personal). The opening, the close and the results
+are built inside the transaction that made them, after its last write, and sent once it
+commits; the coalesced entry count reads the count at send time (it only grows, and the
+viewer page keeps the highest it saw)."""
 
 from __future__ import annotations
 
@@ -11,19 +14,13 @@ from livestream import broadcast
 from livestream.selectors import iso_time
 
 
-def _draw(draw_id: int) -> Draw:
-    return Draw.objects.select_related("drop").get(pk=draw_id)
-
-
-def draw_opened(draw_id: int) -> None:
-    draw = _draw(draw_id)
-    broadcast.publish(
-        draw.drop.stream_id,
-        "draw.opened",
-        drop=draw.drop_id,
-        entries_close_at=iso_time(draw.entries_close_at),
-        seed_commitment=draw.seed_commitment,
-    )
+def draw_opened(draw: Draw) -> None:
+    fields = {
+        "drop": draw.drop_id,
+        "entries_close_at": iso_time(draw.entries_close_at),
+        "seed_commitment": draw.seed_commitment,
+    }
+    broadcast.on_commit(lambda: broadcast.publish(draw.drop.stream_id, "draw.opened", **fields))
 
 
 def _send_entries(draw_id: Hashable) -> None:
@@ -48,26 +45,23 @@ def entries_changed(draw_id: int) -> None:
     entries_coalescer.touch(draw_id)
 
 
-def draw_closed(draw_id: int) -> None:
-    draw = _draw(draw_id)
-    broadcast.publish(
-        draw.drop.stream_id,
-        "draw.closed",
-        drop=draw.drop_id,
-        seed=draw.seed,
-        winners=len(draw.winners),
-        entries=draw.entry_count,
-    )
-
-
-def draw_results(draw_id: int) -> None:
-    """Each entrant's own result (one pipelined round trip to Redis for all)."""
-    draw = _draw(draw_id)
-    entries = list(
-        Entry.objects.filter(draw_id=draw_id).select_related("reservation", "waitlist_entry")
-    )
-    bodies = entry_bodies(entries, drop_id=draw.drop_id)
-    broadcast.send_personal_many(
+def draw_drawn(draw: Draw, entries: list[Entry]) -> None:
+    """``draw.closed`` for the stream, then each entrant's own ``draw.result`` (one
+    pipelined round trip to Redis for all); ``entries`` as the draw left them, with
+    their holds and places in line."""
+    closed = {
+        "drop": draw.drop_id,
+        "seed": draw.seed,
+        "winners": len(draw.winners),
+        "entries": draw.entry_count,
+    }
+    results = [
         (entry.customer_id, "draw.result", {"entry": body})
-        for entry, body in zip(entries, bodies, strict=True)
-    )
+        for entry, body in zip(entries, entry_bodies(entries, drop_id=draw.drop_id), strict=True)
+    ]
+
+    def send() -> None:
+        broadcast.publish(draw.drop.stream_id, "draw.closed", **closed)
+        broadcast.send_personal_many(results)
+
+    broadcast.on_commit(send)

@@ -115,7 +115,7 @@ def draw_entries_open(*, drop: Drop, now: datetime) -> Draw:
         close_queue.current().close_at(draw_id=draw.pk, at=draw.entries_close_at)
 
     transaction.on_commit(after_commit)
-    broadcast.on_commit(lambda: announce.draw_opened(draw.pk))
+    announce.draw_opened(draw)
     return draw
 
 
@@ -655,8 +655,7 @@ def draw_run(*, draw_id: int, now: datetime | None = None) -> Draw | None:
         draw.save(
             update_fields=["status", "drawn_at", "entry_count", "units", "winners", "refusals"]
         )
-        broadcast.on_commit(lambda: announce.draw_closed(draw.pk))
-        broadcast.on_commit(lambda: announce.draw_results(draw.pk))
+        announce.draw_drawn(draw, ranked)
     return draw
 
 

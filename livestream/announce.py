@@ -1,77 +1,93 @@
-"""What each live event says, built from the committed rows, and when the counters go
-out: the stream's status, drops pinned, opened and closed, stock and viewer counts
-(coalesced), a buyer's own reservation and place in a drop's line. ``livestream.broadcast``
-numbers and sends them; a sell-out and each viewer count sent also go out as domain
-events (``livestream.events``)."""
+"""What each live event says, and when the counters go out: the stream's status, drops
+pinned, opened and closed, stock and viewer counts (coalesced), a buyer's own
+reservation and place in a drop's line. Each is built from the change itself, inside its
+transaction (the rows as it leaves them, or the inventory event's data), and sent once
+it commits; ``livestream.broadcast`` numbers and sends them, the stock figures and
+reservations by version so that a late send never shows an older value. A sell-out and
+each viewer count sent also go out as domain events (``livestream.events``)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from functools import lru_cache
+from typing import Any
 
 from core.redis import get_redis, redis_configured
 from inventory import events as inventory_events
-from inventory import selectors as inventory_selectors
-from inventory.models import Reservation
 from livestream import broadcast
 from livestream import events as live_events
 from livestream.models import Drop, Stream
 from livestream.presence import presence_count
 from livestream.selectors import drop_snapshot, drops_for_snapshot, iso_time
-from livestream.serializers import ReservationSerializer
+from livestream.serializers import reservation_body
 
 # The event a stream's status change announces, and the moment it carries.
 _STATUS_EVENTS = {"live": ("stream.started", "started_at"), "ended": ("stream.ended", "ended_at")}
 
 
-def stream_status_changed(stream_id: int) -> None:
-    """``stream.started`` or ``stream.ended``, from the stream's status as committed."""
-    stream = Stream.objects.get(pk=stream_id)
+# The stream and drop events below are called inside the transaction that made the
+# change, after its last write: each builds its payload from the rows as the transaction
+# leaves them and publishes it once the transaction commits (never if it rolls back).
+
+
+def stream_status_changed(stream: Stream) -> None:
+    """``stream.started`` or ``stream.ended``, from the stream's new status."""
     event_type, moment = _STATUS_EVENTS[stream.status]
-    broadcast.publish(
-        stream_id,
-        event_type,
-        stream={"id": stream.pk, "slug": stream.slug, "status": stream.status},
-        **{moment: iso_time(getattr(stream, moment))},
-    )
+    fields = {
+        "stream": {"id": stream.pk, "slug": stream.slug, "status": stream.status},
+        moment: iso_time(getattr(stream, moment)),
+    }
+    broadcast.on_commit(lambda: broadcast.publish(stream.pk, event_type, **fields))
 
 
-def drop_pinned(drop_id: int) -> None:
+def _drop_event(event_type: str, drop_id: int) -> None:
     drop = drops_for_snapshot().get(pk=drop_id)
-    broadcast.publish(drop.stream_id, "drop.pinned", drop=drop_snapshot(drop=drop))
+    snapshot = drop_snapshot(drop=drop)
+    broadcast.on_commit(lambda: broadcast.publish(drop.stream_id, event_type, drop=snapshot))
 
 
-def drop_unpinned(drop_id: int) -> None:
-    stream_id = Drop.objects.values_list("stream_id", flat=True).get(pk=drop_id)
-    broadcast.publish(stream_id, "drop.unpinned", drop=drop_id)
+def drop_pinned(drop_id: int) -> Callable[[], None]:
+    """The pin takes its place among the transaction's events now, ahead of what the
+    opening of its sale sends (viewers learn of the drop on stage first); its payload is
+    built by the function returned, to be called after the transaction's last write."""
+    payload: dict[str, Any] = {}
+
+    def send() -> None:
+        broadcast.publish(payload["stream_id"], "drop.pinned", drop=payload["drop"])
+
+    def build() -> None:
+        drop = drops_for_snapshot().get(pk=drop_id)
+        payload.update(stream_id=drop.stream_id, drop=drop_snapshot(drop=drop))
+
+    broadcast.on_commit(send)
+    return build
+
+
+def drop_unpinned(drop_id: int, stream_id: int) -> None:
+    broadcast.on_commit(lambda: broadcast.publish(stream_id, "drop.unpinned", drop=drop_id))
 
 
 def drop_opened(drop_id: int) -> None:
-    """A timed drop's sale opened by itself at its start."""
-    drop = drops_for_snapshot().get(pk=drop_id)
-    broadcast.publish(drop.stream_id, "drop.opened", drop=drop_snapshot(drop=drop))
+    """A drop's sale opened (at its start, or by ops)."""
+    _drop_event("drop.opened", drop_id)
 
 
 def drop_closed(drop_id: int) -> None:
-    """A drop's sale closed (its end time came, or the stream ended)."""
-    drop = drops_for_snapshot().get(pk=drop_id)
-    broadcast.publish(drop.stream_id, "drop.closed", drop=drop_snapshot(drop=drop))
+    """A drop's sale closed (its end time came, or ops closed it)."""
+    _drop_event("drop.closed", drop_id)
+
+
+# A drop's stock figures as the newest committed change left them.
+stock_latest = broadcast.Latest("stock")
 
 
 def _send_stock(drop_id: Hashable) -> None:
-    row = (
-        Drop.objects.filter(pk=drop_id)
-        .values("stream_id", "allocation__quantity", "allocation__held", "allocation__sold")
-        .first()
-    )
-    if row is None:
+    stream_id = _stream_of_drop(drop_id)
+    if stream_id is None:
         return
-    remaining = row["allocation__quantity"] - row["allocation__held"] - row["allocation__sold"]
-    sold = row["allocation__sold"]
-    broadcast.publish(
-        row["stream_id"], "stock.changed", drop=drop_id, remaining=remaining, sold=sold
-    )
-    _maybe_sold_out(row["stream_id"], drop_id, remaining)
+    sent = stock_latest.publish(drop_id, stream_id, "stock.changed")
+    if sent is not None:
+        _maybe_sold_out(stream_id, drop_id, sent["remaining"])
 
 
 # Which drops were announced sold out (so the event goes once per sell-out, again only
@@ -120,38 +136,61 @@ def viewers_changed(stream_id: int) -> None:
 # --- from inventory events -------------------------------------------------------------
 
 
+# Which drop and stream an allocation and a drop belong to never changes once they
+# exist, so it is read once per process, not per event.
+
+
 @lru_cache(maxsize=100_000)
 def _drop_of_allocation(allocation_id: int) -> int | None:
-    """The drop on stage for an allocation (fixed once created, so cached)."""
+    """The drop on stage for an allocation."""
     return Drop.objects.filter(allocation_id=allocation_id).values_list("pk", flat=True).first()
 
 
-def allocation_changed(allocation_id: int) -> None:
-    """Units moved in an allocation: its drop's ``stock.changed`` (coalesced)."""
-    drop_id = _drop_of_allocation(allocation_id)
-    if drop_id is not None:
+@lru_cache(maxsize=100_000)
+def _stream_of_drop(drop_id: int) -> int | None:
+    return Drop.objects.filter(pk=drop_id).values_list("stream_id", flat=True).first()
+
+
+def allocation_changed(event: inventory_events.AllocationChanged) -> None:
+    """Units moved in an allocation: its drop's ``stock.changed`` (coalesced), with the
+    figures the change committed, unless a newer change's are kept already."""
+    drop_id = _drop_of_allocation(event.allocation_id)
+    if drop_id is None:
+        return
+    if stock_latest.offer(
+        drop_id, event.version, drop=drop_id, remaining=event.remaining, sold=event.sold
+    ):
         stock_changed(drop_id)
 
 
-def reservations_updated(reservation_ids: Iterable[int]) -> None:
-    """Each buyer gets their reservation, as the REST API shows it."""
-    by_allocation: dict[int, list[Reservation]] = {}
-    for reservation in inventory_selectors.reservations_with_ids(
-        reservation_ids, fields=("customer_id", *ReservationSerializer.Meta.stored_fields)
-    ):
-        by_allocation.setdefault(reservation.allocation_id, []).append(reservation)
-    events = []
-    # One serializer per allocation (a settle batch is one): its drop is known, and
-    # DRF builds a serializer's fields once, not per instance.
-    for allocation_id, reservations in by_allocation.items():
-        bodies = ReservationSerializer(
-            reservations, many=True, context={"drop_id": _drop_of_allocation(allocation_id)}
-        ).data
-        events += [
-            (reservation.customer_id, "reservation.updated", {"reservation": body})
-            for reservation, body in zip(reservations, bodies, strict=True)
-        ]
-    broadcast.send_personal_many(events)
+def reservation_messages(
+    changes: Iterable[inventory_events.ReservationChanged],
+) -> list[tuple[int, str, int, str, dict]]:
+    """Each buyer's ``reservation.updated``, as the REST API shows the reservation, from
+    the changes' data: ready for ``broadcast.send_personal_versioned`` (JSON-safe, so a
+    task can carry them)."""
+    return [
+        (
+            change.customer_id,
+            f"reservation:{change.reservation_id}",
+            change.version,
+            "reservation.updated",
+            {
+                "reservation": reservation_body(
+                    change,
+                    reservation_id=change.reservation_id,
+                    drop_id=_drop_of_allocation(change.allocation_id),
+                )
+            },
+        )
+        for change in changes
+    ]
+
+
+def reservations_updated(messages: Iterable[tuple[int, str, int, str, dict]]) -> None:
+    """Send ``reservation_messages``: each buyer gets their reservation, unless they were
+    told of a newer version of it already."""
+    broadcast.send_personal_versioned(messages)
 
 
 def waitlist_updated(event: inventory_events.WaitlistChanged) -> None:

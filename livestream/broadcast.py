@@ -14,10 +14,16 @@ Personal events (``reservation.updated``) are published to the user's own channe
 PUBLISH each, pipelined for a settled batch; the hubs of the processes holding the
 user's sockets subscribe to it.
 
+What an event says is built from the data of the change, inside its transaction; it is
+sent after commit, by whichever process committed it. Two processes' sends can cross,
+so what a newer change supersedes is versioned (the allocation's ``version``): a
+drop's stock figures are kept as the latest value (``Latest``), and each send publishes
+the value kept then; a user's reservation is published only if no newer version of it
+was (``send_personal_versioned``). A viewer never sees an older value after a newer one.
+
 Counters are coalesced (``Coalescer``): the first change in a window is sent at once,
-later ones in the window are folded into one trailing event carrying the value read at
-send time, so the last value is always delivered and never a stale one after a fresher
-one.
+later ones in the window are folded into one trailing event carrying the latest value,
+so the last value is always delivered.
 """
 
 from __future__ import annotations
@@ -37,7 +43,13 @@ from django.db import close_old_connections, transaction
 
 from core.redis import get_redis, redis_configured
 from livestream.hub import get_hub
-from livestream.topics import USER_LOGGED_OUT, seq_key, stream_channel, user_channel
+from livestream.topics import (
+    USER_LOGGED_OUT,
+    seq_key,
+    stream_channel,
+    user_channel,
+    user_versions_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +107,112 @@ def publish(stream_id: int, event_type: str, **fields: Any) -> int:
     return seq
 
 
+# --- the latest value of a counter ---------------------------------------------------
+
+_latest_values: list[Latest] = []
+
+
+def forget_local_versions() -> None:
+    """Forget the versions and latest values kept in this process (without Redis):
+    for a database emptied under a running process, as between tests."""
+    with _local_lock:
+        _local_versions.clear()
+    for latest in _latest_values:
+        with latest._lock:
+            latest._kept.clear()
+
+
+# How long a latest value is kept after its last change. Versions only order sends that
+# race each other, seconds apart; kept short, a database restored from a backup (its
+# versions lower again) is heard again within the hour.
+LATEST_LIFETIME_SECONDS = 3600
+
+# KEYS: the latest value. ARGV: version, the event's fields (JSON members, no braces),
+# lifetime (s). 1: kept, 0: older than the one kept, dropped (one transaction's changes
+# share a version: the later one wins).
+_OFFER_LATEST = """
+local kept = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+if tonumber(ARGV[1]) < kept then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'fields', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# KEYS: the latest value, the stream's seq counter. ARGV: channel, event type, ts.
+# The fields kept, numbered and published in one step (nothing when none is kept).
+_PUBLISH_LATEST = """
+local fields = redis.call('HGET', KEYS[1], 'fields')
+if not fields then return false end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1],
+  '{"seq":' .. seq .. ',"type":"' .. ARGV[2] .. '",' .. fields .. ',"ts":' .. ARGV[3] .. '}')
+return fields
+"""
+
+
+class Latest:
+    """The latest value of one counter per key (a drop's stock figures), by version.
+
+    ``offer`` keeps a value unless the one kept is of a newer version: changes are
+    offered after their commits, by whichever process made them, in any order.
+    ``publish`` sends the value kept at that moment, numbered like any stream event, in
+    one step in Redis; so however sends and offers interleave, a viewer never gets an
+    older value after a newer one. Kept in Redis when configured (shared by every
+    process), else in this process."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._lock = threading.Lock()
+        self._kept: dict[Hashable, tuple[int, str]] = {}
+        _latest_values.append(self)
+
+    def _key(self, key: Hashable) -> str:
+        return f"stream:latest:{self.name}:{key}"
+
+    def offer(self, key: Hashable, version: int, **fields: Any) -> bool:
+        """Keep ``fields`` as the value of ``key`` unless the one kept has a newer
+        version; False when it was dropped as stale."""
+        members = json.dumps(fields, separators=(",", ":"), default=str)[1:-1]
+        if redis_configured():
+            return bool(
+                get_redis().eval(
+                    _OFFER_LATEST, 1, self._key(key), version, members, LATEST_LIFETIME_SECONDS
+                )
+            )
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None and version < kept[0]:
+                return False
+            self._kept[key] = (version, members)
+            return True
+
+    def publish(self, key: Hashable, stream_id: int, event_type: str) -> dict[str, Any] | None:
+        """Send the value kept for ``key`` to the stream's viewers as ``event_type``;
+        returns the fields sent (None: no value kept, nothing sent)."""
+        ts = round(time.time(), 6)
+        if redis_configured():
+            members = get_redis().eval(
+                _PUBLISH_LATEST,
+                2,
+                self._key(key),
+                seq_key(stream_id),
+                stream_channel(stream_id),
+                event_type,
+                ts,
+            )
+            return None if members is None else json.loads(f"{{{members}}}")
+        with _local_lock:  # as ``publish``: read, numbered and handed over in one step
+            with self._lock:
+                kept = self._kept.get(key)
+            if kept is None:
+                return None
+            seq = _local_seq.get(stream_id, 0) + 1
+            _local_seq[stream_id] = seq
+            get_hub().deliver(
+                stream_id, f'{{"seq":{seq},"type":"{event_type}",{kept[1]},"ts":{ts}}}'
+            )
+        return json.loads(f"{{{kept[1]}}}")
+
+
 # --- personal events ---------------------------------------------------------------------
 
 
@@ -110,6 +228,68 @@ def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> Non
         (user_id, json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str))
         for user_id, event_type, fields in events
     )
+
+
+# KEYS: the user's versions seen (hash). ARGV: channel, lifetime (s), then per event:
+# what it is about, its version, its text. Published only if no newer version of the
+# same thing was; one transaction's events share a version, the later one wins.
+_PUBLISH_VERSIONED = """
+local published = 0
+for i = 3, #ARGV, 3 do
+  local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) >= seen then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('PUBLISH', ARGV[1], ARGV[i + 2])
+    published = published + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return published
+"""
+# How long a user's versions are kept after their last personal event (as the latest
+# values above).
+VERSIONS_LIFETIME_SECONDS = 3600
+# In-process (no Redis), the versions of this many things are kept, the oldest forgotten.
+_LOCAL_VERSIONS_KEPT = 100_000
+_local_versions: dict[tuple[int, str], int] = {}
+
+
+def send_personal_versioned(events: Iterable[tuple[int, str, int, str, dict[str, Any]]]) -> int:
+    """Users' own events, each ``(user, about, version, type, fields)``: sent unless
+    the user was already sent a newer version of what it is ``about`` (a reservation
+    confirmed by one process must not be followed by its hold, told late by another).
+    One round trip for a settled batch; returns how many were sent."""
+    by_user: dict[int, list[tuple[str, int, str]]] = {}
+    for user_id, about, version, event_type, fields in events:
+        text = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
+        by_user.setdefault(user_id, []).append((about, version, text))
+    if not by_user:
+        return 0
+    if redis_configured():
+        pipe = get_redis().pipeline(transaction=False)
+        for user_id, sends in by_user.items():
+            args = [item for send in sends for item in send]
+            pipe.eval(
+                _PUBLISH_VERSIONED,
+                1,
+                user_versions_key(user_id),
+                user_channel(user_id),
+                VERSIONS_LIFETIME_SECONDS,
+                *args,
+            )
+        return sum(pipe.execute())
+    texts = []
+    with _local_lock:
+        for user_id, sends in by_user.items():
+            for about, version, text in sends:
+                if version >= _local_versions.get((user_id, about), -1):
+                    _local_versions.pop((user_id, about), None)  # moved to the newest end
+                    _local_versions[user_id, about] = version
+                    texts.append((user_id, text))
+        while len(_local_versions) > _LOCAL_VERSIONS_KEPT:
+            del _local_versions[next(iter(_local_versions))]
+    _send_personal_texts(texts)
+    return len(texts)
 
 
 def _send_personal_texts(texts: Iterable[tuple[int, str]]) -> None:

@@ -17,18 +17,18 @@ NOTIFY_IN_BACKGROUND_FROM = 10
 
 def on_inventory_events(batch: list[inventory_events.Event]) -> None:
     """Subscribed to ``inventory.events`` (after commit): counters and personal events."""
-    reservation_ids = [
-        e.reservation_id for e in batch if isinstance(e, inventory_events.ReservationChanged)
-    ]
-    if len(reservation_ids) >= NOTIFY_IN_BACKGROUND_FROM:
+    messages = announce.reservation_messages(
+        e for e in batch if isinstance(e, inventory_events.ReservationChanged)
+    )
+    if len(messages) >= NOTIFY_IN_BACKGROUND_FROM:
         # A settle batch: its buyers are told by another worker process, so that this
         # one settles the next batch at once (the holds are committed already).
-        tasks.notify_reservations.delay(reservation_ids)
-    elif reservation_ids:
-        announce.reservations_updated(reservation_ids)
+        tasks.notify_reservations.delay(messages)
+    elif messages:
+        announce.reservations_updated(messages)
     for event in batch:
         if isinstance(event, inventory_events.AllocationChanged):
-            announce.allocation_changed(event.allocation_id)
+            announce.allocation_changed(event)
         elif isinstance(event, inventory_events.WaitlistChanged):
             announce.waitlist_updated(event)
 

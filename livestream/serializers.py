@@ -175,18 +175,26 @@ class ReservationSerializer(serializers.ModelSerializer):
         """The fields above in their DRF formats, without DRF's generic walk over
         bound fields: every 202 and every settled hold's event is one of these, and the
         walk was most of their cost. (A test holds it equal to the generic walk.)"""
-        expires_at = instance.expires_at
-        return {
-            "id": instance.pk,
-            "status": instance.status,
-            "quantity": instance.quantity,
-            "expires_at": _RESERVATION_TIME.to_representation(expires_at) if expires_at else None,
-            "drop": self.get_drop(instance),
-            "unit_price": _RESERVATION_PRICE.to_representation(instance.unit_price),
-            "currency": instance.currency,
-            "reject_reason": instance.reject_reason,
-            "created_at": _RESERVATION_TIME.to_representation(instance.created_at),
-        }
+        return reservation_body(
+            instance, reservation_id=instance.pk, drop_id=self.get_drop(instance)
+        )
+
+
+def reservation_body(reservation, *, reservation_id: int, drop_id: int | None) -> dict:
+    """A reservation as the API shows it, from anything with its fields: a row, or the
+    inventory's ``ReservationChanged`` (the personal event, built from the change)."""
+    expires_at = reservation.expires_at
+    return {
+        "id": reservation_id,
+        "status": reservation.status,
+        "quantity": reservation.quantity,
+        "expires_at": _RESERVATION_TIME.to_representation(expires_at) if expires_at else None,
+        "drop": drop_id,
+        "unit_price": _RESERVATION_PRICE.to_representation(reservation.unit_price),
+        "currency": reservation.currency,
+        "reject_reason": reservation.reject_reason,
+        "created_at": _RESERVATION_TIME.to_representation(reservation.created_at),
+    }
 
 
 class WaitlistJoinSerializer(serializers.Serializer):

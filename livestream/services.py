@@ -286,7 +286,7 @@ def stream_start(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.LIVE
         stream.started_at = timezone.now()
         stream.save(update_fields=["status", "started_at", "updated_at"])
-        broadcast.on_commit(lambda: announce.stream_status_changed(stream.pk))
+        announce.stream_status_changed(stream)
     return stream
 
 
@@ -308,7 +308,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         )
         Drop.objects.filter(pk__in=unpinned).update(is_pinned=False)
         for drop_id in unpinned:
-            broadcast.on_commit(lambda drop_id=drop_id: announce.drop_unpinned(drop_id))
+            announce.drop_unpinned(drop_id, stream.pk)
         draw_drops = list(
             Drop.objects.filter(stream_id=stream.pk, mode=Drop.Mode.DRAW).values_list(
                 "pk", flat=True
@@ -329,7 +329,7 @@ def stream_end(*, stream_id: int, actor) -> Stream:
         stream.status = Stream.Status.ENDED
         stream.ended_at = timezone.now()
         stream.save(update_fields=["status", "ended_at", "updated_at"])
-        broadcast.on_commit(lambda: announce.stream_status_changed(stream.pk))
+        announce.stream_status_changed(stream)
     return stream
 
 
@@ -495,6 +495,7 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
             raise StreamNotLive(status=stream.status)
         if drop.allocation.status == Allocation.Status.CLOSED:
             raise AllocationClosed("This drop's sale is closed.")
+        build_pin = None
         if not drop.is_pinned:
             unpinned = list(
                 Drop.objects.filter(stream_id=stream.pk, is_pinned=True).values_list(
@@ -506,14 +507,16 @@ def drop_pin(*, drop_id: int, actor) -> Drop:
             Drop.objects.filter(pk=drop.pk).update(is_pinned=True, pinned_at=now)
             drop.is_pinned, drop.pinned_at = True, now
             for other in unpinned:
-                broadcast.on_commit(lambda other=other: announce.drop_unpinned(other))
-            broadcast.on_commit(lambda: announce.drop_pinned(drop.pk))
+                announce.drop_unpinned(other, stream.pk)
+            build_pin = announce.drop_pinned(drop.pk)
             broadcast.on_commit(lambda: _announce_audience_at_pin(drop))
         if drop.mode == Drop.Mode.DRAW:
             draw_hooks().entries_open(drop=drop, now=drop.pinned_at or timezone.now())
         # A timed drop pinned before its start shows the countdown; it opens on time.
         elif drop.allocation.status != Allocation.Status.OPEN and not _starts_later(drop):
             _open_sale(drop)
+        if build_pin is not None:
+            build_pin()  # the drop as this transaction leaves it: open, or taking entries
     return drop
 
 
@@ -551,7 +554,7 @@ def drop_unpin(*, drop_id: int, actor) -> Drop:
         if drop.is_pinned:
             Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
             drop.is_pinned = False
-            broadcast.on_commit(lambda: announce.drop_unpinned(drop.pk))
+            announce.drop_unpinned(drop.pk, drop.stream_id)
     return drop
 
 
@@ -663,7 +666,7 @@ def _open_timed(drop_id: int, now: datetime) -> bool:
         if drop.ends_at is not None and drop.ends_at <= now:
             return False  # its whole window passed before the stream went live
         _open_sale(drop, now)
-        broadcast.on_commit(lambda: announce.drop_opened(drop.pk))
+        announce.drop_opened(drop.pk)
     return True
 
 
@@ -688,11 +691,11 @@ def _close_sale(drop: Drop, *, actor=None) -> None:
     if drop.is_pinned:
         Drop.objects.filter(pk=drop.pk).update(is_pinned=False)
         drop.is_pinned = False
-        broadcast.on_commit(lambda: announce.drop_unpinned(drop.pk))
+        announce.drop_unpinned(drop.pk, drop.stream_id)
     # Unsold units go back to stock with a ledger entry; open holds keep theirs until
     # checkout, release or expiry, then return to stock too.
     drop.allocation = inventory.allocation_close(allocation_id=drop.allocation_id, actor=actor)
-    broadcast.on_commit(lambda: announce.drop_closed(drop.pk))
+    announce.drop_closed(drop.pk)
     events.emit_on_commit(events.DropClosed(drop_id=drop.pk))
 
 
@@ -714,7 +717,7 @@ def drop_open_by_hand(*, drop_id: int, actor) -> Drop:
         if _starts_later(drop):
             raise DropNotStarted(starts_at=drop.starts_at.isoformat())
         _open_sale(drop)
-        broadcast.on_commit(lambda: announce.drop_opened(drop.pk))
+        announce.drop_opened(drop.pk)
     return drop
 
 

@@ -22,7 +22,8 @@ def run_drop_schedule() -> dict[str, int]:
 
 
 @shared_task(name="livestream.notify_reservations", ignore_result=True)
-def notify_reservations(reservation_ids: list[int]) -> int:
-    """Tell each buyer of a settled batch about their reservation."""
-    announce.reservations_updated(reservation_ids)
-    return len(reservation_ids)
+def notify_reservations(messages: list[list]) -> int:
+    """Tell each buyer of a settled batch about their reservation (the messages of
+    ``announce.reservation_messages``, built from the committed change)."""
+    announce.reservations_updated(messages)
+    return len(messages)

@@ -136,4 +136,4 @@ def test_closing_a_pinned_drops_allocation_unpins_it_and_tells_viewers(
     assert drop.is_pinned is False
     assert drop.allocation.status == Allocation.Status.CLOSED
     closed.assert_called_once_with(drop.pk)
-    unpinned.assert_called_once_with(drop.pk)
+    unpinned.assert_called_once_with(drop.pk, drop.stream_id)

@@ -4,14 +4,19 @@ import json
 import threading
 import time
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core.redis import get_redis
 from inventory import services as inventory
+from inventory.tasks import settle
 from livestream import broadcast, receivers, services, topics
-from tests.factories import UserFactory, stocked_variant
+from tests.factories import UserFactory, live_drop, stocked_variant
+from tests.inventory.helpers import request_hold
 
 
 def _listen(stream_id):
@@ -315,3 +320,105 @@ def test_the_sweep_leaves_a_live_window_to_its_owner(settings):
 
     assert coalescer.sweep() == 0
     assert sent == [3]
+
+
+# --- versions: a send that comes late never shows an older value ---------------------
+
+
+class _LocalHub:
+    """What the broadcast hands to this process's hub without Redis."""
+
+    def __init__(self):
+        self.stream: list[dict] = []
+        self.personal: list[tuple[int, dict]] = []
+
+    def deliver(self, stream_id, text):
+        self.stream.append(json.loads(text))
+
+    def deliver_personal(self, user_id, text):
+        self.personal.append((user_id, json.loads(text)))
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+def heard(request, settings, monkeypatch):
+    """Where the test's stream 61 and user 62 are heard: this process's hub without
+    Redis, their channels with it. Returns a function giving (stream events, personal
+    events)."""
+    if request.param == "local":
+        settings.REDIS_URL = ""
+        hub = _LocalHub()
+        monkeypatch.setattr(broadcast, "get_hub", lambda: hub)
+        return lambda: (hub.stream, [event for _, event in hub.personal])
+    stream, personal = _listen(61), _subscribed(topics.user_channel(62))
+    return lambda: (_events(stream, wait=0.5), _personal(personal, wait=0.5).get(62, []))
+
+
+def test_a_latest_value_older_than_the_one_kept_is_dropped_and_never_sent(heard):
+    latest = broadcast.Latest("test-stock")
+
+    assert latest.publish("d1", 61, "stock.changed") is None  # nothing kept: nothing sent
+    assert latest.offer("d1", 5, drop=1, remaining=3, sold=2)
+    assert not latest.offer("d1", 4, drop=1, remaining=4, sold=1)  # older, offered late
+    assert latest.publish("d1", 61, "stock.changed") == {"drop": 1, "remaining": 3, "sold": 2}
+    assert latest.offer("d1", 5, drop=1, remaining=2, sold=3)  # the same commit, later
+    assert latest.offer("d1", 6, drop=1, remaining=1, sold=4)
+    latest.publish("d1", 61, "stock.changed")
+
+    stream, _ = heard()
+    assert [(e["type"], e["remaining"], e["sold"]) for e in stream] == [
+        ("stock.changed", 3, 2),
+        ("stock.changed", 1, 4),
+    ]
+    assert stream[1]["seq"] == stream[0]["seq"] + 1  # numbered like every stream event
+    assert all(isinstance(e["ts"], float) for e in stream)
+
+
+def test_a_personal_event_older_than_one_sent_about_the_same_thing_is_not_sent(heard):
+    def told(about, version, status):
+        return (62, about, version, "reservation.updated", {"reservation": {"status": status}})
+
+    sent = broadcast.send_personal_versioned(
+        [told("reservation:7", 3, "confirmed"), told("reservation:8", 1, "held")]
+    )
+    late = broadcast.send_personal_versioned(
+        [told("reservation:7", 2, "held"), told("reservation:8", 1, "released")]
+    )
+
+    assert (sent, late) == (2, 1)
+    _, personal = heard()
+    # Reservation 7's hold, told after its confirmation, is dropped; reservation 8's two
+    # changes of one commit both go, in order.
+    assert [e["reservation"]["status"] for e in personal] == ["confirmed", "held", "released"]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_a_settle_told_late_never_undoes_the_checkout_viewers_saw_first(
+    django_capture_on_commit_callbacks, settings
+):
+    """The settle's sends run after the buyer checked out (another process, told late):
+    the buyer never hears ``held`` after ``confirmed``, and the stock never goes back.
+    What they say is the change's own data: the late sends read no row."""
+    settings.BROADCAST_COALESCE_MS = 0  # every change sent
+    capture = django_capture_on_commit_callbacks
+    with capture(execute=True):
+        drop = live_drop(quantity=3)
+    buyer = UserFactory()
+    stream, personal = _listen(drop.stream_id), _subscribed(topics.user_channel(buyer.pk))
+
+    with mock.patch.object(settle, "delay"):  # admitted; its settle runs below
+        pending = request_hold(buyer.pk, drop.allocation_id, key="late")
+    with capture(execute=False) as settle_sends:
+        inventory.allocation_settle_pending(allocation_id=drop.allocation_id)
+    with capture(execute=True):
+        inventory.reservation_confirm(reservation_id=pending.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        for send in settle_sends:
+            send()
+
+    assert [q["sql"] for q in queries] == []
+    told = _personal(personal)[buyer.pk]
+    assert [e["reservation"]["status"] for e in told] == ["confirmed"]
+    figures = [(e["remaining"], e["sold"]) for e in _events(stream) if e["type"] == "stock.changed"]
+    assert figures == [(2, 1)]

@@ -106,8 +106,13 @@ def test_the_viewer_hears_their_place_and_their_offer(
 ):
     capture = django_capture_on_commit_callbacks
     sent: list[tuple[int, str, dict]] = []
-    # Every personal event goes through send_personal_many.
+    # Every personal event goes through send_personal_many, a reservation's by version.
     monkeypatch.setattr(broadcast, "send_personal_many", lambda events: sent.extend(events))
+    monkeypatch.setattr(
+        broadcast,
+        "send_personal_versioned",
+        lambda events: sent.extend((user, kind, fields) for user, _, _, kind, fields in events),
+    )
     hold = _sell_out(drop, capture)
     first, second = UserFactory(), UserFactory()
     with capture(execute=True):
