@@ -47,6 +47,23 @@ class ReservationChanged:
     reject_reason: str
     created_at: datetime
 
+    @classmethod
+    def of(cls, reservation, *, version: int) -> ReservationChanged:
+        """The event telling of ``reservation`` (a row) as it stands."""
+        return cls(
+            reservation_id=reservation.pk,
+            customer_id=reservation.customer_id,
+            allocation_id=reservation.allocation_id,
+            status=reservation.status,
+            version=version,
+            quantity=reservation.quantity,
+            expires_at=reservation.expires_at,
+            unit_price=reservation.unit_price,
+            currency=reservation.currency,
+            reject_reason=reservation.reject_reason,
+            created_at=reservation.created_at,
+        )
+
 
 @dataclass(frozen=True)
 class AllocationChanged:

@@ -62,18 +62,8 @@ def allocation_version(allocation_id: int) -> int:
 
 def reservation_changed_event(reservation: Reservation) -> events.ReservationChanged:
     """The reservation as this transaction leaves it (the row's fields a viewer sees)."""
-    return events.ReservationChanged(
-        reservation_id=reservation.pk,
-        customer_id=reservation.customer_id,
-        allocation_id=reservation.allocation_id,
-        status=reservation.status,
-        version=allocation_version(reservation.allocation_id),
-        quantity=reservation.quantity,
-        expires_at=reservation.expires_at,
-        unit_price=reservation.unit_price,
-        currency=reservation.currency,
-        reject_reason=reservation.reject_reason,
-        created_at=reservation.created_at,
+    return events.ReservationChanged.of(
+        reservation, version=allocation_version(reservation.allocation_id)
     )
 
 

@@ -33,18 +33,21 @@ def reservation_changed(reservation_id: int, *, status: str) -> events.Reservati
     its allocation's current version: what the last transaction must have said."""
     row = Reservation.objects.get(pk=reservation_id)
     assert row.status == status, f"reservation {reservation_id} is {row.status}"
-    return events.ReservationChanged(
-        reservation_id=row.pk,
-        customer_id=row.customer_id,
-        allocation_id=row.allocation_id,
+    return events.ReservationChanged.of(row, version=current_version(row.allocation_id))
+
+
+def allocation_changed(
+    allocation_id: int, *, status: str, quantity: int, held: int, sold: int
+) -> events.AllocationChanged:
+    """The event that tells of the allocation with these figures, at its current
+    version: what the last transaction must have said."""
+    return events.AllocationChanged(
+        allocation_id=allocation_id,
         status=status,
-        version=current_version(row.allocation_id),
-        quantity=row.quantity,
-        expires_at=row.expires_at,
-        unit_price=row.unit_price,
-        currency=row.currency,
-        reject_reason=row.reject_reason,
-        created_at=row.created_at,
+        quantity=quantity,
+        held=held,
+        sold=sold,
+        version=current_version(allocation_id),
     )
 
 

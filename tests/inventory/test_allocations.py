@@ -20,7 +20,7 @@ from inventory.exceptions import AllocationClosed, InsufficientStock
 from inventory.models import Allocation, Reservation, StockItem, StockMovement
 from inventory.services._common import MAX_QUANTITY
 from tests.factories import UserFactory, stocked_variant
-from tests.inventory.helpers import MISSING_ID, current_version, reservation_changed
+from tests.inventory.helpers import MISSING_ID, allocation_changed, reservation_changed
 from tests.inventory.invariants import assert_inventory_invariants
 
 Reason = StockMovement.Reason
@@ -205,14 +205,7 @@ def test_open_puts_a_ready_allocation_on_sale_once(django_capture_on_commit_call
     assert opened.opened_at is not None
     assert received == [
         [
-            AllocationChanged(
-                allocation_id=allocation.pk,
-                status="open",
-                quantity=4,
-                held=0,
-                sold=0,
-                version=current_version(allocation.pk),
-            ),
+            allocation_changed(allocation.pk, status="open", quantity=4, held=0, sold=0),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
     ]
@@ -449,14 +442,7 @@ def test_close_announces_the_closed_allocation_on_commit(
 
     assert received == [
         [
-            AllocationChanged(
-                allocation_id=allocation.pk,
-                status="closed",
-                quantity=2,
-                held=2,
-                sold=0,
-                version=current_version(allocation.pk),
-            ),
+            allocation_changed(allocation.pk, status="closed", quantity=2, held=2, sold=0),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
     ]
@@ -487,14 +473,7 @@ def test_release_after_close_announces_the_hold_and_the_shrunk_allocation(
                 reservation_id=hold.pk,
                 back_on_sale=False,
             ),
-            AllocationChanged(
-                allocation_id=allocation.pk,
-                status="closed",
-                quantity=0,
-                held=0,
-                sold=0,
-                version=current_version(allocation.pk),
-            ),
+            allocation_changed(allocation.pk, status="closed", quantity=0, held=0, sold=0),
         ]
     ]
 
@@ -542,14 +521,7 @@ def test_a_failing_subscriber_does_not_stop_the_others(
 
     assert received == [
         [
-            AllocationChanged(
-                allocation_id=allocation.pk,
-                status="open",
-                quantity=4,
-                held=0,
-                sold=0,
-                version=current_version(allocation.pk),
-            ),
+            allocation_changed(allocation.pk, status="open", quantity=4, held=0, sold=0),
             AllocationRecounted(allocation_id=allocation.pk),
         ]
     ]

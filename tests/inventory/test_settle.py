@@ -7,7 +7,6 @@ import pytest
 
 from inventory import events, services
 from inventory.events import (
-    AllocationChanged,
     HoldsPlaced,
     UnitsReturned,
 )
@@ -16,7 +15,7 @@ from tests.factories import UserFactory
 from tests.inventory.helpers import (
     MISSING_ID,
     PRICE,
-    current_version,
+    allocation_changed,
     open_primed,
     request_hold,
     reservation_changed,
@@ -145,14 +144,7 @@ def test_settling_announces_each_reservation_and_the_allocation_on_commit(
         [
             reservation_changed(won.pk, status="held"),
             reservation_changed(lost.pk, status="rejected"),
-            AllocationChanged(
-                allocation_id=allocation.pk,
-                status="open",
-                quantity=1,
-                held=1,
-                sold=0,
-                version=current_version(allocation.pk),
-            ),
+            allocation_changed(allocation.pk, status="open", quantity=1, held=1, sold=0),
             # What the gate mirrors: the refused request's units back, the hold's expiry.
             UnitsReturned(allocation_id=allocation.pk, customer_id=loser.pk, quantity=1),
             HoldsPlaced(
