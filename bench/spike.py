@@ -1,10 +1,8 @@
 """The spike: S units, B buyers each firing R reserve attempts at a drop the moment it is
-pinned, on the full local stack.
+pinned, on the full local stack. ``run_spike`` is the scenario, which ``bench/run.py``
+runs beside the other scenarios and the limits; the spike alone:
 
-    .venv/bin/python bench/spike.py [--units 100] [--buyers 400] [--attempts 2]
-
-runs the whole benchmark (``bench/run.py``) with the spike alone; ``run_spike`` is the
-scenario itself, used by ``bench/run.py`` beside the other scenarios and the limits.
+    .venv/bin/python bench/run.py --only spike [--units 100] [--buyers 400] [--attempts 2]
 """
 
 from __future__ import annotations
@@ -136,9 +134,3 @@ def run_spike(
         "held_plus_sold": allocation.held + allocation.sold,
         "oversold": max(0, allocation.held + allocation.sold - units),
     }
-
-
-if __name__ == "__main__":
-    import run
-
-    sys.exit(run.main(["--only", "spike", *sys.argv[1:]]))
