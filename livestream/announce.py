@@ -165,17 +165,18 @@ def allocation_changed(event: inventory_events.AllocationChanged) -> None:
 
 def reservation_messages(
     changes: Iterable[inventory_events.ReservationChanged],
-) -> list[tuple[int, str, int, str, dict]]:
+) -> list[broadcast.VersionedPersonal]:
     """Each buyer's ``reservation.updated``, as the REST API shows the reservation, from
-    the changes' data: ready for ``broadcast.send_personal_versioned`` (JSON-safe, so a
-    task can carry them)."""
+    the changes' data, versioned in its allocation (JSON-safe, so a task can carry
+    them)."""
     return [
-        (
-            change.customer_id,
-            f"reservation:{change.reservation_id}",
-            change.version,
-            "reservation.updated",
-            {
+        broadcast.VersionedPersonal(
+            scope=f"allocation:{change.allocation_id}",
+            about=str(change.reservation_id),
+            version=change.version,
+            user_id=change.customer_id,
+            event_type="reservation.updated",
+            fields={
                 "reservation": reservation_body(
                     change,
                     reservation_id=change.reservation_id,
@@ -187,7 +188,7 @@ def reservation_messages(
     ]
 
 
-def reservations_updated(messages: Iterable[tuple[int, str, int, str, dict]]) -> None:
+def reservations_updated(messages: Iterable[broadcast.VersionedPersonal]) -> None:
     """Send ``reservation_messages``: each buyer gets their reservation, unless they were
     told of a newer version of it already."""
     broadcast.send_personal_versioned(messages)

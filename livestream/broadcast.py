@@ -19,7 +19,7 @@ sent after commit, by whichever process committed it. Two processes' sends can c
 so what a newer change supersedes is versioned (the allocation's ``version``): a
 drop's stock figures are kept as the latest value (``Latest``), and each send publishes
 the value kept then; a user's reservation is published only if no newer version of it
-was (``send_personal_versioned``). A viewer never sees an older value after a newer one.
+was (``send_personal_versioned``). Nobody sees an older value after a newer one.
 
 Counters are coalesced (``Coalescer``): the first change in a window is sent at once,
 later ones in the window are folded into one trailing event carrying the latest value,
@@ -36,20 +36,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from core.redis import get_redis, redis_configured
 from livestream.hub import get_hub
-from livestream.topics import (
-    USER_LOGGED_OUT,
-    seq_key,
-    stream_channel,
-    user_channel,
-    user_versions_key,
-)
+from livestream.topics import USER_LOGGED_OUT, seq_key, stream_channel, user_channel
 
 logger = logging.getLogger(__name__)
 
@@ -230,62 +224,76 @@ def send_personal_many(events: Iterable[tuple[int, str, dict[str, Any]]]) -> Non
     )
 
 
-# KEYS: the user's versions seen (hash). ARGV: channel, lifetime (s), then per event:
-# what it is about, its version, its text. Published only if no newer version of the
-# same thing was; one transaction's events share a version, the later one wins.
+class VersionedPersonal(NamedTuple):
+    """A user's own event about something that changes by versions (a reservation):
+    ``about`` it within ``scope``, the set its versions are counted in (its
+    allocation)."""
+
+    scope: str
+    about: str
+    version: int
+    user_id: int
+    event_type: str
+    fields: dict[str, Any]
+
+
+# KEYS: the versions sent in one scope (hash). ARGV: lifetime (s), then per event: what
+# it is about, its version, the channel, the text. Published unless a newer version of
+# the same thing was; one transaction's events share a version, the later one wins.
 _PUBLISH_VERSIONED = """
 local published = 0
-for i = 3, #ARGV, 3 do
-  local seen = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) >= seen then
+for i = 2, #ARGV, 4 do
+  local sent = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) >= sent then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    redis.call('PUBLISH', ARGV[1], ARGV[i + 2])
+    redis.call('PUBLISH', ARGV[i + 2], ARGV[i + 3])
     published = published + 1
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
 return published
 """
-# How long a user's versions are kept after their last personal event (as the latest
-# values above).
+# How long a scope's versions are kept after its last event (as the latest values).
 VERSIONS_LIFETIME_SECONDS = 3600
 # In-process (no Redis), the versions of this many things are kept, the oldest forgotten.
 _LOCAL_VERSIONS_KEPT = 100_000
-_local_versions: dict[tuple[int, str], int] = {}
+_local_versions: dict[tuple[str, str], int] = {}
 
 
-def send_personal_versioned(events: Iterable[tuple[int, str, int, str, dict[str, Any]]]) -> int:
-    """Users' own events, each ``(user, about, version, type, fields)``: sent unless
-    the user was already sent a newer version of what it is ``about`` (a reservation
-    confirmed by one process must not be followed by its hold, told late by another).
-    One round trip for a settled batch; returns how many were sent."""
-    by_user: dict[int, list[tuple[str, int, str]]] = {}
-    for user_id, about, version, event_type, fields in events:
-        text = json.dumps({"type": event_type, **fields}, separators=(",", ":"), default=str)
-        by_user.setdefault(user_id, []).append((about, version, text))
-    if not by_user:
+def send_personal_versioned(events: Iterable[VersionedPersonal]) -> int:
+    """Users' own events, each sent unless a newer version of what it is about was
+    sent already (a reservation confirmed by one process must not be followed by its
+    hold, told late by another). One script call per scope, all in one round trip (a
+    settled batch is one scope); returns how many were sent."""
+    by_scope: dict[str, list[VersionedPersonal]] = {}
+    for event in map(VersionedPersonal._make, events):
+        by_scope.setdefault(event.scope, []).append(event)
+    if not by_scope:
         return 0
+
+    def text(event: VersionedPersonal) -> str:
+        body = {"type": event.event_type, **event.fields}
+        return json.dumps(body, separators=(",", ":"), default=str)
+
     if redis_configured():
         pipe = get_redis().pipeline(transaction=False)
-        for user_id, sends in by_user.items():
-            args = [item for send in sends for item in send]
+        for scope, sends in by_scope.items():
+            args = []
+            for event in sends:
+                args += [event.about, event.version, user_channel(event.user_id), text(event)]
             pipe.eval(
-                _PUBLISH_VERSIONED,
-                1,
-                user_versions_key(user_id),
-                user_channel(user_id),
-                VERSIONS_LIFETIME_SECONDS,
-                *args,
+                _PUBLISH_VERSIONED, 1, f"stream:versions:{scope}", VERSIONS_LIFETIME_SECONDS, *args
             )
         return sum(pipe.execute())
     texts = []
     with _local_lock:
-        for user_id, sends in by_user.items():
-            for about, version, text in sends:
-                if version >= _local_versions.get((user_id, about), -1):
-                    _local_versions.pop((user_id, about), None)  # moved to the newest end
-                    _local_versions[user_id, about] = version
-                    texts.append((user_id, text))
+        for sends in by_scope.values():
+            for event in sends:
+                key = (event.scope, event.about)
+                if event.version >= _local_versions.get(key, -1):
+                    _local_versions.pop(key, None)  # moved to the newest end
+                    _local_versions[key] = event.version
+                    texts.append((event.user_id, text(event)))
         while len(_local_versions) > _LOCAL_VERSIONS_KEPT:
             del _local_versions[next(iter(_local_versions))]
     _send_personal_texts(texts)

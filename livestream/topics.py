@@ -17,12 +17,6 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}:events"
 
 
-def user_versions_key(user_id: int) -> str:
-    """The versions of what the user was last told about on their channel (a
-    reservation's), so an older one told late is not published after it."""
-    return f"user:{user_id}:versions"
-
-
 def seq_key(stream_id: int) -> str:
     """The counter that numbers the stream's events (``seq``)."""
     return f"stream:{stream_id}:seq"

@@ -27,7 +27,6 @@ REDIS_TEST_KEY_PATTERNS = (
     "asgi*",
     "draw:*",
     "rules:*",
-    "user:*",
 )
 
 

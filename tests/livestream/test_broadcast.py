@@ -374,21 +374,26 @@ def test_a_latest_value_older_than_the_one_kept_is_dropped_and_never_sent(heard)
 
 
 def test_a_personal_event_older_than_one_sent_about_the_same_thing_is_not_sent(heard):
-    def told(about, version, status):
-        return (62, about, version, "reservation.updated", {"reservation": {"status": status}})
+    def told(about, version, status, scope="allocation:5"):
+        return broadcast.VersionedPersonal(
+            scope, about, version, 62, "reservation.updated", {"reservation": {"status": status}}
+        )
 
     sent = broadcast.send_personal_versioned(
-        [told("reservation:7", 3, "confirmed"), told("reservation:8", 1, "held")]
+        [told("7", 3, "confirmed"), told("8", 1, "held"), told("7", 1, "held", "allocation:6")]
     )
-    late = broadcast.send_personal_versioned(
-        [told("reservation:7", 2, "held"), told("reservation:8", 1, "released")]
-    )
+    late = broadcast.send_personal_versioned([told("7", 2, "held"), told("8", 1, "released")])
 
-    assert (sent, late) == (2, 1)
+    assert (sent, late) == (3, 1)
     _, personal = heard()
     # Reservation 7's hold, told after its confirmation, is dropped; reservation 8's two
-    # changes of one commit both go, in order.
-    assert [e["reservation"]["status"] for e in personal] == ["confirmed", "held", "released"]
+    # changes of one commit both go, in order; another allocation counts its own.
+    assert [e["reservation"]["status"] for e in personal] == [
+        "confirmed",
+        "held",
+        "held",
+        "released",
+    ]
 
 
 @pytest.mark.redis

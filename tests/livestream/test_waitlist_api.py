@@ -111,7 +111,7 @@ def test_the_viewer_hears_their_place_and_their_offer(
     monkeypatch.setattr(
         broadcast,
         "send_personal_versioned",
-        lambda events: sent.extend((user, kind, fields) for user, _, _, kind, fields in events),
+        lambda events: sent.extend((e.user_id, e.event_type, e.fields) for e in events),
     )
     hold = _sell_out(drop, capture)
     first, second = UserFactory(), UserFactory()
