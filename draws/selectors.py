@@ -16,7 +16,7 @@ from draws import refusals, window
 from draws.exceptions import NotEntered
 from draws.models import Draw, Entry
 from inventory import gate
-from inventory.models import WaitlistEntry
+from inventory import selectors as inventory_selectors
 from livestream.models import Drop
 from livestream.selectors import iso_time
 from livestream.serializers import ReservationSerializer
@@ -104,10 +104,7 @@ def entry_bodies(entries: list[Entry], *, drop_id: int) -> list[dict[str, Any]]:
     waiting = [e.waitlist_entry for e in entries if e.waitlist_entry is not None]
     positions: dict[int, int] = {}
     if waiting:
-        line = WaitlistEntry.objects.filter(
-            allocation_id=waiting[0].allocation_id, status=WaitlistEntry.Status.WAITING
-        ).order_by("id")
-        positions = {pk: place for place, pk in enumerate(line.values_list("pk", flat=True), 1)}
+        positions = inventory_selectors.waiting_places(allocation_id=waiting[0].allocation_id)
     holds = [e.reservation for e in entries if e.reservation is not None]
     hold_bodies = {}
     if holds:  # an entry still waiting for its draw has none (the entry door's answers)

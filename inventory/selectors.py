@@ -119,6 +119,15 @@ def waitlist_figures(*, allocation_id: int) -> tuple[dict[str, int], set[int]]:
     return figures, set(entries.values_list("customer_id", flat=True))
 
 
+def waiting_places(*, allocation_id: int) -> dict[int, int]:
+    """Each waitlist entry still waiting in the allocation's line, by id: its place (1 =
+    next in line)."""
+    line = WaitlistEntry.objects.filter(
+        allocation_id=allocation_id, status=WaitlistEntry.Status.WAITING
+    ).order_by("id")
+    return {pk: place for place, pk in enumerate(line.values_list("pk", flat=True), 1)}
+
+
 def pending_by_allocation(*, allocation_ids: Sequence[int]) -> dict[int, tuple[int, datetime]]:
     """Per allocation with requests waiting to be settled: how many, and since when the
     oldest has waited; allocations with none are left out."""

@@ -568,13 +568,8 @@ def drop_rules_change(*, drop_id: int, buyer_rules: bool) -> None:
     if drop is None:
         raise NotFound("No such drop.")
     # The allocation's lock, as its opening takes it (a timed drop opens unpinned).
-    opened_at = (
-        Allocation.objects.select_for_update()
-        .filter(pk=drop["allocation_id"])
-        .values_list("opened_at", flat=True)
-        .get()
-    )
-    if drop["pinned_at"] is not None or opened_at is not None:
+    allocation = inventory.allocation_lock(allocation_id=drop["allocation_id"])
+    if drop["pinned_at"] is not None or allocation.opened_at is not None:
         raise RulesFixed()
     on = buyer_rules and drop["mode"] == Drop.Mode.FIRST_COME
     Drop.objects.filter(pk=drop_id).update(buyer_rules=on)

@@ -64,6 +64,15 @@ def allocation_create(
     return allocation
 
 
+def allocation_lock(*, allocation_id: int) -> Allocation:
+    """Inside the caller's transaction: lock the allocation, in the lock order, as its
+    opening and closing do, so that neither happens until the caller commits."""
+    allocation = locks.lock_allocation(allocation_id)
+    if allocation is None:
+        raise NotFound("No such allocation.")
+    return allocation
+
+
 def allocation_open(*, allocation_id: int) -> Allocation:
     """Put the allocation on sale (idempotent) and prime its gate from the database."""
     with transaction.atomic():

@@ -137,3 +137,23 @@ def test_waitlist_figures_count_customers_once_and_offers_by_their_hold():
 
     assert figures == {"joined": 3, "waiting": 2, "offers": 2, "claimed": 1}
     assert customers == {waiting.pk, offered.pk, claimed_then_back.pk}
+
+
+def test_waiting_places_count_only_the_entries_still_waiting_in_the_order_they_joined():
+    allocation, other = open_allocation(quantity=1), open_allocation(quantity=1)
+
+    def entry(status, on=allocation):
+        return WaitlistEntry.objects.create(
+            allocation=on,
+            customer=UserFactory(),
+            unit_price=Decimal("5.00"),
+            currency="USD",
+            status=status,
+        ).pk
+
+    first = entry(WaitlistEntry.Status.WAITING)
+    entry(WaitlistEntry.Status.LEFT)
+    entry(WaitlistEntry.Status.WAITING, on=other)
+    second = entry(WaitlistEntry.Status.WAITING)
+
+    assert selectors.waiting_places(allocation_id=allocation.pk) == {first: 1, second: 2}
