@@ -21,6 +21,17 @@ def redis_configured() -> bool:
     return bool(settings.REDIS_URL)
 
 
+_databases: dict[str, int] = {}
+
+
+def redis_database() -> int:
+    """The database number ``REDIS_URL`` selects (0 when it names none)."""
+    url = settings.REDIS_URL
+    if url not in _databases:
+        _databases[url] = int(parse_url(url).get("db") or 0) if url else 0
+    return _databases[url]
+
+
 @cache
 def get_redis() -> redis.Redis:
     """Synchronous client on a blocking pool: under a connect storm callers wait for a

@@ -8,13 +8,20 @@ from __future__ import annotations
 import contextlib
 import json
 
+from core.redis import redis_database
+
+# Keys live in the database ``REDIS_URL`` selects, but pub/sub channels are shared by
+# every database of a server: the channels carry the database's number, so that two
+# deployments (or test runs) on one Redis server, each in its own database, never hear
+# each other's events.
+
 
 def stream_channel(stream_id: int) -> str:
-    return f"stream:{stream_id}:events"
+    return f"db{redis_database()}:stream:{stream_id}:events"
 
 
 def user_channel(user_id: int) -> str:
-    return f"user:{user_id}:events"
+    return f"db{redis_database()}:user:{user_id}:events"
 
 
 def seq_key(stream_id: int) -> str:

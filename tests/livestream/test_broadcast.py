@@ -38,7 +38,7 @@ def _personal(pubsub, *, wait=2.0) -> dict[int, list[dict]]:
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.05)
         if message and message["type"] == "message":
-            user_id = int(message["channel"].split(":")[1])
+            user_id = int(message["channel"].split(":")[-2])
             found.setdefault(user_id, []).append(json.loads(message["data"]))
     return found
 
