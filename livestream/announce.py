@@ -12,13 +12,14 @@ from collections.abc import Callable, Hashable, Iterable
 from functools import lru_cache
 from typing import Any
 
+from core.exceptions import NotFound
 from core.redis import get_redis, redis_configured
 from inventory import events as inventory_events
 from livestream import broadcast
 from livestream import events as live_events
 from livestream.models import Drop, Stream
 from livestream.presence import presence_count
-from livestream.selectors import drop_snapshot, drops_for_snapshot, iso_time
+from livestream.selectors import drop_routing, drop_snapshot, drops_for_snapshot, iso_time
 from livestream.serializers import reservation_body
 
 # The event a stream's status change announces, and the moment it carries.
@@ -40,27 +41,29 @@ def stream_status_changed(stream: Stream) -> None:
     broadcast.on_commit(lambda: broadcast.publish(stream.pk, event_type, **fields))
 
 
-def _drop_event(event_type: str, drop_id: int) -> None:
+def _drop_now(drop_id: int) -> tuple[int, dict[str, Any]]:
+    """The drop's stream and the drop as clients see it, as the transaction has it now."""
     drop = drops_for_snapshot().get(pk=drop_id)
-    snapshot = drop_snapshot(drop=drop)
-    broadcast.on_commit(lambda: broadcast.publish(drop.stream_id, event_type, drop=snapshot))
+    return drop.stream_id, drop_snapshot(drop=drop)
+
+
+def _drop_event(event_type: str, drop_id: int) -> None:
+    stream_id, snapshot = _drop_now(drop_id)
+    broadcast.on_commit(lambda: broadcast.publish(stream_id, event_type, drop=snapshot))
 
 
 def drop_pinned(drop_id: int) -> Callable[[], None]:
     """The pin takes its place among the transaction's events now, ahead of what the
     opening of its sale sends (viewers learn of the drop on stage first); its payload is
     built by the function returned, to be called after the transaction's last write."""
-    payload: dict[str, Any] = {}
+    built: list[tuple[int, dict[str, Any]]] = []
 
     def send() -> None:
-        broadcast.publish(payload["stream_id"], "drop.pinned", drop=payload["drop"])
-
-    def build() -> None:
-        drop = drops_for_snapshot().get(pk=drop_id)
-        payload.update(stream_id=drop.stream_id, drop=drop_snapshot(drop=drop))
+        stream_id, snapshot = built[0]
+        broadcast.publish(stream_id, "drop.pinned", drop=snapshot)
 
     broadcast.on_commit(send)
-    return build
+    return lambda: built.append(_drop_now(drop_id))
 
 
 def drop_unpinned(drop_id: int, stream_id: int) -> None:
@@ -82,8 +85,9 @@ stock_latest = broadcast.Latest("stock")
 
 
 def _send_stock(drop_id: Hashable) -> None:
-    stream_id = _stream_of_drop(drop_id)
-    if stream_id is None:
+    try:
+        stream_id = drop_routing(drop_id).stream_id
+    except NotFound:
         return
     sent = stock_latest.publish(drop_id, stream_id, "stock.changed")
     if sent is not None:
@@ -136,19 +140,10 @@ def viewers_changed(stream_id: int) -> None:
 # --- from inventory events -------------------------------------------------------------
 
 
-# Which drop and stream an allocation and a drop belong to never changes once they
-# exist, so it is read once per process, not per event.
-
-
 @lru_cache(maxsize=100_000)
 def _drop_of_allocation(allocation_id: int) -> int | None:
-    """The drop on stage for an allocation."""
+    """The drop on stage for an allocation (fixed once created, so cached)."""
     return Drop.objects.filter(allocation_id=allocation_id).values_list("pk", flat=True).first()
-
-
-@lru_cache(maxsize=100_000)
-def _stream_of_drop(drop_id: int) -> int | None:
-    return Drop.objects.filter(pk=drop_id).values_list("stream_id", flat=True).first()
 
 
 def allocation_changed(event: inventory_events.AllocationChanged) -> None:

@@ -162,7 +162,7 @@ def _forget_drop_routing():
     """Drop routing and streams by slug are cached per process; ids and slugs are
     reused across tests."""
     from draws.services import draw_facts_forget
-    from livestream.announce import _drop_of_allocation, _stream_of_drop
+    from livestream.announce import _drop_of_allocation
     from livestream.broadcast import forget_local_versions
     from livestream.consumers import forget_cached_streams
     from livestream.selectors import drop_routing_cache_clear
@@ -172,5 +172,4 @@ def _forget_drop_routing():
     forget_local_versions()
     forget_cached_streams()
     _drop_of_allocation.cache_clear()
-    _stream_of_drop.cache_clear()
     yield
