@@ -49,7 +49,7 @@ from livestream.presence import presence_add, presence_count, presence_forget
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
 from livestream.topics import seq_of
-from livestream.wire import direct_socket, write_now
+from livestream.wire import direct_socket, write_all_now, write_now
 from livestream.ws_auth import viewer_of
 
 logger = logging.getLogger(__name__)
@@ -368,6 +368,25 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 metrics.SUPERSEDED.inc()
                 return True
         return self._enqueue(text)
+
+    def offer_many(
+        self, texts: tuple[str, ...], seqs: list[int | None], least_seq: int | None
+    ) -> bool:
+        """From the hub: several stream events in order (read in one go by a hub that fell
+        behind), each ``offer``ed as above; a viewer that keeps up, and whose snapshot
+        holds none of them (``least_seq``: their lowest seq, None if one has none), gets
+        them all in one write."""
+        if (
+            self._wire is not None
+            and self._drain is None
+            and self._pending is None
+            and not self._closing
+            and least_seq is not None
+            and least_seq > self._floor_seq
+            and write_all_now(self._wire, texts)
+        ):
+            return True
+        return all(self.offer(text, seq) for text, seq in zip(texts, seqs, strict=True))
 
     def _enqueue(self, text: str) -> bool:
         if self._closing:

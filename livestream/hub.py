@@ -13,10 +13,17 @@ is watched. Without Redis (the embedded default) the broadcast module hands even
 straight to ``deliver`` and ``deliver_personal``.
 
 A connection is anything with ``conn_id: str``, ``is_host: bool``, ``offer(text) ->
-bool``, ``personal(text)`` and ``logged_out()``: ``offer`` puts the text on the
-connection's own bounded queue (drained by its own sender task) and returns False when
-that queue is full, in which case the connection closes itself (4008) and the hub
-forgets it at once, so a slow viewer never stalls the others.
+bool``, ``offer_many(texts, ...) -> bool``, ``personal(text)`` and ``logged_out()``:
+``offer`` puts the text on the connection's own bounded queue (drained by its own sender
+task) and returns False when that queue is full, in which case the connection closes
+itself (4008) and the hub forgets it at once, so a slow viewer never stalls the others.
+
+A process that falls behind its subscription (a fan-out to ten thousand sockets takes
+longer than the gap to the next event) finds several events of a stream waiting when it
+reads again. It takes them together, up to ``BURST_MOST``, and hands each viewer the run
+at once (``offer_many``: one socket write for all of them), so the further behind it is,
+the fewer writes each event costs, and a saturated process catches up instead of
+falling further behind. Every event is still delivered, in order, as its own frame.
 
 Redis pub/sub loses what is published while the subscription is down. After a
 listener error the hub reconnects with backoff, resubscribes every channel and sends
@@ -55,6 +62,10 @@ SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 LISTENER_IDLE_PING_SECONDS = 30.0
 RECONNECT_BACKOFF_MIN_SECONDS = 0.1
 RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+# Events of one channel taken from the subscription together when they are already
+# waiting: well below a viewer's backlog (``SEND_BACKLOG_SIZE``), so that one run never
+# closes a viewer that was keeping up.
+BURST_MOST = 16
 
 
 class Connection(Protocol):
@@ -63,6 +74,10 @@ class Connection(Protocol):
     user_id: int | None  # signed in: who watches (presence's watch time)
 
     def offer(self, text: str, seq: int | None = None) -> bool: ...
+
+    def offer_many(
+        self, texts: tuple[str, ...], seqs: list[int | None], least_seq: int | None
+    ) -> bool: ...
 
     def personal(self, text: str) -> None: ...
 
@@ -78,6 +93,8 @@ class _Channel:
     Redis has confirmed it (a PUBLISH after the confirmation reaches us)."""
 
     on_message: Callable[[str], None]
+    # Several messages that were waiting together, in order (else ``on_message`` each).
+    on_messages: Callable[[list[str]], None] | None = None
     # Called on every confirmation; True when the subscription had been confirmed and
     # was then lost (what was published meanwhile never reached us).
     on_confirmed: Callable[[bool], None] | None = None
@@ -156,6 +173,7 @@ class Hub:
             if redis_configured():
                 entry.channel = _Channel(
                     on_message=partial(self._fanout, stream_id, entry=entry),
+                    on_messages=partial(self._fanout_run, stream_id, entry),
                     on_confirmed=partial(self._stream_confirmed, stream_id, entry),
                 )
                 await self._subscribe(stream_channel(stream_id), entry.channel)
@@ -305,6 +323,28 @@ class Hub:
                 logger.exception("stream %s: offer failed", stream_id)
                 slow.append(connection)
         metrics.DELIVERIES.inc(len(entry.connections) - len(slow))
+        self._drop_slow(stream_id, entry, slow)
+
+    def _fanout_run(self, stream_id: int, entry: _Stream, run: list[str]) -> None:
+        """``_fanout`` for several events of the stream at once, in order."""
+        texts = tuple(run)
+        seqs = [seq_of(text) for text in texts]
+        numbered = [seq for seq in seqs if seq is not None]
+        if numbered and max(numbered) > entry.last_seq:
+            entry.last_seq = max(numbered)
+        least = min(numbered) if len(numbered) == len(seqs) else None
+        slow = []
+        for connection in list(entry.connections):
+            try:
+                if not connection.offer_many(texts, seqs, least):
+                    slow.append(connection)
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("stream %s: offer failed", stream_id)
+                slow.append(connection)
+        metrics.DELIVERIES.inc((len(entry.connections) - len(slow)) * len(texts))
+        self._drop_slow(stream_id, entry, slow)
+
+    def _drop_slow(self, stream_id: int, entry: _Stream, slow: list[Connection]) -> None:
         for connection in slow:
             # It is closing itself; stop writing to it (its disconnect leaves again).
             entry.connections.discard(connection)
@@ -385,19 +425,20 @@ class Hub:
                     if message is None:
                         await pubsub.ping()  # a dead connection raises here
                         continue
-                    channel = self._channels.get(message["channel"])
-                    if channel is None:
-                        continue  # unsubscribed meanwhile, or a pong
-                    if message["type"] == "subscribe":
-                        after_loss, channel.lost = channel.lost, False
-                        channel.confirmed.set()
-                        if channel.on_confirmed is not None:
-                            channel.on_confirmed(after_loss)
-                    elif message["type"] == "message":
-                        channel.on_message(message["data"])
-                        # Let the senders drain before the next buffered message: a
-                        # burst read in one go must not overflow healthy viewers.
-                        await asyncio.sleep(0)
+                    if message["type"] != "message":
+                        self._confirm(message)
+                        continue
+                    # What else is waiting already, read without waiting for more.
+                    burst = [message]
+                    while len(burst) < BURST_MOST:
+                        more = await pubsub.get_message(timeout=0)
+                        if more is None:
+                            break
+                        burst.append(more)
+                    self._dispatch(burst)
+                    # Let the senders drain before the next messages: a burst read in
+                    # one go must not overflow healthy viewers.
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -419,6 +460,43 @@ class Hub:
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECONDS)
+
+    def _confirm(self, message: dict) -> None:
+        channel = self._channels.get(message["channel"])
+        if channel is None or message["type"] != "subscribe":
+            return  # unsubscribed meanwhile, an unsubscribe's answer, or a pong
+        after_loss, channel.lost = channel.lost, False
+        channel.confirmed.set()
+        if channel.on_confirmed is not None:
+            channel.on_confirmed(after_loss)
+
+    def _dispatch(self, burst: list[dict]) -> None:
+        """Hand a burst of messages to their channels in order: each run of one channel's
+        messages together to a channel that takes runs."""
+        index = 0
+        while index < len(burst):
+            message = burst[index]
+            if message["type"] != "message":
+                self._confirm(message)
+                index += 1
+                continue
+            name = message["channel"]
+            end = index + 1
+            while (
+                end < len(burst)
+                and burst[end]["type"] == "message"
+                and burst[end]["channel"] == name
+            ):
+                end += 1
+            channel = self._channels.get(name)
+            if channel is not None:  # else unsubscribed meanwhile
+                run = [m["data"] for m in burst[index:end]]
+                if len(run) > 1 and channel.on_messages is not None:
+                    channel.on_messages(run)
+                else:
+                    for text in run:
+                        channel.on_message(text)
+            index = end
 
     # -- presence heartbeat -------------------------------------------------------------
 

@@ -11,6 +11,11 @@ handshake done, the connection open, no close sent, no compression negotiated, t
 transport not paused). In every other case (another server, a test communicator, a
 paused or closing socket) the caller uses the ASGI ``send``, as before.
 
+Several events read in one go (a hub that fell behind its subscription) are written as
+their frames joined, one write per viewer for all of them: on loopback a write costs
+the sender and the receiver a system call and a TCP segment each, whatever it carries,
+and the frames stay separate messages on the wire.
+
 This relies on uvicorn's sans-I/O websockets protocol (its default; uvicorn's version
 is pinned in ``pyproject.toml``): ``tests/livestream/test_wire.py`` runs it on a real
 uvicorn server, with and without the conditions for writing directly.
@@ -31,6 +36,8 @@ _TEXT_FIN = 0x81  # FIN set, opcode 1 (text)
 # viewer in turn, so all but the first find it here.
 # Not a text to begin with: a str there (say "") would be another text's frame.
 _last: tuple[object, bytes] = (object(), b"")
+# The same for the last run of texts joined (``frames``).
+_last_run: tuple[object, bytes] = (object(), b"")
 
 
 def text_frame(text: str) -> bytes:
@@ -51,6 +58,17 @@ def text_frame(text: str) -> bytes:
     return frame
 
 
+def frames(texts: tuple[str, ...]) -> bytes:
+    """The frames of ``texts``, in order, as one run of bytes (built once per run: the
+    hub hands the same tuple to every viewer)."""
+    global _last_run
+    if _last_run[0] is texts:
+        return _last_run[1]
+    joined = b"".join(text_frame(text) for text in texts)
+    _last_run = (texts, joined)
+    return joined
+
+
 def direct_socket(send):
     """uvicorn's protocol behind an ASGI ``send``, when frames may be written to it
     directly; None otherwise. Asked once the handshake is done."""
@@ -62,15 +80,28 @@ def direct_socket(send):
     return protocol
 
 
-def write_now(protocol, text: str) -> bool:
-    """Write ``text``'s frame if uvicorn would write it at once; False: use ``send``."""
-    if (
+def _writable(protocol) -> bool:
+    """Whether uvicorn's ``send`` would write a frame at once."""
+    return not (
         protocol.close_sent
         or not protocol.handshake_complete
         or not protocol.writable.is_set()
         or protocol.conn.state is not State.OPEN
         or protocol.transport.is_closing()
-    ):
+    )
+
+
+def write_now(protocol, text: str) -> bool:
+    """Write ``text``'s frame if uvicorn would write it at once; False: use ``send``."""
+    if not _writable(protocol):
         return False
     protocol.transport.write(text_frame(text))
+    return True
+
+
+def write_all_now(protocol, texts: tuple[str, ...]) -> bool:
+    """``write_now`` for several texts: their frames in one write, or nothing written."""
+    if not _writable(protocol):
+        return False
+    protocol.transport.write(frames(texts))
     return True

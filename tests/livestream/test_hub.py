@@ -13,8 +13,8 @@ import redis
 from django.conf import settings
 
 from core import redis as redis_clients
-from livestream import broadcast, topics
-from livestream.hub import RESYNC_REQUIRED, Hub, get_hub
+from livestream import broadcast, metrics, topics
+from livestream.hub import BURST_MOST, RESYNC_REQUIRED, Hub, get_hub
 from livestream.topics import stream_channel
 from tests.livestream.test_consumers import (
     _fresh_hub,  # noqa: F401 (autouse fixture)
@@ -34,6 +34,7 @@ class FakeConnection:
         self.is_host = False
         self.user_id = None
         self.received: list[str] = []
+        self.runs: list[list[str]] = []  # what came through ``offer_many``
         self.personal_events: list[str] = []
         self.signed_out = False
         self.room = room
@@ -43,6 +44,10 @@ class FakeConnection:
             return False
         self.received.append(text)
         return True
+
+    def offer_many(self, texts, seqs, least_seq) -> bool:
+        self.runs.append(list(texts))
+        return all(self.offer(text, seq) for text, seq in zip(texts, seqs, strict=True))
 
     def personal(self, text: str) -> None:
         self.personal_events.append(text)
@@ -260,6 +265,54 @@ async def test_after_losing_its_connection_the_hub_resubscribes_all_and_every_st
         assert len(_hub_connections(client)) == 1
         client.publish(topics.user_channel(77), '{"type":"reservation.updated"}')
         await _until(lambda: buyer.personal_events == ['{"type":"reservation.updated"}'])
+
+
+@pytest.mark.redis
+async def test_events_waiting_together_reach_each_viewer_as_one_run_in_order():
+    """A hub that fell behind (here: its loop held while the events are published) takes
+    what waits of each stream together, up to BURST_MOST, and every event still arrives,
+    in order, the other stream's and the user's in their own places."""
+    hub, client = get_hub(), _sync_redis()
+    one, two, other = FakeConnection("one"), FakeConnection("two"), FakeConnection("other")
+    await hub.join(2101, one)
+    await hub.join(2101, two)
+    await hub.join(2102, other)
+    await hub.join_user(2103, one)
+    texts = [f'{{"seq":{n},"type":"stock.changed"}}' for n in range(1, 41)]
+    # Published while this loop does not run, as when a fan-out keeps it busy.
+    for text in texts[:20]:
+        client.publish(stream_channel(2101), text)
+    client.publish(topics.user_channel(2103), '{"type":"reservation.updated"}')
+    client.publish(stream_channel(2102), texts[0])
+    for text in texts[20:]:
+        client.publish(stream_channel(2101), text)
+
+    await _until(lambda: len(one.received) == 40 and len(two.received) == 40)
+    await _until(lambda: other.received and one.personal_events)
+    assert one.received == texts and two.received == texts
+    assert other.received == [texts[0]]
+    assert one.personal_events == ['{"type":"reservation.updated"}']
+    # Some came as runs (so fewer handings than events), none longer than BURST_MOST.
+    assert one.runs
+    assert all(2 <= len(run) <= BURST_MOST for run in one.runs)
+    assert one.runs == two.runs
+
+
+async def test_a_run_counts_every_delivery_and_drops_a_viewer_that_overflows():
+    hub = get_hub()
+    hub._bind()
+    keeps, slow = FakeConnection("keeps"), FakeConnection("slow", room=2)
+    await hub.join(2201, keeps)
+    await hub.join(2201, slow)
+    texts = [f'{{"seq":{n},"type":"stock.changed"}}' for n in range(1, 4)]
+    before = metrics.DELIVERIES._value.get()
+
+    hub._fanout_run(2201, hub._streams[2201], texts)
+
+    assert keeps.received == texts
+    assert hub.local_count(2201) == 1  # the slow one is forgotten at once
+    assert metrics.DELIVERIES._value.get() - before == 3
+    assert hub.seen_seq(2201) == 3
 
 
 def test_client_name_names_the_process():

@@ -14,7 +14,7 @@ from channels.routing import URLRouter
 from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 
-from livestream import wire
+from livestream import broadcast, wire
 from livestream.hub import get_hub
 from livestream.routing import websocket_urlpatterns
 from livestream.ws_auth import websocket_stack
@@ -106,3 +106,29 @@ async def test_a_paused_or_closed_socket_is_left_to_uvicorns_send():
         protocol.close_sent = True
         assert not wire.write_now(protocol, '{"type":"test.event"}')
         protocol.close_sent = False
+
+
+@pytest.mark.redis
+async def test_on_uvicorn_events_waiting_together_are_one_write_and_still_separate_messages():
+    """A hub that fell behind writes the events waiting for a viewer in one go; the
+    client still reads each as its own message, all of them, in order."""
+    stream, _, _ = await make_stream()
+    async with (
+        _uvicorn(deflate=False) as base,
+        connect(f"{base}/ws/streams/{stream.slug}/") as ws,
+    ):
+        state = json.loads(await ws.recv())
+        [viewer] = get_hub()._streams[stream.pk].connections
+        transport = viewer._wire.transport
+        writes = []
+        real_write = transport.write
+        transport.write = lambda data: (writes.append(data), real_write(data))[1]
+        # Published while this loop does not run, as when a fan-out keeps it busy.
+        seqs = [broadcast.publish(stream.pk, "test.event", n=n) for n in range(30)]
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in seqs]
+    assert [event["seq"] for event in got] == seqs
+    assert seqs[0] > state["seq"]
+    assert [event["n"] for event in got] == list(range(30))
+    # Every event went through the direct writes, in fewer writes than events.
+    assert b"".join(writes).count(b'"type":"test.event"') == 30
+    assert len(writes) < len(seqs)
