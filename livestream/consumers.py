@@ -49,7 +49,7 @@ from livestream.presence import presence_add, presence_count, presence_forget
 from livestream.selectors import host_stats, stream_get, stream_snapshot
 from livestream.services import stream_check_control
 from livestream.topics import seq_of
-from livestream.wire import direct_socket, write_all_now, write_now
+from livestream.wire import direct_socket, release_handshake, write_all_now, write_now
 from livestream.ws_auth import viewer_of
 
 logger = logging.getLogger(__name__)
@@ -283,6 +283,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         stream = await _find_stream_cached(self.slug)
         await self.accept()
         self._wire = direct_socket(self.base_send)
+        if self._wire is not None:
+            release_handshake(self._wire)
         if stream is None:
             self._closing = True
             await self.close(code=CLOSE_NOT_FOUND)

@@ -80,6 +80,16 @@ def direct_socket(send):
     return protocol
 
 
+def release_handshake(protocol) -> None:
+    """Drop the handshake's parsed request and response, which uvicorn keeps on the
+    protocol for the connection's life although it reads them only until the handshake
+    is done: their header objects are some 3 KB of every viewer's memory (a tracemalloc
+    probe, bench/README.md). The scope keeps the request's headers for the app."""
+    if protocol.handshake_complete:
+        protocol.request = None
+        protocol.response = None
+
+
 def _writable(protocol) -> bool:
     """Whether uvicorn's ``send`` would write a frame at once."""
     return not (

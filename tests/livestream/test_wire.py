@@ -132,3 +132,22 @@ async def test_on_uvicorn_events_waiting_together_are_one_write_and_still_separa
     # Every event went through the direct writes, in fewer writes than events.
     assert b"".join(writes).count(b'"type":"test.event"') == 30
     assert len(writes) < len(seqs)
+
+
+async def test_on_uvicorn_a_viewer_keeps_no_handshake_headers_and_still_works():
+    """The parsed handshake is dropped once done; events, pings and the close still go."""
+    stream, _, _ = await make_stream()
+    async with (
+        _uvicorn(deflate=False) as base,
+        connect(f"{base}/ws/streams/{stream.slug}/") as ws,
+    ):
+        state = json.loads(await ws.recv())
+        [viewer] = get_hub()._streams[stream.pk].connections
+        protocol = viewer._wire
+        assert protocol.request is None and protocol.response is None
+        assert viewer.scope["headers"]  # the app's own view of the request is kept
+        get_hub().deliver(stream.pk, json.dumps({"seq": state["seq"] + 1, "type": "test.event"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "test.event"
+        await asyncio.wait_for(await ws.ping(), 5)
+        await ws.close()
+        assert ws.close_code == 1000
