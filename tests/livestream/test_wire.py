@@ -108,17 +108,25 @@ async def test_a_paused_or_closed_socket_is_left_to_uvicorns_send():
         protocol.close_sent = False
 
 
-@pytest.mark.redis
-async def test_on_uvicorn_events_waiting_together_are_one_write_and_still_separate_messages():
-    """A hub that fell behind writes the events waiting for a viewer in one go; the
-    client still reads each as its own message, all of them, in order."""
-    stream, _, _ = await make_stream()
+@contextlib.asynccontextmanager
+async def _one_viewer(stream):
+    """One real client watching ``stream`` on a real uvicorn: the client, its snapshot
+    and the server's consumer of it."""
     async with (
         _uvicorn(deflate=False) as base,
         connect(f"{base}/ws/streams/{stream.slug}/") as ws,
     ):
         state = json.loads(await ws.recv())
         [viewer] = get_hub()._streams[stream.pk].connections
+        yield ws, state, viewer
+
+
+@pytest.mark.redis
+async def test_on_uvicorn_events_waiting_together_are_one_write_and_still_separate_messages():
+    """A hub that fell behind writes the events waiting for a viewer in one go; the
+    client still reads each as its own message, all of them, in order."""
+    stream, _, _ = await make_stream()
+    async with _one_viewer(stream) as (ws, state, viewer):
         transport = viewer._wire.transport
         writes = []
         real_write = transport.write
@@ -137,12 +145,7 @@ async def test_on_uvicorn_events_waiting_together_are_one_write_and_still_separa
 async def test_on_uvicorn_a_viewer_keeps_no_handshake_headers_and_still_works():
     """The parsed handshake is dropped once done; events, pings and the close still go."""
     stream, _, _ = await make_stream()
-    async with (
-        _uvicorn(deflate=False) as base,
-        connect(f"{base}/ws/streams/{stream.slug}/") as ws,
-    ):
-        state = json.loads(await ws.recv())
-        [viewer] = get_hub()._streams[stream.pk].connections
+    async with _one_viewer(stream) as (ws, state, viewer):
         protocol = viewer._wire
         assert protocol.request is None and protocol.response is None
         assert viewer.scope["headers"]  # the app's own view of the request is kept
